@@ -1,0 +1,132 @@
+"""Typed dataclass configs, presets, and the CLI generated from them.
+
+Every config is a ``@dataclass`` whose fields are declared with :func:`arg`, which
+carries a one-line help string. :func:`add_config_args` turns a config class into
+argparse options (``--field-name``), and :func:`build_config` turns parsed
+arguments back into a config instance:
+
+    defaults  ->  preset overrides (flat dict)  ->  explicit command-line flags
+
+Presets are flat, named dicts of field overrides; no preset inherits from another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be right; the message names the field and what would be."""
+
+
+def arg(default: Any, help: str, *, choices: tuple | None = None) -> Any:  # noqa: A002 - argparse name
+    """Declare a config field with its one-line help text (shown by ``--help``)."""
+    metadata = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _field_type(cls: type, field: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints[field.name]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _converter(tp: Any):
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        base = _converter(inner[0])
+        return lambda text: None if text.lower() in {"none", "null", ""} else base(text)
+    if tp is bool:
+        return _parse_bool
+    if tp in (int, float, str):
+        return tp
+    if origin in (list, tuple):
+        item = typing.get_args(tp)[0] if typing.get_args(tp) else str
+        conv = _converter(item)
+        return lambda text: [conv(part) for part in text.split(",") if part]
+    return str
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """Add one ``--option`` per dataclass field; defaults stay ``None`` so explicit flags are detectable."""
+    group = parser.add_argument_group(f"{cls.__name__} options")
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        tp = _field_type(cls, field)
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        help_text = field.metadata.get("help", "")
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=_converter(tp),
+            default=None,
+            choices=field.metadata.get("choices"),
+            metavar=(tp.__name__.upper() if isinstance(tp, type) else "VALUE"),
+            help=f"{help_text} (default: {default})",
+        )
+
+
+def apply_overrides(config: C, overrides: Mapping[str, Any], *, source: str) -> C:
+    """Return a copy of ``config`` with ``overrides`` applied; unknown keys are a one-line error."""
+    names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {unknown} for {type(config).__name__}; known: {sorted(names)}")
+    return dataclasses.replace(config, **overrides)  # type: ignore[type-var]
+
+
+def build_config(
+    cls: type[C],
+    namespace: argparse.Namespace | Mapping[str, Any] | None = None,
+    *,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+    preset: str | None = None,
+) -> C:
+    """defaults -> preset -> explicit flags (those not ``None`` in ``namespace``)."""
+    config = cls()
+    if preset is not None:
+        if presets is None or preset not in presets:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(presets or {})}")
+        config = apply_overrides(config, presets[preset], source=f"preset {preset!r}")
+    values = vars(namespace) if isinstance(namespace, argparse.Namespace) else dict(namespace or {})
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    explicit = {k: v for k, v in values.items() if k in names and v is not None}
+    return apply_overrides(config, explicit, source="command line")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready dict of a (possibly nested) dataclass config."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
+    """Inverse of :func:`to_dict` for flat configs; ignores keys the class no longer has."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def save_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write JSON via a temp file + rename so a kill never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
