@@ -1,0 +1,38 @@
+# Set-up and entry points. `make run` and `make test` each set up on a fresh machine first.
+#
+# TORCH pins the PyTorch wheel installed BEFORE the package, so pip never resolves
+# an unpinned `torch` (which on Linux pulls a multi-GB CUDA build). The default is
+# the CPU wheel this project is developed and tested with. GPU users:
+#   make setup TORCH="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
+# or install any CUDA torch into .venv first; `pip install -e .` keeps it.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+ENV ?= ALE/Pong-v5
+PRESET ?= tiny
+RUN_DIR ?= runs/quickstart
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)" $(TORCH_INDEX)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/wm worldmodels --env $(ENV) --preset $(PRESET) --run-dir $(RUN_DIR)
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(VENV)/bin/wm bench --what collect
+
+clean:
+	rm -rf $(VENV) runs

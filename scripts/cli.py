@@ -1,0 +1,78 @@
+"""The ``wm`` console command: one subcommand per entry point, options generated from typed configs.
+
+Each subcommand is described by a :class:`Command` in :data:`COMMANDS` (an explicit
+registry): a module exposing ``CONFIG`` (a dataclass), optionally ``PRESETS``
+(flat dicts of overrides) and ``run(config) -> dict``. The module is imported
+only when its subcommand runs (or for ``--help``), so ``wm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from dataclasses import dataclass
+
+from worldmodels.config import ConfigError, add_config_args, build_config
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "collect": Command("scripts.collect", "Collect episodes with a random policy into an on-disk episode store."),
+    "bench": Command("scripts.bench", "Benchmarks with JSON output (env collection, training, imagination)."),
+}
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wm",
+        description="worldmodels: world models with latent imagination (World Models V+M+C and Dreamer).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        module = importlib.import_module(command.module)
+        p = sub.add_parser(name, help=command.help, description=(module.__doc__ or command.help).strip().splitlines()[0])
+        presets = getattr(module, "PRESETS", None)
+        if presets:
+            p.add_argument("--preset", choices=sorted(presets), default=getattr(module, "DEFAULT_PRESET", None),
+                           help=f"named size preset applied before explicit flags (default: {getattr(module, 'DEFAULT_PRESET', None)})")
+        add_config_args(p, module.CONFIG)
+        p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command].module)
+    try:
+        config = build_config(module.CONFIG, args, presets=getattr(module, "PRESETS", None), preset=getattr(args, "preset", None))
+        if args.print_config:
+            print(json.dumps(config.__dict__, indent=2, default=str))
+            return 0
+        module.run(config)
+    except (ConfigError, UserError, ValueError, FileNotFoundError, PermissionError) as error:
+        # One line, no traceback: every user-facing check raises one of these with a full message.
+        print(f"wm {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"wm {args.command}: interrupted; completed work is on disk and the run resumes where it stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
