@@ -1,0 +1,158 @@
+"""Checkpoints that users exchange: safetensors weights + a JSON config. Loading never unpickles.
+
+A pretrained directory holds exactly two files::
+
+    DIR/model.safetensors   every tensor, keyed "<component>.<parameter name>"
+    DIR/config.json         {"format", "family", "library_version", "components", ...}
+
+``save_pretrained`` writes both through temp files + ``os.replace`` so a kill never
+leaves a half-written checkpoint. ``load_pretrained`` parses only the safetensors
+header/byte ranges and JSON: no code in the files can run. Every failure (missing
+file, tampered or truncated bytes, a pickle payload, a wrong shape) is a
+:class:`CheckpointError` with a one-line message.
+
+Lightning ``.ckpt`` files are for exact resume only and are read by
+:func:`load_lightning_checkpoint` with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import worldmodels
+
+FORMAT = "worldmodels-pretrained/1"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says which file and what is wrong."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_into` did: keys loaded, and keys left at their fresh initialisation."""
+
+    loaded: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+
+
+def save_pretrained(directory: str | Path, components: Mapping[str, nn.Module], config: Mapping[str, Any]) -> Path:
+    """Write ``components`` (name -> module) and ``config`` to ``directory`` atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in components.items():
+        for key, value in module.state_dict().items():
+            # safetensors refuses shared / non-contiguous storage; clone makes each tensor its own.
+            tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    payload = {
+        "format": FORMAT,
+        "library_version": worldmodels.__version__,
+        "components": sorted(components),
+        **config,
+    }
+    tmp_weights = directory / f".{WEIGHTS_NAME}.tmp"
+    tmp_config = directory / f".{CONFIG_NAME}.tmp"
+    save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
+    tmp_config.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    for tmp in (tmp_weights, tmp_config):
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    os.replace(tmp_weights, directory / WEIGHTS_NAME)
+    os.replace(tmp_config, directory / CONFIG_NAME)
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """The JSON config of a pretrained directory, validated for format."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; a pretrained directory holds {WEIGHTS_NAME} and {CONFIG_NAME}")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error.msg if hasattr(error, 'msg') else error})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format is {config.get('format') if isinstance(config, dict) else None!r}, expected {FORMAT!r}")
+    return config
+
+
+def read_tensors(directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights of a pretrained directory, grouped by component: ``{component: state_dict}``."""
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; a pretrained directory holds {WEIGHTS_NAME} and {CONFIG_NAME}")
+    try:
+        flat = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path}: not a valid safetensors file ({first_line}); it may be truncated, tampered with, or a pickle "
+            f"(pickled checkpoints are refused: weights must be safetensors)"
+        ) from None
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        component, _, name = key.partition(".")
+        grouped.setdefault(component, {})[name] = value
+    return grouped
+
+
+def load_into(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    component: str,
+    reinit_prefixes: tuple[str, ...] = (),
+) -> LoadReport:
+    """Copy ``state`` into ``module``; keys under ``reinit_prefixes`` whose shape differs keep their fresh init.
+
+    Any other missing key, unexpected key or shape mismatch is a one-line :class:`CheckpointError`.
+    """
+    report = LoadReport()
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if unexpected or [k for k in missing if not k.startswith(reinit_prefixes)]:
+        raise CheckpointError(
+            f"{component}: checkpoint does not match the model (missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); was it saved by another model class?"
+        )
+    to_load = {}
+    for key in [k for k in own if k in state]:  # the model's own order: first layer first
+        value = state[key]
+        if own[key].shape != value.shape:
+            if key.startswith(reinit_prefixes):
+                report.reinitialised.append(key)
+                continue
+            raise CheckpointError(
+                f"{component}.{key}: shape {tuple(value.shape)} in the checkpoint, but the model expects "
+                f"{tuple(own[key].shape)}; build the model with the checkpoint's config.json sizes"
+            )
+        to_load[key] = value
+        report.loaded.append(key)
+    report.reinitialised += [k for k in missing if k.startswith(reinit_prefixes)]
+    module.load_state_dict(to_load, strict=False)
+    return report
+
+
+def load_lightning_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a Lightning ``.ckpt`` for exact resume with ``weights_only=True`` (no arbitrary code)."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many types for bad files; all mean "refused"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: refused to load ({first_line[:200]}); only plain tensors and containers are accepted") from None

@@ -1,0 +1,358 @@
+"""The on-disk episode store: one directory of plain ``.npy`` arrays per episode.
+
+Layout and row convention are the contract in DESIGN.md::
+
+    DIR/store.json      {"format", "env_id", "obs_shape", "action_spec"}
+    DIR/index.json      cache of the episode list (rebuilt from the directories when missing or stale)
+    DIR/episodes/ep-000000-<8 hex>/{obs,action,reward,terminated,truncated}.npy + meta.json
+
+    row t:  obs[t]   action[t] (taken at obs[t]; last row zeros)   reward[t] (arriving at obs[t]; row 0 is 0)
+            terminated[t] / truncated[t] (set on the last row only)
+
+An episode is written into ``episodes/.tmp-<name>/`` and renamed into place, so a
+killed writer leaves either a whole episode or a ``.tmp-*`` directory that readers
+ignore. Arrays are opened with ``np.load(mmap_mode="r")``: a 1M-frame store is never
+read into RAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worldmodels.config import save_json_atomic
+from worldmodels.envs.spaces import ActionSpec
+
+FORMAT = "worldmodels-episodes/1"
+ARRAY_NAMES = ("obs", "action", "reward", "terminated", "truncated")
+_TMP_PREFIX = ".tmp-"
+# A .tmp-* directory younger than this may belong to a live writer in another process.
+_STALE_TMP_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What every episode in a store shares: the env, the frame shape, the action encoding."""
+
+    env_id: str
+    obs_shape: tuple[int, int, int]
+    action_spec: ActionSpec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "env_id": self.env_id, "obs_shape": list(self.obs_shape),
+                "action_spec": self.action_spec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "StoreSpec":
+        return cls(str(values["env_id"]), tuple(int(v) for v in values["obs_shape"]),  # type: ignore[arg-type]
+                   ActionSpec.from_dict(values["action_spec"]))
+
+
+@dataclass(frozen=True)
+class EpisodeInfo:
+    """One row of the index: enough to plan chunks without opening any array."""
+
+    name: str
+    length: int
+    episode_return: float
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "length": self.length, "return": self.episode_return, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "EpisodeInfo":
+        return cls(str(values["name"]), int(values["length"]), float(values["return"]), values.get("seed"))
+
+
+@dataclass(frozen=True)
+class Episode:
+    """The arrays of one stored episode, memory-mapped read-only; every array has leading length ``L``."""
+
+    name: str
+    obs: np.ndarray  # (L, H, W, C) uint8
+    action: np.ndarray  # (L,) int64 or (L, A) float32
+    reward: np.ndarray  # (L,) float32
+    terminated: np.ndarray  # (L,) bool
+    truncated: np.ndarray  # (L,) bool
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    @property
+    def is_first(self) -> np.ndarray:
+        first = np.zeros(len(self), dtype=bool)
+        first[0] = True
+        return first
+
+
+class CorruptEpisodeError(ValueError):
+    """An episode directory whose files cannot be what ``add_episode`` wrote."""
+
+
+def load_episode(directory: str | Path) -> Episode:
+    """Memory-map the arrays of one episode directory (no index, no validation)."""
+    directory = Path(directory)
+    arrays = {key: np.load(directory / f"{key}.npy", mmap_mode="r", allow_pickle=False) for key in ARRAY_NAMES}
+    return Episode(name=directory.name, **arrays)
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` if needed and prove it is writable with a probe file; one-line error otherwise.
+
+    Called before anything expensive (making envs, collecting), so a bad ``--out`` fails first.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"cannot write to store directory {str(path)!r}: {error.strerror or error}") from None
+    return path
+
+
+def read_spec(root: str | Path) -> StoreSpec | None:
+    """The spec in ``root/store.json``, or ``None`` when ``root`` holds no store yet."""
+    path = Path(root) / "store.json"
+    if not path.exists():
+        return None
+    values = json.loads(path.read_text())
+    if values.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} has format {values.get('format')!r}; expected {FORMAT!r}")
+    return StoreSpec.from_dict(values)
+
+
+def check_compatible(existing: StoreSpec, wanted: StoreSpec, root: str | Path) -> None:
+    """One-line error when an existing store was collected from another env, frame shape or action space."""
+    for field, have, want in (("env id", existing.env_id, wanted.env_id),
+                              ("obs shape", existing.obs_shape, wanted.obs_shape),
+                              ("action spec", existing.action_spec, wanted.action_spec)):
+        if have != want:
+            raise ValueError(f"store {str(root)!r} holds {field} {have!r} but this run wants {want!r}; "
+                             "use another --out directory")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an ``.npy`` header, checking the file holds every byte the header promises."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        data_offset = handle.tell()
+    expected = data_offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = path.stat().st_size
+    if actual != expected or fortran:
+        raise CorruptEpisodeError(f"{path.name} has {actual} bytes, header promises {expected}")
+    return tuple(shape), dtype
+
+
+class EpisodeStore:
+    """A directory of episodes; ``create`` to write (creating or appending), ``open`` to read."""
+
+    def __init__(self, root: str | Path, spec: StoreSpec, *, clean_tmp: bool = False) -> None:
+        self.root = Path(root)
+        self.spec = spec
+        self.episode_dir = self.root / "episodes"
+        self._episodes: list[EpisodeInfo] = []
+        self._scan(clean_tmp=clean_tmp)
+
+    @classmethod
+    def create(cls, root: str | Path, *, env_id: str, obs_shape: tuple[int, ...], action_spec: ActionSpec) -> "EpisodeStore":
+        """Open ``root`` for writing, creating the store if it is new; a different existing spec is an error."""
+        root = ensure_writable_dir(root)  # before anything else touches the directory
+        wanted = StoreSpec(env_id, tuple(int(v) for v in obs_shape), action_spec)  # type: ignore[arg-type]
+        existing = read_spec(root)
+        if existing is not None:
+            check_compatible(existing, wanted, root)
+        else:
+            (root / "episodes").mkdir(exist_ok=True)
+            save_json_atomic(root / "store.json", wanted.to_dict())
+        return cls(root, wanted, clean_tmp=True)
+
+    @classmethod
+    def open(cls, root: str | Path) -> "EpisodeStore":
+        """Open an existing store for reading."""
+        spec = read_spec(root)
+        if spec is None:
+            raise FileNotFoundError(f"no episode store at {str(root)!r} (missing store.json); collect one with `wm collect`")
+        return cls(root, spec)
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def episodes(self) -> list[EpisodeInfo]:
+        return list(self._episodes)
+
+    @property
+    def names(self) -> list[str]:
+        return [info.name for info in self._episodes]
+
+    @property
+    def num_frames(self) -> int:
+        return sum(info.length for info in self._episodes)
+
+    def __len__(self) -> int:
+        return len(self._episodes)
+
+    def __repr__(self) -> str:
+        return f"EpisodeStore({str(self.root)!r}, env_id={self.spec.env_id!r}, episodes={len(self)}, frames={self.num_frames})"
+
+    def load(self, name: str | int) -> Episode:
+        """Memory-mapped arrays of one episode, by name or by position in :attr:`episodes`."""
+        if isinstance(name, int):
+            name = self._episodes[name].name
+        return load_episode(self.episode_dir / name)
+
+    def info(self, name: str) -> EpisodeInfo:
+        for info in self._episodes:
+            if info.name == name:
+                return info
+        raise KeyError(f"no episode {name!r} in store {str(self.root)!r}")
+
+    # ------------------------------------------------------------------ writing
+
+    def add_episode(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, terminated: np.ndarray,
+                    truncated: np.ndarray, *, seed: int | None = None) -> str:
+        """Write one episode atomically (temp directory + rename) and return its name."""
+        arrays = self._check_arrays(obs, action, reward, terminated, truncated)
+        length = int(arrays["obs"].shape[0])
+        episode_return = float(arrays["reward"].sum(dtype=np.float64))
+        digest = hashlib.blake2b(digest_size=4)
+        for key in ARRAY_NAMES:
+            digest.update(np.ascontiguousarray(arrays[key]).data)
+        # Content-derived suffix: the same seeded collection produces the same names.
+        name = f"ep-{self._next_index():06d}-{digest.hexdigest()}"
+
+        self.episode_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.episode_dir / f"{_TMP_PREFIX}{name}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for key in ARRAY_NAMES:
+            _save_array(tmp / f"{key}.npy", arrays[key])
+        meta = {"length": length, "return": episode_return, "env_id": self.spec.env_id, "seed": seed}
+        with open(tmp / "meta.json", "w") as handle:
+            json.dump(meta, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_dir(tmp)
+        os.rename(tmp, self.episode_dir / name)
+        _fsync_dir(self.episode_dir)
+
+        self._episodes.append(EpisodeInfo(name, length, episode_return, seed))
+        self._write_index()
+        return name
+
+    def _check_arrays(self, obs, action, reward, terminated, truncated) -> dict[str, np.ndarray]:
+        obs = np.asarray(obs)
+        length = obs.shape[0] if obs.ndim else 0
+        if obs.dtype != np.uint8 or obs.shape[1:] != self.spec.obs_shape or length < 1:
+            raise ValueError(f"obs must be uint8 (L>=1, *{self.spec.obs_shape}), got {obs.dtype} {obs.shape}")
+        action_spec = self.spec.action_spec
+        arrays = {
+            "obs": obs,
+            "action": np.asarray(action).astype(action_spec.store_dtype(), copy=False),
+            "reward": np.asarray(reward, dtype=np.float32),
+            "terminated": np.asarray(terminated, dtype=bool),
+            "truncated": np.asarray(truncated, dtype=bool),
+        }
+        expected = {"action": action_spec.store_shape(length), "reward": (length,),
+                    "terminated": (length,), "truncated": (length,)}
+        for key, shape in expected.items():
+            if arrays[key].shape != shape:
+                raise ValueError(f"{key} must have shape {shape} for an episode of {length} rows, got {arrays[key].shape}")
+        return arrays
+
+    def _next_index(self) -> int:
+        indices = [int(info.name.split("-")[1]) for info in self._episodes]
+        if self.episode_dir.exists():  # corrupt directories still hold their index: never reuse a name
+            for entry in os.listdir(self.episode_dir):
+                parts = entry.removeprefix(_TMP_PREFIX).split("-")
+                if len(parts) == 3 and parts[0] == "ep" and parts[1].isdigit():
+                    indices.append(int(parts[1]))
+        return max(indices, default=-1) + 1
+
+    def _write_index(self) -> None:
+        save_json_atomic(self.root / "index.json", {"format": FORMAT, "episodes": [i.to_dict() for i in self._episodes]})
+
+    # ------------------------------------------------------------------ scanning
+
+    def _scan(self, *, clean_tmp: bool) -> None:
+        """Rebuild the episode list: the directories are the truth, ``index.json`` only a cache of lengths/returns."""
+        entries = sorted(os.listdir(self.episode_dir)) if self.episode_dir.exists() else []
+        cached: dict[str, EpisodeInfo] = {}
+        index_path = self.root / "index.json"
+        try:
+            cached = {info["name"]: EpisodeInfo.from_dict(info) for info in json.loads(index_path.read_text())["episodes"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # missing or unreadable index: rebuilt below
+
+        episodes: list[EpisodeInfo] = []
+        for entry in entries:
+            path = self.episode_dir / entry
+            if entry.startswith(_TMP_PREFIX):
+                if clean_tmp and time.time() - path.stat().st_mtime > _STALE_TMP_SECONDS:
+                    shutil.rmtree(path, ignore_errors=True)  # left by a killed writer
+                continue
+            if entry.startswith(".") or not path.is_dir():
+                continue
+            try:
+                episodes.append(self._validate(path, cached.get(entry)))
+            except (CorruptEpisodeError, OSError, ValueError, KeyError) as error:
+                warnings.warn(f"skipping corrupt episode {str(path)!r}: {error}", RuntimeWarning, stacklevel=3)
+        self._episodes = episodes
+        if [i.to_dict() for i in episodes] != [cached[n].to_dict() for n in cached]:
+            try:
+                self._write_index()
+            except OSError:
+                pass  # read-only store: the in-memory list is still right
+
+    def _validate(self, path: Path, cached: EpisodeInfo | None) -> EpisodeInfo:
+        """Header-only check of every array (no data read), then the cached or on-disk meta."""
+        lengths = {}
+        for key in ARRAY_NAMES:
+            shape, dtype = _read_npy_header(path / f"{key}.npy")
+            lengths[key] = shape[0] if shape else -1
+            if key == "obs" and (dtype != np.uint8 or tuple(shape[1:]) != self.spec.obs_shape):
+                raise CorruptEpisodeError(f"obs.npy is {dtype} {shape}, store holds uint8 (L, *{self.spec.obs_shape})")
+        if len(set(lengths.values())) != 1 or lengths["obs"] < 1:
+            raise CorruptEpisodeError(f"array lengths disagree: {lengths}")
+        if cached is not None and cached.length == lengths["obs"]:
+            return cached
+        meta = json.loads((path / "meta.json").read_text())
+        if int(meta["length"]) != lengths["obs"]:
+            raise CorruptEpisodeError(f"meta.json says {meta['length']} rows, arrays hold {lengths['obs']}")
+        return EpisodeInfo(path.name, int(meta["length"]), float(meta["return"]), meta.get("seed"))

@@ -1,0 +1,12 @@
+"""Pixel environments: ``make`` (one env), ``make_vector`` (a gymnasium ``VectorEnv``), ``ActionSpec``.
+
+Every env gives uint8 ``(image_size, image_size, 3)`` RGB observations; see
+:mod:`worldmodels.envs.factory` for the ALE / CarRacing / render-based families and
+:class:`EnvOptions` for the options (Atari defaults: Machado et al. 2018).
+"""
+
+from worldmodels.envs.factory import agent_frameskip, is_atari, make, make_vector
+from worldmodels.envs.options import EnvError, EnvOptions
+from worldmodels.envs.spaces import ActionSpec
+
+__all__ = ["ActionSpec", "EnvError", "EnvOptions", "agent_frameskip", "is_atari", "make", "make_vector"]

@@ -1,0 +1,191 @@
+"""``make`` / ``make_vector``: any supported env id -> uint8 ``(S, S, 3)`` pixel observations.
+
+Three families, chosen from the gymnasium registry entry of ``env_id``:
+
+- ALE (``ALE/<Game>-v5``): Machado et al. 2018 settings (see :mod:`worldmodels.envs.options`).
+  Single env: ``gymnasium.make(env_id, frameskip=4, repeat_action_probability=0.25, ...)``
+  and a ``cv2.INTER_AREA`` resize. Vector env: ale-py's C++ ``AtariVectorEnv`` with the same
+  frameskip, sticky actions, frame limit and INTER_AREA resize, so with the same settings
+  both give bit-identical frames (tested). Both return the LAST frame of each frameskip
+  unless ``maxpool=True``. Difference: noop starts and episodic life are done by our Python
+  wrappers in the single env and by ale-py's C++ loop in the vector env, so their random
+  draws differ (seeded runs are reproducible within each kind, not across kinds).
+- ``CarRacing-v3``: its native 96x96 RGB observation, resized. ``carracing_discrete=True``
+  selects gymnasium's ``continuous=False`` actions: 0 noop, 1 steer left, 2 steer right,
+  3 gas, 4 brake.
+- Any other env that renders ``rgb_array`` (``CartPole-v1``, ``LunarLander-v3``, ...):
+  the observation is replaced by the resized ``render()`` frame.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from typing import Any
+
+import ale_py
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from worldmodels.envs.options import ATARI_MAX_EPISODE_FRAMES, EnvError, EnvOptions, resolve_options
+from worldmodels.envs.wrappers import (
+    AtariVectorFrames,
+    EpisodicLife,
+    FrameSkip,
+    NoopReset,
+    PixelsFromRender,
+    ResizeObservation,
+    SeedOnFirstReset,
+)
+
+gym.register_envs(ale_py)
+
+ATARI_FRAMESKIP = 4
+ATARI_ENTRY_POINT = "ale_py.env:AtariEnv"
+
+
+def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registry entry for ``env_id``, or a one-line error naming the closest registered ids."""
+    if not isinstance(env_id, str) or env_id not in gym.registry:
+        by_lower = {name.lower(): name for name in gym.registry}
+        matches = difflib.get_close_matches(str(env_id).lower(), list(by_lower), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(repr(by_lower[m]) for m in matches)}?" if matches else "see gymnasium.registry for ids"
+        raise EnvError(f"unknown env id {env_id!r}; {hint}")
+    return gym.spec(env_id)
+
+
+def is_atari(env_id: str) -> bool:
+    return _spec(env_id).entry_point == ATARI_ENTRY_POINT
+
+
+def agent_frameskip(env_id: str, options: EnvOptions) -> int:
+    """Env steps (emulator frames for ALE) per agent step."""
+    if options.frameskip is not None:
+        return options.frameskip
+    return ATARI_FRAMESKIP if is_atari(env_id) else 1
+
+
+def _atari_max_frames(options: EnvOptions, frameskip: int) -> int:
+    if options.max_episode_steps is None:
+        return ATARI_MAX_EPISODE_FRAMES
+    return options.max_episode_steps * frameskip
+
+
+def _gym_make(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` whose failure (missing dependency, bad kwargs) is one line."""
+    try:
+        return gym.make(env_id, **kwargs)
+    except EnvError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any constructor failure becomes one readable line
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise EnvError(f"could not construct {env_id!r}: {type(error).__name__}: {first_line}") from None
+
+
+def _make_atari(env_id: str, options: EnvOptions) -> gym.Env:
+    frameskip = agent_frameskip(env_id, options)
+    env = _gym_make(
+        env_id,
+        # With maxpool the emulator steps one frame at a time so FrameSkip can see the last two frames.
+        frameskip=1 if options.maxpool else frameskip,
+        repeat_action_probability=float(options.sticky_action_prob),
+        full_action_space=options.full_action_space,
+        max_num_frames_per_episode=_atari_max_frames(options, frameskip),
+        obs_type="rgb",
+    )
+    if options.maxpool and frameskip > 1:
+        env = FrameSkip(env, frameskip, maxpool=True)
+    if options.noop_max > 0:
+        env = NoopReset(env, options.noop_max)
+    if options.episodic_life:
+        env = EpisodicLife(env)
+    return ResizeObservation(env, options.image_size)
+
+
+def _make_other(env_id: str, options: EnvOptions, seed: int | None) -> gym.Env:
+    frameskip = agent_frameskip(env_id, options)
+    kwargs: dict[str, Any] = {}
+    if options.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = options.max_episode_steps * frameskip
+    if env_id.startswith("CarRacing"):
+        env = _gym_make(env_id, continuous=not options.carracing_discrete, **kwargs)
+        env = ResizeObservation(env, options.image_size)  # native (96, 96, 3) -> (S, S, 3)
+    else:
+        env = _gym_make(env_id, render_mode="rgb_array", **kwargs)
+        if env.render_mode != "rgb_array" or "rgb_array" not in env.unwrapped.metadata.get("render_modes", []):
+            env.close()
+            raise EnvError(
+                f"{env_id} cannot render rgb_array frames (render modes: {env.unwrapped.metadata.get('render_modes', [])}); "
+                "use an env whose render_mode 'rgb_array' returns (H, W, 3) images, e.g. CartPole-v1, CarRacing-v3 or ALE/Pong-v5"
+            )
+        env = PixelsFromRender(env, options.image_size, env_id)
+        env.reset(seed=seed)  # probe once so an env that renders nothing fails here, not mid-collection
+    if frameskip > 1:
+        env = FrameSkip(env, frameskip)
+    return env
+
+
+def make(env_id: str, *, image_size: int = 64, seed: int | None = None, **options: Any) -> gym.Env:
+    """One gymnasium env with uint8 ``(image_size, image_size, 3)`` observations.
+
+    ``options`` are :class:`EnvOptions` fields (``frameskip``, ``sticky_action_prob``, ...).
+    ``seed`` seeds the first ``reset()`` that passes no seed, and the action space, so the same
+    seed and action sequence give the same frames. Errors are one-line :class:`EnvError`.
+    """
+    resolved = resolve_options(image_size, options)
+    spec = _spec(env_id)
+    if spec.entry_point == ATARI_ENTRY_POINT:
+        env = _make_atari(env_id, resolved)
+    else:
+        env = _make_other(env_id, resolved, seed)
+    return SeedOnFirstReset(env, seed)
+
+
+def make_vector(env_id: str, num_envs: int, *, image_size: int = 64, seed: int | None = None, **options: Any) -> VectorEnv:
+    """``num_envs`` envs stepped together; observations ``(num_envs, image_size, image_size, 3)`` uint8.
+
+    Autoreset is gymnasium's ``NEXT_STEP`` mode: when sub-env ``i`` returns ``terminated`` or
+    ``truncated`` on step ``t``, the NEXT ``step()`` ignores ``actions[i]`` and returns the reset
+    observation of a new episode for ``i``, with reward 0 and both flags False::
+
+        step t:    obs = last frame of episode,  terminated/truncated = True
+        step t+1:  obs = first frame of the next episode, reward 0, action ignored
+
+    Sub-env ``i`` is seeded with ``seed + i`` at the first ``reset()`` that passes no seed.
+    ALE ids use ale-py's multithreaded C++ ``AtariVectorEnv``; other ids a gymnasium
+    ``SyncVectorEnv`` (or ``AsyncVectorEnv`` with ``vector_backend="async"``) of :func:`make` envs.
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise EnvError(f"num_envs must be a positive int, got {num_envs!r}")
+    resolved = resolve_options(image_size, options)
+    spec = _spec(env_id)
+    if spec.entry_point == ATARI_ENTRY_POINT:
+        from ale_py.vector_env import AtariVectorEnv  # imported lazily: only ALE vectors need it
+
+        frameskip = agent_frameskip(env_id, resolved)
+        vector = AtariVectorEnv(
+            spec.kwargs["game"],
+            num_envs,
+            img_height=resolved.image_size,
+            img_width=resolved.image_size,
+            grayscale=False,
+            stack_num=1,
+            frameskip=frameskip,
+            maxpool=resolved.maxpool,
+            repeat_action_probability=float(resolved.sticky_action_prob),
+            full_action_space=resolved.full_action_space,
+            max_num_frames_per_episode=_atari_max_frames(resolved, frameskip),
+            noop_max=resolved.noop_max,
+            episodic_life=resolved.episodic_life,
+            reward_clipping=False,
+            use_fire_reset=False,
+            autoreset_mode=AutoresetMode.NEXT_STEP,
+        )
+        return AtariVectorFrames(vector, seed)
+    thunks = [
+        functools.partial(make, env_id, seed=None if seed is None else seed + i, **{**options, "image_size": image_size})
+        for i in range(num_envs)
+    ]
+    if resolved.vector_backend == "async":
+        return gym.vector.AsyncVectorEnv(thunks, autoreset_mode=AutoresetMode.NEXT_STEP)
+    return gym.vector.SyncVectorEnv(thunks, autoreset_mode=AutoresetMode.NEXT_STEP)
