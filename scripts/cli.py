@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         module.run(config)
     except (ConfigError, UserError, ValueError, FileNotFoundError, PermissionError) as error:
         # One line, no traceback: every user-facing check raises one of these with a full message.
+        # WM_DEBUG=1 re-raises, for developers who want the traceback.
+        if os.environ.get("WM_DEBUG"):
+            raise
         print(f"wm {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,112 @@
+"""``ChunkDataModule``: ``(B, T)`` chunks of an episode store, split into train/val by episode.
+
+Batches are dicts of tensors (DESIGN.md, "Batches from the data module")::
+
+    obs (B, T, H, W, C) uint8   action (B, T, A) float32   reward (B, T) float32
+    terminated / truncated / is_first (B, T) bool
+
+Determinism: the split is a seeded permutation of the store's episodes; training
+windows are drawn by a ``RandomSampler`` with a seeded ``torch.Generator`` that runs in
+the main process, and each window is a pure function of its start. So the batches
+depend only on the seed, never on ``num_workers``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from worldmodels.data.chunks import ChunkDataset
+from worldmodels.data.store import EpisodeStore
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Per-worker numpy seed derived from torch's worker seed, for any randomness added later."""
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+class ChunkDataModule(L.LightningDataModule):
+    """Train/val chunk loaders over the store at ``store_dir``.
+
+    ``val_fraction`` of the episodes (at least one when the store holds two or more, and
+    enough to fill one window) go to validation. Training draws ``samples_per_epoch``
+    random windows per epoch (``None``: one pass over every start position);
+    validation reads non-overlapping windows in a fixed order.
+    """
+
+    def __init__(self, store_dir: str, seq_len: int = 64, batch_size: int = 16, *, val_fraction: float = 0.1,
+                 num_workers: int = 0, seed: int = 0, samples_per_epoch: int | None = None,
+                 pin_memory: bool = False) -> None:
+        super().__init__()
+        if seq_len < 1 or batch_size < 1:
+            raise ValueError(f"seq_len and batch_size must be >= 1, got seq_len={seq_len}, batch_size={batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be >= 1 or None, got {samples_per_epoch}")
+        self.save_hyperparameters()
+        self.store_dir = store_dir
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.num_workers = num_workers
+        self.seed = seed
+        self.samples_per_epoch = samples_per_epoch
+        self.pin_memory = pin_memory
+        self.train_episodes: list[str] = []
+        self.val_episodes: list[str] = []
+        self.train_dataset: ChunkDataset | None = None
+        self.val_dataset: ChunkDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        store = EpisodeStore.open(self.store_dir)
+        if store.num_frames < self.seq_len:
+            raise ValueError(f"store {self.store_dir!r} holds {store.num_frames} frames in {len(store)} episode(s), "
+                             f"fewer than seq_len={self.seq_len}; collect more episodes or lower seq_len")
+        self.action_spec = store.spec.action_spec
+        self.obs_shape = store.spec.obs_shape
+        self.train_episodes, self.val_episodes = self.split(store)
+        self.train_dataset = ChunkDataset(self.store_dir, self.train_episodes, seq_len=self.seq_len)
+        if self.val_episodes:
+            self.val_dataset = ChunkDataset(self.store_dir, self.val_episodes, seq_len=self.seq_len, stride=self.seq_len)
+
+    def split(self, store: EpisodeStore) -> tuple[list[str], list[str]]:
+        """Seeded split by episode: ``(train_names, val_names)``, each in store order."""
+        infos = store.episodes
+        if self.val_fraction == 0.0 or len(infos) < 2:
+            return [i.name for i in infos], []
+        order = np.random.default_rng(self.seed).permutation(len(infos))
+        num_val = max(1, int(round(self.val_fraction * len(infos))))
+        val = set(int(k) for k in order[:num_val])
+        # Grow val until it fills one window, as long as train still fills one too.
+        frames = lambda picked: sum(infos[k].length for k in picked)  # noqa: E731
+        extra = iter(int(k) for k in order[num_val:])
+        while frames(val) < self.seq_len:
+            candidate = next(extra, None)
+            if candidate is None or store.num_frames - frames(val | {candidate}) < self.seq_len:
+                return [i.name for i in infos], []  # too little data for both: train on everything, no val
+            val.add(candidate)
+        return ([i.name for k, i in enumerate(infos) if k not in val],
+                [i.name for k, i in enumerate(infos) if k in val])
+
+    def _loader(self, dataset: ChunkDataset, *, sampler=None) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, worker_init_fn=_seed_worker,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_dataset is not None, "call setup() first"
+        generator = torch.Generator().manual_seed(self.seed)
+        sampler = RandomSampler(self.train_dataset, replacement=False, num_samples=self.samples_per_epoch,
+                                generator=generator)
+        return self._loader(self.train_dataset, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_dataset is None:
+            return []  # no validation split (val_fraction 0, or a single episode)
+        return self._loader(self.val_dataset)
