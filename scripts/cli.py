@@ -26,6 +26,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "collect": Command("scripts.collect", "Collect episodes with a random policy into an on-disk episode store."),
+    "checkpoints": Command("scripts.checkpoints", "List the pretrained world models shipped in checkpoints/ with their metrics."),
     "bench": Command("scripts.bench", "Benchmarks with JSON output (env collection, training, imagination)."),
 }
 
