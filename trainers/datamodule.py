@@ -13,6 +13,8 @@ depend only on the seed, never on ``num_workers``.
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 import numpy as np
 import torch
@@ -88,7 +90,9 @@ class ChunkDataModule(L.LightningDataModule):
         while frames(val) < self.seq_len:
             candidate = next(extra, None)
             if candidate is None or store.num_frames - frames(val | {candidate}) < self.seq_len:
-                return [i.name for i in infos], []  # too little data for both: train on everything, no val
+                warnings.warn(f"store {self.store_dir!r} is too small for a train and a val window of "
+                              f"seq_len={self.seq_len}; training on all {len(infos)} episodes, no validation")
+                return [i.name for i in infos], []
             val.add(candidate)
         return ([i.name for k, i in enumerate(infos) if k not in val],
                 [i.name for k, i in enumerate(infos) if k in val])

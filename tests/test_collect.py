@@ -1,0 +1,173 @@
+"""collect_episodes on a tiny pixel env that writes its own bookkeeping into every frame,
+so the stored row convention (DESIGN.md) can be checked exactly; plus the `wm collect` entry point."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import scripts.cli
+import worldmodels.envs
+from scripts.collect import CollectConfig, run
+from worldmodels.data.collect import collect_episodes
+from worldmodels.data.store import EpisodeStore
+from worldmodels.envs.spaces import ActionSpec
+
+ENV_ID = "Align-v0"
+
+
+class AlignEnv(gym.Env):
+    """Frame pixel (0, 0) holds (last action + 1 or 0 at reset, step index, episode id).
+
+    Reward arriving with step t's frame is ``10 * t + action``; episodes last 3..8 steps and end
+    terminated when the length is even, truncated when it is odd.
+    """
+
+    observation_space = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    action_space = gym.spaces.Discrete(5)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.length = 0, int(self.np_random.integers(3, 9))
+        self.episode_id = int(self.np_random.integers(1, 256))
+        return self._frame(0), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t == self.length
+        reward = 10.0 * self.t + int(action)
+        return self._frame(int(action) + 1), reward, done and self.length % 2 == 0, done and self.length % 2 == 1, {}
+
+    def _frame(self, last_action_code: int) -> np.ndarray:
+        frame = np.zeros((64, 64, 3), np.uint8)
+        frame[0, 0] = (last_action_code, self.t, self.episode_id)
+        return frame
+
+
+def align_vector(num_envs: int = 3) -> gym.vector.VectorEnv:
+    return gym.vector.SyncVectorEnv([AlignEnv for _ in range(num_envs)])  # NEXT_STEP autoreset by default
+
+
+def new_store(root) -> EpisodeStore:
+    return EpisodeStore.create(root, env_id=ENV_ID, obs_shape=(64, 64, 3), action_spec=ActionSpec("discrete", 5))
+
+
+def collect(root, episodes: int, seed: int = 0, **kwargs):
+    store = new_store(root)
+    vec_env = align_vector()
+    try:
+        return store, collect_episodes(vec_env, store, episodes=episodes, seed=seed, progress=False, **kwargs)
+    finally:
+        vec_env.close()
+
+
+def test_rows_follow_the_convention(tmp_path):
+    store, stats = collect(tmp_path, episodes=7)
+    assert len(store) == 7 and stats.episodes == 7 and stats.total_episodes == 7
+    assert stats.frames == store.num_frames and stats.env_steps >= stats.frames - 7
+    for info in store.episodes:
+        ep = store.load(info.name)
+        L = len(ep)
+        code, step, episode_id = (ep.obs[:, 0, 0, k].astype(int) for k in range(3))
+        assert L == info.length and 4 <= L <= 9
+        np.testing.assert_array_equal(step, np.arange(L))  # one episode, no frame lost or repeated
+        assert (episode_id == episode_id[0]).all()
+        assert code[0] == 0 and ep.reward[0] == 0.0  # row 0 is the reset frame, nothing arrived yet
+        # action[t] is the action taken at obs[t]: the env drew it into obs[t + 1] and paid it in reward[t + 1].
+        np.testing.assert_array_equal(code[1:], ep.action[:-1] + 1)
+        np.testing.assert_array_equal(ep.reward[1:], 10.0 * np.arange(1, L) + ep.action[:-1])
+        assert ep.action[-1] == 0
+        assert not ep.terminated[:-1].any() and not ep.truncated[:-1].any()
+        length_steps = L - 1
+        assert ep.terminated[-1] == (length_steps % 2 == 0) and ep.truncated[-1] == (length_steps % 2 == 1)
+        assert info.episode_return == pytest.approx(float(ep.reward.sum()))
+    assert stats.mean_return == pytest.approx(np.mean([i.episode_return for i in store.episodes]))
+
+
+def test_same_seed_same_store_and_different_seed_differs(tmp_path):
+    first, _ = collect(tmp_path / "a", episodes=5, seed=3)
+    second, _ = collect(tmp_path / "b", episodes=5, seed=3)
+    other, _ = collect(tmp_path / "c", episodes=5, seed=4)
+    assert first.names == second.names != other.names
+    for name in first.names:
+        a, b = first.load(name), second.load(name)
+        for key in ("obs", "action", "reward", "terminated", "truncated"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+
+
+def test_episodes_is_a_target_total_so_a_rerun_resumes(tmp_path):
+    store, stats = collect(tmp_path, episodes=3)
+    first_names = store.names
+    store, stats = collect(tmp_path, episodes=7)
+    assert stats.episodes == 4 and len(store) == 7 and store.names[:3] == first_names
+    # The resumed run is reseeded from the count, so it does not replay the first episodes.
+    assert {n.split("-")[2] for n in store.names[3:]}.isdisjoint({n.split("-")[2] for n in first_names})
+    store, stats = collect(tmp_path, episodes=5)
+    assert stats.episodes == 0 and len(store) == 7
+
+
+def test_policy_sees_is_first_exactly_at_episode_starts(tmp_path):
+    seen = []
+
+    def policy(obs, is_first):
+        assert obs.shape == (3, 64, 64, 3) and obs.dtype == np.uint8 and is_first.shape == (3,)
+        seen.append((obs[:, 0, 0, 1].copy(), obs[:, 0, 0, 0].copy(), is_first.copy()))
+        return np.full(3, 2)
+
+    store, _ = collect(tmp_path, episodes=6, policy=policy)
+    for step, code, is_first in seen:
+        np.testing.assert_array_equal(is_first, step == 0)
+    assert all((store.load(n).action[:-1] == 2).all() for n in store.names)
+
+
+def fake_make_vector(calls):
+    def make_vector(env_id, num_envs, *, image_size=64, seed=None, **options):
+        calls.append(env_id)
+        return align_vector(num_envs)
+    return make_vector
+
+
+def test_run_collects_and_returns_stats(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(worldmodels.envs, "make_vector", fake_make_vector(calls), raising=False)
+    config = CollectConfig(env=ENV_ID, episodes=4, out=str(tmp_path / "store"), num_envs=2, seed=1)
+    stats = run(config)
+    assert calls == [ENV_ID] and stats["episodes"] == 4 and stats["total_episodes"] == 4
+    assert len(EpisodeStore.open(tmp_path / "store")) == 4
+    assert capsys.readouterr().out.strip().count("\n") == 0
+    with pytest.raises(ValueError, match="holds episodes of 'Align-v0'"):
+        run(CollectConfig(env="Other-v0", episodes=4, out=str(tmp_path / "store")))
+    assert calls == [ENV_ID]
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """``wm`` with only the collect subcommand registered (others may not exist yet), envs faked."""
+    calls: list[str] = []
+    monkeypatch.setattr(scripts.cli, "COMMANDS", {"collect": scripts.cli.COMMANDS["collect"]})
+    monkeypatch.setattr(worldmodels.envs, "make_vector", fake_make_vector(calls), raising=False)
+    return calls
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_cli_rejects_non_positive_episodes_in_one_line(tmp_path, cli, capsys, count):
+    code = scripts.cli.main(["collect", "--episodes", count, "--out", str(tmp_path / "s"), "--env", ENV_ID])
+    err = capsys.readouterr().err
+    assert code == 2 and cli == []
+    assert err.count("\n") == 1 and f"--episodes must be a positive integer, got {count}" in err
+
+
+def test_cli_refuses_unwritable_out_before_making_envs(tmp_path, cli, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, so nothing can ever be created under it (even as root)")
+    code = scripts.cli.main(["collect", "--episodes", "2", "--out", str(blocker / "sub"), "--env", ENV_ID])
+    err = capsys.readouterr().err
+    assert code == 2 and cli == []
+    assert err.count("\n") == 1 and "cannot write to store directory" in err and str(blocker / "sub") in err
+
+
+def test_cli_collects(tmp_path, cli, capsys):
+    code = scripts.cli.main(["collect", "--episodes", "2", "--num-envs", "2", "--out", str(tmp_path / "s"),
+                             "--env", ENV_ID])
+    assert code == 0 and cli == [ENV_ID] and len(EpisodeStore.open(tmp_path / "s")) == 2

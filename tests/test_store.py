@@ -1,0 +1,163 @@
+"""EpisodeStore: round trip, atomic writes, recovery from killed writers and corrupt files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from worldmodels.data.store import EpisodeStore, ensure_writable_dir
+from worldmodels.envs.spaces import ActionSpec
+
+OBS_SHAPE = (8, 8, 3)
+DISCRETE = ActionSpec("discrete", 4)
+
+
+def make_episode(length: int, seed: int, spec: ActionSpec = DISCRETE) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if spec.discrete:
+        action = rng.integers(0, spec.dim, size=length)
+    else:
+        action = rng.uniform(-1, 1, size=(length, spec.dim)).astype(np.float32)
+    action[-1] = 0
+    reward = rng.normal(size=length).astype(np.float32)
+    reward[0] = 0.0
+    terminated = np.zeros(length, dtype=bool)
+    terminated[-1] = True
+    return {"obs": rng.integers(0, 256, size=(length, *OBS_SHAPE), dtype=np.uint8), "action": action,
+            "reward": reward, "terminated": terminated, "truncated": np.zeros(length, dtype=bool)}
+
+
+def new_store(root, spec: ActionSpec = DISCRETE) -> EpisodeStore:
+    return EpisodeStore.create(root, env_id="Toy-v0", obs_shape=OBS_SHAPE, action_spec=spec)
+
+
+@pytest.mark.parametrize("spec", [DISCRETE, ActionSpec("continuous", 2, (-1.0, -1.0), (1.0, 1.0))])
+def test_round_trip_arrays_dtypes_and_index(tmp_path, spec):
+    store = new_store(tmp_path / "store", spec)
+    written = [make_episode(length, seed, spec) for seed, length in enumerate((5, 1, 9))]
+    names = [store.add_episode(**episode, seed=seed) for seed, episode in enumerate(written)]
+    assert names == sorted(names) and names[0].startswith("ep-000000-")
+    assert len(store) == 3 and store.num_frames == 15
+
+    reopened = EpisodeStore.open(tmp_path / "store")
+    assert reopened.spec == store.spec and reopened.names == names
+    assert [info.length for info in reopened.episodes] == [5, 1, 9]
+    for name, expected in zip(names, written):
+        episode = reopened.load(name)
+        assert isinstance(episode.obs, np.memmap)
+        assert episode.obs.dtype == np.uint8 and episode.obs.shape == (len(episode), *OBS_SHAPE)
+        assert episode.action.dtype == spec.store_dtype() and episode.action.shape == spec.store_shape(len(episode))
+        assert episode.reward.dtype == np.float32
+        assert episode.terminated.dtype == bool and episode.truncated.dtype == bool
+        for key, array in expected.items():
+            np.testing.assert_array_equal(getattr(episode, key), array.astype(getattr(episode, key).dtype))
+        info = reopened.info(name)
+        assert info.episode_return == pytest.approx(float(expected["reward"].sum()), rel=1e-5)
+    meta = json.loads((tmp_path / "store" / "episodes" / names[0] / "meta.json").read_text())
+    assert meta == {"length": 5, "return": pytest.approx(float(written[0]["reward"].sum())), "env_id": "Toy-v0", "seed": 0}
+    on_disk = json.loads((tmp_path / "store" / "store.json").read_text())
+    assert on_disk["format"] == "worldmodels-episodes/1" and on_disk["obs_shape"] == list(OBS_SHAPE)
+
+
+def test_add_episode_rejects_bad_shapes(tmp_path):
+    store = new_store(tmp_path)
+    episode = make_episode(4, 0)
+    with pytest.raises(ValueError, match="reward must have shape"):
+        store.add_episode(**{**episode, "reward": np.zeros(3)})
+    with pytest.raises(ValueError, match="obs must be uint8"):
+        store.add_episode(**{**episode, "obs": episode["obs"].astype(np.float32)})
+    assert len(store) == 0 and os.listdir(tmp_path / "episodes") == []
+
+
+def test_truncated_file_is_skipped_with_one_warning_naming_it(tmp_path):
+    store = new_store(tmp_path)
+    names = [store.add_episode(**make_episode(6, seed)) for seed in range(3)]
+    obs_path = tmp_path / "episodes" / names[1] / "obs.npy"
+    with open(obs_path, "r+b") as handle:  # a write killed halfway through the frames
+        handle.truncate(obs_path.stat().st_size // 2)
+    with pytest.warns(RuntimeWarning) as record:
+        reopened = EpisodeStore.open(tmp_path)
+    assert len(record) == 1 and names[1] in str(record[0].message)
+    assert reopened.names == [names[0], names[2]]
+    np.testing.assert_array_equal(reopened.load(names[2]).obs, make_episode(6, 2)["obs"])
+    # The next write never reuses the corrupt episode's index.
+    assert reopened.add_episode(**make_episode(2, 9)).startswith("ep-000003-")
+
+
+def test_disagreeing_lengths_are_skipped(tmp_path):
+    store = new_store(tmp_path)
+    names = [store.add_episode(**make_episode(6, seed)) for seed in range(2)]
+    np.save(tmp_path / "episodes" / names[0] / "reward.npy", np.zeros(5, np.float32))
+    with pytest.warns(RuntimeWarning, match=names[0]):
+        assert EpisodeStore.open(tmp_path).names == [names[1]]
+
+
+def test_leftover_tmp_dir_is_ignored_and_cleaned_when_stale(tmp_path):
+    store = new_store(tmp_path)
+    name = store.add_episode(**make_episode(4, 0))
+    tmp = tmp_path / "episodes" / ".tmp-ep-000001-deadbeef"
+    tmp.mkdir()
+    (tmp / "obs.npy").write_bytes(b"\x93NUMPY half a file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a killed writer's leftovers are not corruption
+        assert EpisodeStore.open(tmp_path).names == [name]
+        assert new_store(tmp_path).names == [name]
+        assert tmp.exists()  # young: it may belong to a live writer in another process
+    old = time.time() - 3600
+    os.utime(tmp, (old, old))
+    assert new_store(tmp_path).names == [name]
+    assert not tmp.exists()
+
+
+def test_missing_or_stale_index_is_rebuilt(tmp_path):
+    store = new_store(tmp_path)
+    names = [store.add_episode(**make_episode(3 + seed, seed), seed=seed) for seed in range(3)]
+    (tmp_path / "index.json").unlink()
+    reopened = EpisodeStore.open(tmp_path)
+    assert reopened.names == names and [i.seed for i in reopened.episodes] == [0, 1, 2]
+    assert json.loads((tmp_path / "index.json").read_text())["episodes"][2]["name"] == names[2]
+    # Stale: an index listing an episode that is gone and missing one that exists.
+    index = json.loads((tmp_path / "index.json").read_text())
+    index["episodes"] = index["episodes"][:1] + [{"name": "ep-000009-00000000", "length": 3, "return": 0.0}]
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    assert EpisodeStore.open(tmp_path).names == names
+    (tmp_path / "index.json").write_text("{not json")
+    assert EpisodeStore.open(tmp_path).num_frames == 3 + 4 + 5
+
+
+def test_spec_mismatch_is_a_one_line_error(tmp_path):
+    new_store(tmp_path)
+    with pytest.raises(ValueError, match="env id") as error:
+        EpisodeStore.create(tmp_path, env_id="Other-v0", obs_shape=OBS_SHAPE, action_spec=DISCRETE)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="obs shape"):
+        EpisodeStore.create(tmp_path, env_id="Toy-v0", obs_shape=(16, 16, 3), action_spec=DISCRETE)
+
+
+def test_open_missing_store_is_a_one_line_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no episode store"):
+        EpisodeStore.open(tmp_path / "nowhere")
+
+
+def unwritable_path(tmp_path):
+    """A directory path that cannot be written, even as root: it lies under a regular file."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    return blocker / "sub"
+
+
+def test_unwritable_dir_is_refused_before_anything_happens(tmp_path):
+    path = unwritable_path(tmp_path)
+    with pytest.raises(PermissionError, match="cannot write to store directory") as error:
+        EpisodeStore.create(path, env_id="Toy-v0", obs_shape=OBS_SHAPE, action_spec=DISCRETE)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    if os.geteuid() != 0:  # root ignores permission bits
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(PermissionError, match="locked"):
+            ensure_writable_dir(locked / "store")
