@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -50,7 +51,7 @@ def _parse_bool(text: str) -> bool:
 
 def _converter(tp: Any):
     origin = typing.get_origin(tp)
-    if origin is typing.Union:  # Optional[X]
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] / X | None
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         base = _converter(inner[0])
         return lambda text: None if text.lower() in {"none", "null", ""} else base(text)

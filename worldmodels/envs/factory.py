@@ -7,9 +7,13 @@ Three families, chosen from the gymnasium registry entry of ``env_id``:
   and a ``cv2.INTER_AREA`` resize. Vector env: ale-py's C++ ``AtariVectorEnv`` with the same
   frameskip, sticky actions, frame limit and INTER_AREA resize, so with the same settings
   both give bit-identical frames (tested). Both return the LAST frame of each frameskip
-  unless ``maxpool=True``. Difference: noop starts and episodic life are done by our Python
-  wrappers in the single env and by ale-py's C++ loop in the vector env, so their random
-  draws differ (seeded runs are reproducible within each kind, not across kinds).
+  unless ``maxpool=True`` (both then max-pool the last two frames; also tested identical).
+  ``episodic_life=True`` signals ``terminated`` on each life loss and the next episode
+  continues the same game (OpenAI baselines' EpisodicLifeEnv); only game over restarts it.
+  Differences: with sticky actions or noop starts the same seed gives different random
+  draws in the two kinds (reproducible within a kind, not across kinds); after a life
+  loss the single env continues with one NOOP inside ``reset()``, while the vector env's
+  NEXT_STEP continuation step advances the game with the agent's action.
 - ``CarRacing-v3``: its native 96x96 RGB observation, resized. ``carracing_discrete=True``
   selects gymnasium's ``continuous=False`` actions: 0 noop, 1 steer left, 2 steer right,
   3 gas, 4 brake.
@@ -28,6 +32,7 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from worldmodels.envs.options import ATARI_MAX_EPISODE_FRAMES, EnvError, EnvOptions, resolve_options
+from worldmodels.envs.toy import register_toy_envs
 from worldmodels.envs.wrappers import (
     AtariVectorFrames,
     EpisodicLife,
@@ -39,6 +44,7 @@ from worldmodels.envs.wrappers import (
 )
 
 gym.register_envs(ale_py)
+register_toy_envs()  # worldmodels/Catch-v0, served through the render path like CartPole
 
 ATARI_FRAMESKIP = 4
 ATARI_ENTRY_POINT = "ale_py.env:AtariEnv"
@@ -176,7 +182,10 @@ def make_vector(env_id: str, num_envs: int, *, image_size: int = 64, seed: int |
             full_action_space=resolved.full_action_space,
             max_num_frames_per_episode=_atari_max_frames(resolved, frameskip),
             noop_max=resolved.noop_max,
-            episodic_life=resolved.episodic_life,
+            # ale-py's own episodic_life restarts the whole game on a life loss; life_loss_info
+            # signals terminated and lets the game continue, as our single-env EpisodicLife does.
+            episodic_life=False,
+            life_loss_info=resolved.episodic_life,
             reward_clipping=False,
             use_fire_reset=False,
             autoreset_mode=AutoresetMode.NEXT_STEP,
