@@ -73,5 +73,5 @@ class ConvVAE(nn.Module):
         lead = images.shape[:-3]
         rec = (out["recon"] - images).pow(2).reshape(*lead, -1).sum(-1)  # (...,)
         kl = gaussian_kl(out["mu"], out["logvar"])  # (...,)
-        kl = torch.clamp(kl.mean(), min=kl_tolerance * self.z_dim)
-        return {"rec": rec.mean(), "kl": kl}, out
+        kl = kl.clamp(min=kl_tolerance * self.z_dim)  # per frame, as Ha's tf.maximum before the batch mean
+        return {"rec": rec.mean(), "kl": kl.mean()}, out

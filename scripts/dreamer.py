@@ -1,0 +1,168 @@
+"""Train a DreamerV3 agent online in a pixel env, then evaluate it against a random policy.
+
+``wm dreamer --env ALE/Pong-v5 --preset tiny --steps 100000 --run-dir runs/pong`` logs to TensorBoard
+under ``RUN_DIR/tb``, keeps ``RUN_DIR/checkpoints/last.ckpt`` (agent + replay position), writes finished
+episodes to ``RUN_DIR/episodes`` (an EpisodeStore) and resumes from ``last.ckpt`` when rerun.
+
+Presets (model sizes follow DreamerV3 arXiv v1 Table B.1, 64x64 images, 4 conv stages)::
+
+    debug  deter 32,   hidden 32,  4x4 latents, depth 8,  1 layer   16x16 images, 2 stages (tests, CI)
+    tiny   deter 128,  hidden 128, 16x16,       depth 16, 1 layer   CPU-sized
+    S      deter 512,  hidden 512, 32x32,       depth 32, 2 layers  = DreamerV3 "S"
+    M      deter 1024, hidden 640, 32x32,       depth 48, 3 layers  = DreamerV3 "M"
+    L      deter 2048, hidden 768, 32x32,       depth 64, 4 layers  = DreamerV3 "L"
+
+``tests/test_dreamer_models.py::test_preset_param_counts`` prints and pins the parameter counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from worldmodels.config import arg, from_dict, save_json_atomic, to_dict
+from worldmodels.envs import make
+from worldmodels.envs.toy import register_toy_envs
+from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
+from trainers.online import OnlineReplay
+
+
+@dataclass
+class DreamerRunConfig(DreamerAgentConfig):
+    """Agent hyperparameters (inherited) plus the env, replay and run settings."""
+
+    env: str = arg("worldmodels/Catch-v0", "gymnasium env id (ALE/Pong-v5, CarRacing-v3, worldmodels/Catch-v0, ...)")
+    steps: int = arg(100_000, "agent (env) steps to train for, prefill included; frames = steps * frameskip")
+    run_dir: str = arg("runs/dreamer", "TensorBoard logs, checkpoints/last.ckpt, episodes/ and results.json")
+    image_size: int = arg(64, "observation side in pixels (multiple of 2**stages)")
+    frameskip: Optional[int] = arg(None, "action repeat; None = env default (4 for ALE)")
+    num_envs: int = arg(1, "parallel envs stepped by the online dataset")
+    batch_size: int = arg(16, "replayed chunks per gradient step (B)")
+    seq_len: int = arg(64, "chunk length (T)")
+    replay_ratio: float = arg(32.0, "replayed steps per env step (B*T per gradient step)")
+    prefill: int = arg(2500, "random-action env steps before training")
+    capacity: int = arg(100_000, "replay capacity in rows (all envs)")
+    seed: int = arg(0, "seed of torch, envs and the replay sampler")
+    eval_episodes: int = arg(10, "episodes of the trained actor (and of a random policy on the same seeds)")
+    eval_sample: bool = arg(False, "evaluate with sampled actions instead of the actor's mode")
+    accelerator: str = arg("auto", "Lightning accelerator (auto, cpu, gpu)")
+    precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on GPU, 32-true on CPU")
+    checkpoint_every: int = arg(1000, "gradient steps between checkpoints")
+    log_every: int = arg(50, "gradient steps between log rows")
+
+
+CONFIG = DreamerRunConfig
+DEFAULT_PRESET = "tiny"
+PRESETS: dict[str, dict] = {
+    "debug": {"deter": 32, "hidden": 32, "stoch": 4, "classes": 4, "depth": 8, "stages": 2, "layers": 1,
+              "image_size": 16, "batch_size": 4, "seq_len": 8, "horizon": 5, "prefill": 200,
+              "replay_ratio": 32.0, "capacity": 20_000, "checkpoint_every": 100, "log_every": 10,
+              "eval_episodes": 5},
+    "tiny": {"deter": 128, "hidden": 128, "stoch": 16, "classes": 16, "depth": 16, "stages": 4, "layers": 1,
+             "image_size": 64, "batch_size": 8, "seq_len": 32},
+    "S": {"deter": 512, "hidden": 512, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
+          "image_size": 64, "batch_size": 16, "seq_len": 64},
+    "M": {"deter": 1024, "hidden": 640, "stoch": 32, "classes": 32, "depth": 48, "stages": 4, "layers": 3,
+          "image_size": 64, "batch_size": 16, "seq_len": 64},
+    "L": {"deter": 2048, "hidden": 768, "stoch": 32, "classes": 32, "depth": 64, "stages": 4, "layers": 4,
+          "image_size": 64, "batch_size": 16, "seq_len": 64},
+}
+
+
+def env_options(config: DreamerRunConfig) -> dict:
+    options = {"image_size": config.image_size}
+    if config.frameskip is not None:
+        options["frameskip"] = config.frameskip
+    return options
+
+
+def build(config: DreamerRunConfig, *, store_dir: str | None = None) -> tuple[DreamerModule, OnlineReplay]:
+    """The agent and its online replay dataset, attached to each other."""
+    register_toy_envs()
+    torch.manual_seed(config.seed)
+    replay = OnlineReplay(config.env, None, num_envs=config.num_envs, batch_size=config.batch_size,
+                          seq_len=config.seq_len, replay_ratio=config.replay_ratio, prefill=config.prefill,
+                          capacity=config.capacity, seed=config.seed, store_dir=store_dir,
+                          env_options=env_options(config))
+    module = DreamerModule(obs_shape=replay.obs_shape, action_spec=replay.action_spec,
+                           config=from_dict(DreamerAgentConfig, to_dict(config)))
+    replay.agent = module
+    module.attach_replay(replay)
+    return module, replay
+
+
+def gradient_steps(config: DreamerRunConfig) -> int:
+    """Gradient steps that make the dataset reach ``config.steps`` env steps at ``replay_ratio``."""
+    return math.ceil(max(0, config.steps - config.prefill) * config.replay_ratio / (config.batch_size * config.seq_len))
+
+
+@torch.no_grad()
+def evaluate(module: DreamerModule | None, env_id: str, *, episodes: int, seed: int, options: dict,
+             sample: bool = False) -> list[float]:
+    """Returns of ``episodes`` real-env episodes (seeds ``seed + i``); ``module=None`` = uniform random policy."""
+    env = make(env_id, seed=seed, **options)
+    rng = np.random.default_rng(seed)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        state, prev_action, is_first, total, done = None, None, True, 0.0, False
+        while not done:
+            if module is None:
+                action = env.action_space.sample() if not hasattr(env.action_space, "n") else int(rng.integers(env.action_space.n))
+            else:
+                obs_t = torch.as_tensor(np.asarray(obs), device=module.device).unsqueeze(0)
+                prev_action_model, state = module.act(obs_t, torch.tensor([is_first], device=module.device), state,
+                                                      prev_action, sample=sample)
+                prev_action = prev_action_model
+                action = module.action_spec.to_env(prev_action_model)[0]
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done, is_first = terminated or truncated, False
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def run(config: DreamerRunConfig) -> dict:
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    module, replay = build(config, store_dir=str(run_dir / "episodes"))
+    on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    precision = config.precision or ("bf16-mixed" if on_gpu else "32-true")
+    steps = gradient_steps(config)
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                  every_n_train_steps=config.checkpoint_every * 3)
+    trainer = L.Trainer(
+        max_steps=steps * 3,  # global_step counts every optimiser step: 3 per gradient step
+        max_epochs=-1, accelerator=config.accelerator, precision=precision,
+        logger=TensorBoardLogger(str(run_dir), name="tb", version=0), callbacks=[checkpoints],
+        log_every_n_steps=config.log_every, enable_progress_bar=False, enable_model_summary=False,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if steps > 0:
+        trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None),
+                    ckpt_path=str(last) if last.exists() else None, weights_only=True)
+        trainer.save_checkpoint(str(last), weights_only=False)  # the final state, replay position included
+    options = env_options(config)
+    module.eval()
+    agent_returns = evaluate(module, config.env, episodes=config.eval_episodes, seed=config.seed + 10_000,
+                             options=options, sample=config.eval_sample)
+    random_returns = evaluate(None, config.env, episodes=config.eval_episodes, seed=config.seed + 10_000,
+                              options=options)
+    result = {"env": config.env, "env_steps": replay.env_steps, "gradient_steps": steps,
+              "episodes_stored": len(replay.store) if replay.store is not None else 0,
+              "eval_return": float(np.mean(agent_returns)), "random_return": float(np.mean(random_returns)),
+              "eval_returns": agent_returns, "random_returns": random_returns}
+    save_json_atomic(run_dir / "results.json", result)
+    print(f"wm dreamer: agent return {result['eval_return']:.3f} vs random {result['random_return']:.3f} "
+          f"over {config.eval_episodes} episodes ({replay.env_steps} env steps)")
+    return result

@@ -1,0 +1,309 @@
+"""Lightning callbacks that show what a world model dreams, and the world-model KPIs.
+
+Every callback here is OPTIONAL behaviour (STYLE.md): it never touches the loss, runs under
+``torch.no_grad`` in eval mode with the global RNG state saved and restored (so a run with and
+without it trains identically), and writes only on global rank zero. Each one works every
+``every_n_steps`` optimiser steps on ONE fixed held-out batch: the batch handed to its
+constructor, else the first batch of ``trainer.datamodule.val_dataloader()`` (DESIGN.md batch:
+``obs (B, T, H, W, C) uint8, action (B, T, A), reward (B, T), terminated (B, T), is_first (B, T)``).
+
+The world model is reached through a :class:`~trainers.views.WorldModelView`: ``view_fn(pl_module)``
+if given, else :func:`trainers.views.view_for_module`. Images go to every ``TensorBoardLogger``
+of the trainer (other loggers get the scalars only).
+
+Tags: ``dreams/open_loop/sample_<i>``, ``dreams/reconstruction``, ``dreams/latent_traversal``,
+``dreams/imagined/sample_<i>``, ``kpi/open_loop_mse_h<h>``, ``kpi/open_loop_psnr_h<h>``,
+``kpi/reward_mae``, ``kpi/termination_accuracy``, ``kpi/return_vs_env_steps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from worldmodels import viz
+
+ViewFn = Callable[[LightningModule], Any]  # pl_module -> WorldModelView
+
+
+def tensorboard_writers(trainer: Trainer) -> list[Any]:
+    """The torch ``SummaryWriter`` of every TensorBoardLogger of ``trainer`` (empty on other loggers)."""
+    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+
+def log_return_vs_env_steps(logger: Any, env_steps: int, mean_return: float) -> None:
+    """Write ``kpi/return_vs_env_steps`` at step = environment steps (the x axis sample-efficiency plots use).
+
+    ``logger`` is a Lightning logger (``log_metrics``) or a torch ``SummaryWriter`` (``add_scalar``).
+    """
+    if hasattr(logger, "log_metrics"):
+        logger.log_metrics({"kpi/return_vs_env_steps": float(mean_return)}, step=int(env_steps))
+    else:
+        logger.add_scalar("kpi/return_vs_env_steps", float(mean_return), int(env_steps))
+
+
+def format_kpi_table(metrics: Mapping[str, float], logdir: str | None) -> str:
+    """A two-column table of ``metrics`` (sorted by name) plus the ``tensorboard --logdir`` line."""
+    rows = [(name, f"{float(value):.4g}") for name, value in sorted(metrics.items())]
+    width = max([len("metric")] + [len(name) for name, _ in rows])
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 10}"]
+    lines += [f"{name:<{width}}  {value}" for name, value in rows] or ["(no metrics logged)"]
+    if logdir is not None:
+        lines.append(f"tensorboard --logdir {logdir}")
+    return "\n".join(lines)
+
+
+@rank_zero_only
+def print_kpi_table(metrics: Mapping[str, float], logdir: str | None) -> str:
+    """Print (on rank zero) and return the end-of-stage KPI table; any stage can call it."""
+    table = format_kpi_table(metrics, logdir)
+    print(table)
+    return table
+
+
+@contextlib.contextmanager
+def _isolated(pl_module: LightningModule) -> Iterator[None]:
+    """no_grad + eval mode + saved/restored RNG state, so a callback cannot change training."""
+    was_training = pl_module.training
+    devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        pl_module.eval()
+        try:
+            yield
+        finally:
+            pl_module.train(was_training)
+
+
+class _EveryNSteps(Callback):
+    """Shared plumbing: step schedule, rank-zero guard, held-out batch, view lookup."""
+
+    def __init__(self, *, every_n_steps: int = 500, batch: Mapping[str, Any] | None = None,
+                 num_samples: int = 2, view_fn: ViewFn | None = None) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.num_samples = num_samples
+        self.view_fn = view_fn
+        self._batch = dict(batch) if batch is not None else None
+        self._last_step = -1
+
+    def heldout_batch(self, trainer: Trainer) -> dict[str, torch.Tensor] | None:
+        """The fixed batch (first ``num_samples`` rows), fetched once from the val loader if not given."""
+        if self._batch is None:
+            datamodule = getattr(trainer, "datamodule", None)
+            if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+                return None
+            self._batch = dict(next(iter(datamodule.val_dataloader())))
+        return {k: v[: self.num_samples] if torch.is_tensor(v) else v for k, v in self._batch.items()}
+
+    def view(self, pl_module: LightningModule) -> Any:
+        if self.view_fn is not None:
+            return self.view_fn(pl_module)
+        from trainers.views import view_for_module
+
+        return view_for_module(pl_module)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        # global_step does not move on a batch whose optimiser step was skipped: run once per step value.
+        if step % self.every_n_steps != 0 or step == self._last_step:
+            return
+        self._last_step = step
+        if not trainer.is_global_zero:
+            return
+        self._run(trainer, pl_module, step)
+
+    @rank_zero_only
+    def _run(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
+        batch = self.heldout_batch(trainer)
+        if batch is None:
+            return
+        with _isolated(pl_module):
+            self.render(trainer, pl_module, batch, step)
+
+    def render(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], step: int) -> None:
+        raise NotImplementedError
+
+
+def _inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    obs = batch["obs"].to(device)  # (B, T, H, W, C) uint8
+    action = batch["action"].to(device).float()  # (B, T, A)
+    is_first = batch["is_first"].to(device).bool()  # (B, T)
+    return obs, action, is_first
+
+
+class OpenLoopCallback(_EveryNSteps):
+    """``context`` real frames, then ``horizon`` frames predicted under the real actions; true | pred | |error| GIFs.
+
+    Tags ``dreams/open_loop/sample_<i>``; frames before ``context`` show the real frame as the prediction
+    (green border), imagined frames have a red border.
+    """
+
+    def __init__(self, *, context: int = 5, horizon: int = 15, fps: float = 8.0, scale: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.context, self.horizon, self.fps, self.scale = context, horizon, fps, scale
+
+    def render(self, trainer, pl_module, batch, step):
+        obs, action, is_first = _inputs(batch, pl_module.device)
+        T = min(obs.shape[1], self.context + self.horizon)
+        out = self.view(pl_module).open_loop(obs[:, :T], action[:, :T], is_first[:, :T], context=self.context)
+        true = viz.as_uint8(obs[:, :T])  # (B, T, H, W, C)
+        pred = np.concatenate([true[:, : self.context], viz.as_uint8(out["frames"])], axis=1)  # (B, T, H, W, C)
+        for writer in tensorboard_writers(trainer):
+            for i in range(true.shape[0]):
+                strip = viz.compare_strip(true[i], pred[i], self.context, scale=self.scale)
+                viz.add_gif_summary(writer, f"dreams/open_loop/sample_{i}", strip, step, self.fps)
+
+
+class ReconstructionCallback(_EveryNSteps):
+    """Grid of real frames (top row) over their reconstructions (bottom row); tag ``dreams/reconstruction``."""
+
+    def __init__(self, *, frames_per_sample: int = 4, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.frames_per_sample = frames_per_sample
+
+    def render(self, trainer, pl_module, batch, step):
+        obs = batch["obs"][:, : self.frames_per_sample].to(pl_module.device)  # (B, F, H, W, C)
+        real = obs.reshape(-1, *obs.shape[2:])  # (B * F, H, W, C)
+        recon = viz.as_uint8(self.view(pl_module).reconstruct(real))  # (B * F, H, W, C)
+        grid = viz.image_grid(np.stack([viz.as_uint8(real), recon]))  # rows: real, reconstructed
+        for writer in tensorboard_writers(trainer):
+            viz.add_image_summary(writer, "dreams/reconstruction", grid, step)
+
+
+class LatentTraversalCallback(_EveryNSteps):
+    """World Models: the ``dims`` most active latent dimensions swept over +-``sigma``; tag ``dreams/latent_traversal``.
+
+    One row per dimension, ``steps`` columns from -sigma to +sigma, decoded around the first held-out frame.
+    """
+
+    def __init__(self, *, dims: int = 6, steps: int = 7, sigma: float = 3.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dims, self.steps, self.sigma = dims, steps, sigma
+
+    def render(self, trainer, pl_module, batch, step):
+        view = self.view(pl_module)
+        if not hasattr(view, "latent_traversal"):
+            return
+        frame = batch["obs"][:1, 0].to(pl_module.device)  # (1, H, W, C)
+        sweep = viz.as_uint8(view.latent_traversal(frame, dims=self.dims, steps=self.steps, sigma=self.sigma))
+        grid = viz.image_grid(sweep)  # (dims, steps, H, W, C) -> one image
+        for writer in tensorboard_writers(trainer):
+            viz.add_image_summary(writer, "dreams/latent_traversal", grid, step)
+
+
+class DreamCallback(_EveryNSteps):
+    """``context`` real frames, then ``horizon`` frames the model imagines under its own policy.
+
+    GIF with the predicted reward and end probability drawn under each frame; tags ``dreams/imagined/sample_<i>``.
+    """
+
+    def __init__(self, *, context: int = 5, horizon: int = 15, fps: float = 8.0, scale: int = 2,
+                 reward_scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.context, self.horizon, self.fps, self.scale, self.reward_scale = context, horizon, fps, scale, reward_scale
+
+    def render(self, trainer, pl_module, batch, step):
+        obs, action, is_first = _inputs(batch, pl_module.device)
+        K = self.context
+        out = self.view(pl_module).dream(obs[:, :K], action[:, :K], is_first[:, :K], horizon=self.horizon)
+        frames = np.concatenate([viz.as_uint8(obs[:, :K]), viz.as_uint8(out["frames"])], axis=1)  # (B, K + H, ...)
+        reward = np.concatenate([np.zeros((frames.shape[0], K)), _numpy(out["reward"])], axis=1)  # (B, K + H)
+        end = np.concatenate([np.zeros((frames.shape[0], K)), _numpy(out["end"])], axis=1)  # (B, K + H)
+        for writer in tensorboard_writers(trainer):
+            for i in range(frames.shape[0]):
+                shown = viz.dream_frames(frames[i], reward[i], end[i], context=K, scale=self.scale, reward_scale=self.reward_scale)
+                viz.add_gif_summary(writer, f"dreams/imagined/sample_{i}", shown, step, self.fps)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, np.float64)
+
+
+def open_loop_kpis(batch: Mapping[str, torch.Tensor], out: Mapping[str, Any], context: int,
+                   horizons: tuple[int, ...] = (1, 5, 15)) -> dict[str, float]:
+    """KPIs of one open-loop prediction against the real rows ``context, context + 1, ...``.
+
+    ``out`` is ``WorldModelView.open_loop``'s dict. Predicted step ``j`` (0-based) is row ``context + j``;
+    steps at or after the first ``is_first`` past the context belong to another episode and are masked::
+
+        row        0 .. context-1 | context   context+1  ...
+        given      real frames     | --
+        predicted                  | frames[0] frames[1] ...   reward[j] ~ reward[context+j], end[j] ~ terminated[context+j]
+
+    MSE / PSNR at horizon ``h`` use predicted frame ``h - 1`` (frames on the [0, 1] scale); a horizon
+    longer than the prediction is left out.
+    """
+    true = viz.as_uint8(batch["obs"][:, context:])  # (B, P, H, W, C)
+    pred = viz.as_uint8(out["frames"])  # (B, P, H, W, C)
+    P = pred.shape[1]
+    true = true[:, :P]
+    assert true.shape == pred.shape, f"real {true.shape} vs predicted {pred.shape}"
+    new_episode = _numpy(batch["is_first"][:, context : context + P]).astype(bool)  # (B, P)
+    valid = ~np.logical_or.accumulate(new_episode, axis=1)  # (B, P)
+    mse, db = viz.frame_mse(true, pred), viz.psnr(true, pred)  # (B, P)
+    metrics: dict[str, float] = {}
+    for h in horizons:
+        if h <= P and valid[:, h - 1].any():
+            metrics[f"kpi/open_loop_mse_h{h}"] = float(mse[:, h - 1][valid[:, h - 1]].mean())
+            metrics[f"kpi/open_loop_psnr_h{h}"] = float(db[:, h - 1][valid[:, h - 1]].mean())
+    if valid.any():
+        reward = _numpy(batch["reward"][:, context : context + P])
+        terminated = _numpy(batch["terminated"][:, context : context + P]).astype(bool)
+        metrics["kpi/reward_mae"] = float(np.abs(_numpy(out["reward"]) - reward)[valid].mean())
+        metrics["kpi/termination_accuracy"] = float(((_numpy(out["end"]) > 0.5) == terminated)[valid].mean())
+    return metrics
+
+
+class WorldModelKPICallback(_EveryNSteps):
+    """Open-loop prediction KPIs on the held-out batch, as scalars on every logger (see :func:`open_loop_kpis`).
+
+    ``last_metrics`` keeps the latest values for :class:`KPISummary`.
+    """
+
+    def __init__(self, *, context: int = 5, horizons: tuple[int, ...] = (1, 5, 15), num_samples: int = 16,
+                 **kwargs: Any) -> None:
+        super().__init__(num_samples=num_samples, **kwargs)
+        self.context, self.horizons = context, tuple(horizons)
+        self.last_metrics: dict[str, float] = {}
+
+    def render(self, trainer, pl_module, batch, step):
+        obs, action, is_first = _inputs(batch, pl_module.device)
+        T = min(obs.shape[1], self.context + max(self.horizons))
+        out = self.view(pl_module).open_loop(obs[:, :T], action[:, :T], is_first[:, :T], context=self.context)
+        metrics = open_loop_kpis(batch, out, self.context, self.horizons)
+        self.last_metrics.update(metrics)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+
+
+class KPISummary(Callback):
+    """At the end of ``fit``, print the last value of every KPI and the ``tensorboard --logdir`` line.
+
+    Collects ``trainer.callback_metrics`` whose names start with one of ``prefixes`` plus the
+    ``last_metrics`` of every callback that keeps them (:class:`WorldModelKPICallback`).
+    """
+
+    def __init__(self, prefixes: tuple[str, ...] = ("kpi/", "train/", "val/", "imag/")) -> None:
+        self.prefixes = prefixes
+        self.table: str | None = None
+
+    def collect(self, trainer: Trainer) -> dict[str, float]:
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()
+                   if name.startswith(self.prefixes) and torch.as_tensor(value).numel() == 1}
+        for callback in trainer.callbacks:
+            metrics.update(getattr(callback, "last_metrics", {}) or {})
+        return metrics
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        logger = trainer.logger
+        logdir = None if logger is None else getattr(logger, "root_dir", None) or logger.log_dir
+        self.table = print_kpi_table(self.collect(trainer), logdir)

@@ -1,0 +1,214 @@
+"""The online DreamerV3 agent as one LightningModule (Hafner et al. 2023).
+
+One training step on a replayed ``(B, T)`` chunk:
+
+1. world model: Eq. 5 loss on the chunk -> posteriors ``(B, T)``; its own optimiser step.
+2. imagination: all ``B*T`` posteriors (sg) start ``horizon``-step latent rollouts of the actor.
+3. critic: two-hot loss toward λ-returns (Eq. 7) + slow-critic regulariser; its own optimiser step.
+4. actor: REINFORCE with percentile-normalised advantages + entropy (Eq. 11); its own optimiser step.
+
+Three optimisers mean manual optimisation (``automatic_optimization = False``): each one runs
+zero_grad -> manual_backward -> clip_gradients -> step, written once in :meth:`_update`.
+Lightning counts every optimiser step in ``global_step``: one training step adds 3.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from worldmodels.config import arg, from_dict, to_dict
+from worldmodels.envs.spaces import ActionSpec
+from worldmodels.imagination.dreamer import flatten_start, imagine
+from worldmodels.models.actor_critic import (Actor, Critic, ReturnNormalizer, actor_loss, critic_loss, ema_update,
+                                             lambda_return, trajectory_weight)
+from worldmodels.models.rssm import State
+from worldmodels.models.world_model import WorldModel
+
+OPTIMISERS_PER_STEP = 3
+# DreamerV3 loss scales (Eq. 5: β_pred = 1, β_dyn = 0.5, β_rep = 0.1; Eq. 11: η = 3e-4).
+DEFAULT_LOSS_SCALES = {"rec": 1.0, "reward": 1.0, "cont": 1.0, "dyn": 0.5, "rep": 0.1,
+                       "policy": 1.0, "entropy": 3e-4, "value": 1.0, "value_slow": 1.0}
+
+
+@dataclass
+class DreamerAgentConfig:
+    """Agent hyperparameters; defaults follow DreamerV3 (arXiv v1, Table B.1 / Sec. B) at size S."""
+
+    deter: int = arg(512, "GRU (deterministic state) units")
+    hidden: int = arg(512, "hidden units of every MLP layer")
+    stoch: int = arg(32, "number of categorical latents")
+    classes: int = arg(32, "classes per categorical latent")
+    depth: int = arg(32, "conv channels of the first encoder stage (doubles per stage)")
+    stages: int = arg(4, "conv stages; the image side must be a multiple of 2**stages")
+    layers: int = arg(2, "hidden layers of the reward/continue heads, actor and critic")
+    unimix: float = arg(0.01, "uniform mix of latent and actor categoricals")
+    free_nats: float = arg(1.0, "free bits: KL terms below this many nats are not penalised")
+    num_bins: int = arg(255, "two-hot bins over symlog [-20, 20] for reward and value")
+    horizon: int = arg(15, "imagination horizon")
+    gamma: float = arg(0.997, "discount (DreamerV3: 1 - 1/333)")
+    lam: float = arg(0.95, "λ of the λ-return (Eq. 7)")
+    slow_critic_decay: float = arg(0.98, "EMA decay of the slow critic used as regulariser")
+    return_norm_decay: float = arg(0.99, "EMA decay of the 5th-95th return percentile range")
+    model_lr: float = arg(1e-4, "world model Adam learning rate")
+    actor_lr: float = arg(3e-5, "actor Adam learning rate")
+    critic_lr: float = arg(3e-5, "critic Adam learning rate")
+    adam_eps: float = arg(1e-8, "Adam epsilon (all three optimisers)")
+    model_grad_clip: float = arg(1000.0, "world model gradient-norm clip")
+    actor_grad_clip: float = arg(100.0, "actor gradient-norm clip")
+    critic_grad_clip: float = arg(100.0, "critic gradient-norm clip")
+    loss_scales: dict = arg(dict(DEFAULT_LOSS_SCALES), "weights of the named loss parts (dict or 'rec=1,dyn=0.5,...')")
+
+
+def parse_loss_scales(value: dict | str) -> dict[str, float]:
+    if isinstance(value, str):
+        value = dict(item.split("=", 1) for item in value.split(",") if item)
+    scales = {**DEFAULT_LOSS_SCALES, **{k: float(v) for k, v in value.items()}}
+    unknown = sorted(set(scales) - set(DEFAULT_LOSS_SCALES))
+    if unknown:
+        raise ValueError(f"unknown loss scale(s) {unknown}; known: {sorted(DEFAULT_LOSS_SCALES)}")
+    return scales
+
+
+def weighted_sum(parts: dict[str, torch.Tensor], scales: dict[str, float]) -> torch.Tensor:
+    """The ONE place loss parts are weighted; ``parts`` keys must all have a scale."""
+    missing = sorted(set(parts) - set(scales))
+    assert not missing, f"loss parts {missing} have no entry in loss_scales {sorted(scales)}"
+    return sum(scales[k] * v for k, v in parts.items())
+
+
+class DreamerModule(L.LightningModule):
+    """World model, actor, critic (+ slow critic) trained online from replayed chunks."""
+
+    def __init__(self, *, obs_shape: tuple[int, int, int] | list[int], action_spec: ActionSpec | dict,
+                 config: DreamerAgentConfig | dict) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        spec = action_spec if isinstance(action_spec, ActionSpec) else ActionSpec.from_dict(action_spec)
+        cfg = config if isinstance(config, DreamerAgentConfig) else from_dict(DreamerAgentConfig, config)
+        # Plain types only, so the .ckpt loads with weights_only=True.
+        self.save_hyperparameters({"obs_shape": list(obs_shape), "action_spec": spec.to_dict(), "config": to_dict(cfg)})
+        self.action_spec, self.config = spec, cfg
+        self.loss_scales = parse_loss_scales(cfg.loss_scales)
+        self.world_model = WorldModel(obs_shape=tuple(obs_shape), action_dim=spec.dim, deter=cfg.deter,
+                                      hidden=cfg.hidden, stoch=cfg.stoch, classes=cfg.classes, depth=cfg.depth,
+                                      stages=cfg.stages, layers=cfg.layers, unimix=cfg.unimix,
+                                      free_nats=cfg.free_nats, num_bins=cfg.num_bins)
+        feat = self.world_model.rssm.feat_dim
+        self.actor = Actor(feat, spec.dim, discrete=spec.discrete, hidden=cfg.hidden, layers=cfg.layers,
+                           unimix=cfg.unimix)
+        self.critic = Critic(feat, hidden=cfg.hidden, layers=cfg.layers, num_bins=cfg.num_bins)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.return_norm = ReturnNormalizer(decay=cfg.return_norm_decay)
+        self.replay: Any = None  # the online dataset, attached by the caller; its state rides in checkpoints
+        self._pending_replay_state: dict | None = None
+
+    # ------------------------------------------------------------------ acting
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: State | None, prev_action: torch.Tensor | None,
+            *, sample: bool = True) -> tuple[torch.Tensor, State]:
+        """One policy step in the real env: uint8 ``obs`` (N, H, W, C), ``is_first`` (N,) -> action (N, A), state.
+
+        ``prev_action`` is the action taken at the previous obs (row convention: action[t-1]).
+        """
+        N = obs.shape[0]
+        rssm = self.world_model.rssm
+        if state is None or prev_action is None:
+            state, prev_action = rssm.initial(N), torch.zeros(N, self.action_spec.dim, device=obs.device)
+        embed = self.world_model.embed(obs)  # (N, E)
+        post, _ = rssm.obs_step(state, prev_action, embed, is_first)
+        dist = self.actor(rssm.feature(post))
+        action = dist.sample() if sample else dist.mode()  # (N, A)
+        return action.detach(), post
+
+    # ------------------------------------------------------------------ training
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        model_opt, actor_opt, critic_opt = self.optimizers()
+        cfg = self.config
+        batch = dict(batch)
+        B, T = batch["obs"].shape[:2]
+        # A replayed chunk starts from the initial state: row 0 has no usable history.
+        is_first = batch["is_first"].clone()
+        is_first[:, 0] = True
+        batch["is_first"] = is_first
+
+        model_parts, post, model_metrics = self.world_model.loss(batch)
+        model_loss = weighted_sum(model_parts, self.loss_scales)
+        self._update(model_opt, model_loss, cfg.model_grad_clip)
+
+        ac_parts, imag_metrics = self.actor_critic_losses(post, batch["terminated"])
+        actor_parts = {k: ac_parts[k] for k in ("policy", "entropy")}
+        critic_parts = {k: ac_parts[k] for k in ("value", "value_slow")}
+        self._update(actor_opt, weighted_sum(actor_parts, self.loss_scales), cfg.actor_grad_clip)
+        self._update(critic_opt, weighted_sum(critic_parts, self.loss_scales), cfg.critic_grad_clip)
+        ema_update(self.slow_critic, self.critic, cfg.slow_critic_decay)
+
+        logs = {f"train/loss/{k}": v.detach() for k, v in {**model_parts, **ac_parts}.items()}
+        logs["train/loss/model"] = model_loss.detach()
+        logs.update({f"train/{k}": v for k, v in model_metrics.items()})
+        logs.update({f"imag/{k}": v for k, v in imag_metrics.items()})
+        if self.replay is not None:
+            logs.update({f"env/{k}": float(v) for k, v in self.replay.metrics().items()})
+        self.log_dict(logs, on_step=True, prog_bar=False, batch_size=B * T)
+
+    def actor_critic_losses(self, post: State, terminated: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+        """Imagine from every posterior in ``post`` (B, T, ...) and return the actor/critic parts (unweighted)."""
+        cfg, wm = self.config, self.world_model
+        start = flatten_start(post)  # (N, ...) with N = B*T, detached
+        traj = imagine(wm.rssm, self.actor, start, cfg.horizon)  # feat (N, H+1, F), action (N, H+1, A)
+        feat, action = traj["feat"], traj["action"]
+        with torch.no_grad():
+            reward = wm.reward.mean(wm.reward(feat[:, 1:]))  # (N, H): r_1..r_H
+            cont = wm.cont.prob(wm.cont(feat[:, 1:]))  # (N, H): c_1..c_H
+            start_cont = 1.0 - terminated.reshape(-1, 1).float()  # (N, 1): c_0 from data
+            value = self.critic.mean(self.critic(feat))  # (N, H+1)
+            slow_value = self.slow_critic.mean(self.slow_critic(feat))  # (N, H+1)
+            returns = lambda_return(reward, cont, value, gamma=cfg.gamma, lam=cfg.lam)  # (N, H)
+            weight = trajectory_weight(torch.cat([start_cont, cont], 1), gamma=cfg.gamma)[:, :-1]  # (N, H)
+            self.return_norm.update(returns)
+            scale = self.return_norm.scale()
+        parts = actor_loss(self.actor, feat[:, :-1], action[:, :-1], returns, value[:, :-1], weight, scale)
+        parts.update(critic_loss(self.critic, feat[:, :-1], returns, slow_value[:, :-1], weight))
+        metrics = {"return": returns.mean(), "return_scale": scale, "value": value.mean(), "reward": reward.mean(),
+                   "entropy": -parts["entropy"].detach()}
+        return parts, metrics
+
+    def _update(self, optimizer, loss: torch.Tensor, clip: float) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    # ------------------------------------------------------------------ checkpoints of the replay position
+
+    def attach_replay(self, replay: Any) -> None:
+        self.replay = replay
+        if self._pending_replay_state is not None:
+            replay.load_state_dict(self._pending_replay_state)
+            self._pending_replay_state = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.replay is not None:
+            checkpoint["replay"] = self.replay.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "replay" in checkpoint:
+            self._pending_replay_state = checkpoint["replay"]
+            if self.replay is not None:
+                self.attach_replay(self.replay)
+
+    # ------------------------------------------------------------------ optimisers
+
+    def configure_optimizers(self):
+        cfg = self.config
+        return [
+            torch.optim.Adam(self.world_model.parameters(), lr=cfg.model_lr, eps=cfg.adam_eps),
+            torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.adam_eps),
+            torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=cfg.adam_eps),
+        ]

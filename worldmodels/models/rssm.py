@@ -1,0 +1,167 @@
+"""Recurrent State-Space Model of DreamerV3 (Hafner et al. 2023, Eq. 3 and Sec. B).
+
+    sequence model     h_t = f(h_{t-1}, z_{t-1}, a_{t-1})        LayerNorm GRU, ``deter`` units
+    encoder/posterior  z_t ~ q(z_t | h_t, x_t)                   32 categoricals x 32 classes
+    dynamics/prior     ẑ_t ~ p(ẑ_t | h_t)
+
+The stochastic state is ``stoch`` one-hot categoricals of ``classes`` classes, sampled with
+straight-through gradients from probabilities mixed with 1% uniform (DreamerV3 Sec. "Robust
+predictors"). The model feature is ``concat(h_t, flatten(z_t))``.
+
+Time alignment (store row convention, DESIGN.md)::
+
+    row t:        obs[t]          action[t] (taken at obs[t], leads to obs[t+1])
+    RSSM step t:  h_t = GRU(h_{t-1}, z_{t-1}, prev_action_t)   with prev_action_t = action[t-1]
+                  z_t ~ q(. | h_t, embed(obs[t]))
+
+        obs[0]      obs[1]      obs[2]
+          |           |           |
+    h_0 --+--> h_1 ---+--> h_2 ---+-->
+      z_0  ^     z_1  ^     z_2
+           |          |
+       action[0]  action[1]          (action[T-1] of a chunk is not consumed by the chunk)
+
+    is_first[t] = True:  (h_{t-1}, z_{t-1}) := initial state, prev_action_t := 0,
+    so the posterior at t does not depend on anything before t.
+
+States are dicts of tensors: ``deter (B, D)``, ``stoch (B, S, K)`` one-hot, ``logits (B, S, K)``
+(the unimixed logits z was drawn from); sequences carry an extra time axis ``(B, T, ...)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from worldmodels.models.distributions import OneHotCategorical, unimix_logits
+
+State = dict[str, torch.Tensor]
+
+
+class LayerNormGRUCell(nn.Module):
+    """GRU cell with one joint Linear + LayerNorm over ``concat(x, h)`` (DreamerV3's GRU).
+
+    ``update = sigmoid(u - 1)`` biases the cell to keep its state early in training.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(input_dim + hidden_dim, 3 * hidden_dim, bias=False)
+        self.norm = nn.LayerNorm(3 * hidden_dim)
+        self.hidden_dim = hidden_dim
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        parts = self.norm(self.linear(torch.cat([x, h], -1)))  # (B, 3D)
+        reset, cand, update = parts.chunk(3, -1)
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * h
+
+
+def _dense(in_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, out_dim, bias=False), nn.LayerNorm(out_dim), nn.SiLU())
+
+
+class RSSM(nn.Module):
+    """RSSM with a LayerNorm GRU and ``stoch x classes`` straight-through categorical latents."""
+
+    def __init__(self, *, embed_dim: int, action_dim: int, deter: int = 512, hidden: int = 512, stoch: int = 32,
+                 classes: int = 32, unimix: float = 0.01) -> None:
+        super().__init__()
+        self.deter_dim, self.stoch_dim, self.classes, self.unimix = deter, stoch, classes, unimix
+        self.action_dim, self.embed_dim = action_dim, embed_dim
+        self.img_in = _dense(stoch * classes + action_dim, hidden)
+        self.gru = LayerNormGRUCell(hidden, deter)
+        self.img_out = nn.Sequential(_dense(deter, hidden), nn.Linear(hidden, stoch * classes))
+        self.obs_out = nn.Sequential(_dense(deter + embed_dim, hidden), nn.Linear(hidden, stoch * classes))
+        self.initial_deter = nn.Parameter(torch.zeros(deter))  # learned initial h (DreamerV3 initial="learned")
+
+    @property
+    def feat_dim(self) -> int:
+        return self.deter_dim + self.stoch_dim * self.classes
+
+    # ------------------------------------------------------------------ state helpers
+
+    def initial(self, batch_size: int) -> State:
+        """The learned initial state: ``h = tanh(w)``, ``z`` = the prior's mode at ``h``."""
+        deter = torch.tanh(self.initial_deter).expand(batch_size, -1)  # (B, D)
+        logits = self._logits(self.img_out(deter))  # (B, S, K)
+        stoch = OneHotCategorical(logits).mode()
+        return {"deter": deter, "stoch": stoch, "logits": logits}
+
+    def feature(self, state: State) -> torch.Tensor:
+        """``(..., D + S*K)`` model feature ``concat(h, flatten(z))``."""
+        stoch = state["stoch"]
+        return torch.cat([state["deter"], stoch.reshape(*stoch.shape[:-2], -1).to(state["deter"].dtype)], -1)
+
+    def _logits(self, flat: torch.Tensor) -> torch.Tensor:
+        logits = flat.reshape(*flat.shape[:-1], self.stoch_dim, self.classes)
+        return unimix_logits(logits, self.unimix)
+
+    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+        return OneHotCategorical(logits).sample()
+
+    # ------------------------------------------------------------------ single steps
+
+    def img_step(self, state: State, prev_action: torch.Tensor) -> State:
+        """Prior step ``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})``, ``ẑ_t ~ p(. | h_t)``. ``prev_action`` (B, A)."""
+        stoch = state["stoch"].reshape(state["stoch"].shape[0], -1)  # (B, S*K)
+        x = self.img_in(torch.cat([stoch, prev_action.to(stoch.dtype)], -1))  # (B, H)
+        deter = self.gru(x, state["deter"])  # (B, D)
+        logits = self._logits(self.img_out(deter))  # (B, S, K)
+        return {"deter": deter, "stoch": self._sample(logits), "logits": logits}
+
+    def reset(self, state: State, prev_action: torch.Tensor, is_first: torch.Tensor) -> tuple[State, torch.Tensor]:
+        """Replace the state by the initial state and ``prev_action`` by zeros where ``is_first`` (B,)."""
+        keep = (~is_first.bool()).to(prev_action.dtype)  # (B,)
+        init = self.initial(prev_action.shape[0])
+        state = {k: torch.where(is_first.bool().view(-1, *([1] * (v.dim() - 1))), init[k].to(v.dtype), v)
+                 for k, v in state.items()}
+        return state, prev_action * keep.unsqueeze(-1)
+
+    def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor,
+                 is_first: torch.Tensor) -> tuple[State, State]:
+        """One filtering step -> ``(posterior, prior)`` at t. ``embed`` (B, E) of obs[t], ``is_first`` (B,)."""
+        state, prev_action = self.reset(state, prev_action, is_first)
+        prior = self.img_step(state, prev_action)
+        logits = self._logits(self.obs_out(torch.cat([prior["deter"], embed.to(prior["deter"].dtype)], -1)))
+        post = {"deter": prior["deter"], "stoch": self._sample(logits), "logits": logits}
+        return post, prior
+
+    # ------------------------------------------------------------------ sequences
+
+    def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
+                state: State | None = None, prev_action: torch.Tensor | None = None) -> tuple[State, State]:
+        """Filter a chunk -> ``(posteriors, priors)``, each ``(B, T, ...)``.
+
+        ``embed`` (B, T, E) of obs[t]; ``action`` (B, T, A) in row convention (action[t] taken at
+        obs[t]); ``is_first`` (B, T). Step t consumes ``action[t-1]`` (``prev_action`` at t = 0,
+        zeros if not given) -- see the module diagram.
+        """
+        B, T = embed.shape[:2]
+        assert action.shape[:2] == (B, T) and is_first.shape == (B, T), (
+            f"observe: embed {tuple(embed.shape)}, action {tuple(action.shape)}, is_first {tuple(is_first.shape)}")
+        if state is None:
+            state = self.initial(B)
+        if prev_action is None:
+            prev_action = torch.zeros(B, self.action_dim, device=embed.device, dtype=action.dtype)
+        prev_actions = torch.cat([prev_action.unsqueeze(1), action[:, :-1]], 1)  # (B, T, A): action[t-1]
+        posts, priors = [], []
+        for t in range(T):
+            state, prior = self.obs_step(state, prev_actions[:, t], embed[:, t], is_first[:, t])
+            posts.append(state)
+            priors.append(prior)
+        stack = lambda seq: {k: torch.stack([s[k] for s in seq], 1) for k in seq[0]}  # noqa: E731
+        return stack(posts), stack(priors)
+
+    def imagine(self, state: State, actions: torch.Tensor) -> State:
+        """Open-loop prior rollout from ``state`` (B, ...) under ``actions`` (B, H, A) -> states (B, H, ...).
+
+        Output step k is the state after taking ``actions[:, k]``.
+        """
+        states = []
+        for k in range(actions.shape[1]):
+            state = self.img_step(state, actions[:, k])
+            states.append(state)
+        return {key: torch.stack([s[key] for s in states], 1) for key in states[0]}
