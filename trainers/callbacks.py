@@ -7,7 +7,8 @@ without it trains identically), and writes only on global rank zero. Each one wo
 constructor, else the first batch of ``trainer.datamodule.val_dataloader()`` (DESIGN.md batch:
 ``obs (B, T, H, W, C) uint8, action (B, T, A), reward (B, T), terminated (B, T), is_first (B, T)``).
 
-The world model is reached through a :class:`~trainers.views.WorldModelView`: ``view_fn(pl_module)``
+Online training without a val set (Dreamer) falls back to a copy of the first training batch the
+callback sees. The world model is reached through a :class:`~trainers.views.WorldModelView`: ``view_fn(pl_module)``
 if given, else :func:`trainers.views.view_for_module`. Images go to every ``TensorBoardLogger``
 of the trainer (other loggers get the scalars only).
 
@@ -19,6 +20,7 @@ Tags: ``dreams/open_loop/sample_<i>``, ``dreams/reconstruction``, ``dreams/laten
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
@@ -91,15 +93,18 @@ class _EveryNSteps(Callback):
         self.num_samples = num_samples
         self.view_fn = view_fn
         self._batch = dict(batch) if batch is not None else None
-        self._last_step = -1
+        self._last_bucket = 0
 
-    def heldout_batch(self, trainer: Trainer) -> dict[str, torch.Tensor] | None:
-        """The fixed batch (first ``num_samples`` rows), fetched once from the val loader if not given."""
+    def heldout_batch(self, trainer: Trainer, train_batch: Any = None) -> dict[str, torch.Tensor] | None:
+        """The fixed batch (first ``num_samples`` rows): given, else the val loader's first, else ``train_batch``'s copy."""
         if self._batch is None:
             datamodule = getattr(trainer, "datamodule", None)
-            if datamodule is None or not hasattr(datamodule, "val_dataloader"):
+            if datamodule is not None and hasattr(datamodule, "val_dataloader"):
+                self._batch = dict(next(iter(datamodule.val_dataloader())))
+            elif isinstance(train_batch, Mapping) and "obs" in train_batch:
+                self._batch = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in train_batch.items()}
+            else:
                 return None
-            self._batch = dict(next(iter(datamodule.val_dataloader())))
         return {k: v[: self.num_samples] if torch.is_tensor(v) else v for k, v in self._batch.items()}
 
     def view(self, pl_module: LightningModule) -> Any:
@@ -111,21 +116,22 @@ class _EveryNSteps(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        # global_step does not move on a batch whose optimiser step was skipped: run once per step value.
-        if step % self.every_n_steps != 0 or step == self._last_step:
+        # Run when global_step enters a new multiple of every_n_steps. Not ``step % n == 0``: with manual
+        # optimisation one training step may add several optimiser steps (Dreamer: 3) and skip the multiple.
+        bucket = step // self.every_n_steps
+        if bucket == self._last_bucket:
             return
-        self._last_step = step
+        self._last_bucket = bucket
         if not trainer.is_global_zero:
             return
-        self._run(trainer, pl_module, step)
+        self._run(trainer, pl_module, step, batch)
 
     @rank_zero_only
-    def _run(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
-        batch = self.heldout_batch(trainer)
-        if batch is None:
-            return
-        with _isolated(pl_module):
-            self.render(trainer, pl_module, batch, step)
+    def _run(self, trainer: Trainer, pl_module: LightningModule, step: int, train_batch: Any = None) -> None:
+        with _isolated(pl_module):  # also around the fetch: a DataLoader iterator draws a seed from the global RNG
+            batch = self.heldout_batch(trainer, train_batch)
+            if batch is not None:
+                self.render(trainer, pl_module, batch, step)
 
     def render(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], step: int) -> None:
         raise NotImplementedError
@@ -188,14 +194,24 @@ class LatentTraversalCallback(_EveryNSteps):
         self.dims, self.steps, self.sigma = dims, steps, sigma
 
     def render(self, trainer, pl_module, batch, step):
-        view = self.view(pl_module)
-        if not hasattr(view, "latent_traversal"):
-            return
-        frame = batch["obs"][:1, 0].to(pl_module.device)  # (1, H, W, C)
-        sweep = viz.as_uint8(view.latent_traversal(frame, dims=self.dims, steps=self.steps, sigma=self.sigma))
-        grid = viz.image_grid(sweep)  # (dims, steps, H, W, C) -> one image
-        for writer in tensorboard_writers(trainer):
+        obs = batch["obs"].to(pl_module.device)  # (B, T, H, W, C)
+        grid = latent_traversal_grid(self.view(pl_module), obs[:1, 0], obs.flatten(0, 1), dims=self.dims,
+                                     steps=self.steps, sigma=self.sigma)
+        for writer in tensorboard_writers(trainer) if grid is not None else []:
             viz.add_image_summary(writer, "dreams/latent_traversal", grid, step)
+
+
+def latent_traversal_grid(view: Any, frame: torch.Tensor, reference: torch.Tensor, *, dims: int, steps: int,
+                          sigma: float = 3.0) -> np.ndarray | None:
+    """One image of ``view.latent_traversal`` (rows: dims, columns: -sigma..+sigma); None if the view has none.
+
+    ``frame (1, H, W, C)``; ``reference (N, H, W, C)`` real frames for views that rank latents by their spread.
+    """
+    if not hasattr(view, "latent_traversal"):
+        return None
+    extra = {"reference": reference} if "reference" in inspect.signature(view.latent_traversal).parameters else {}
+    sweep = viz.as_uint8(view.latent_traversal(frame, dims=dims, steps=steps, sigma=sigma, **extra))
+    return viz.image_grid(sweep)  # (dims, steps, H, W, C) -> (H', W', C)
 
 
 class DreamCallback(_EveryNSteps):

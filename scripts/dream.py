@@ -1,0 +1,174 @@
+"""Render the dreams of a saved world model to TensorBoard and GIF (+ MP4) files, without training.
+
+For each of ``--episodes`` real episodes (random policy, seeds ``seed, seed + 1, ...``) the model
+is given the first ``--context`` frames and real actions, then:
+
+- open loop: it predicts the next ``--horizon`` frames under the REAL actions
+  (``open_loop_ep<i>.gif``: true | predicted | |error|; green border = real, red = imagined);
+- dream: its own controller / actor (random actions if it has none) acts inside imagination
+  (``dream_ep<i>.gif`` with the predicted reward and end probability drawn under each frame).
+
+Both also go to TensorBoard under ``--logdir`` (tags ``dreams/open_loop/sample_<i>``,
+``dreams/imagined/sample_<i>``, ``dreams/reconstruction``, ``dreams/latent_traversal`` and the
+``kpi/*`` open-loop scalars). MP4 files are written only when imageio-ffmpeg (or av) is installed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldmodels.config import arg
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class DreamConfig:
+    checkpoint: str = arg("", "saved world model: a `wm worldmodels` run dir, a pretrained dir (config.json), or a Dreamer run dir / .ckpt")
+    env: str = arg("", "gymnasium env id for the real context episodes (default: the env the checkpoint names)")
+    logdir: str = arg("runs/dreams", "output directory: TensorBoard events and the GIF / MP4 files")
+    context: int = arg(5, "real frames (and actions) given to the model before it predicts")
+    horizon: int = arg(15, "frames the model predicts / imagines after the context")
+    episodes: int = arg(2, "real episodes to render (one open-loop and one dream clip each)")
+    seed: int = arg(0, "seed of the first real episode and of the model's sampling")
+    fps: float = arg(8.0, "frames per second of the GIF / MP4 clips")
+    scale: int = arg(2, "integer upscale of the frames in the clips (64 px frames are small on screen)")
+    mp4: bool = arg(True, "also write MP4 clips when an encoder (imageio-ffmpeg or av) is installed")
+    device: str = arg("auto", "torch device for the model", choices=DEVICES)
+
+
+CONFIG = DreamConfig
+
+
+def validate(config: DreamConfig) -> None:
+    if not config.checkpoint:
+        raise ValueError("--checkpoint is required: a saved world model directory or .ckpt file")
+    if not Path(config.checkpoint).exists():
+        raise FileNotFoundError(f"--checkpoint {config.checkpoint}: no such file or directory")
+    for name in ("context", "horizon", "episodes", "scale"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {value}")
+    if config.fps <= 0:
+        raise ValueError(f"--fps must be positive, got {config.fps}")
+
+
+def resolve_env(config: DreamConfig) -> str:
+    """``--env``, else the ``env_id`` in the checkpoint's config.json, else the run's episode store."""
+    if config.env:
+        return config.env
+    path = Path(config.checkpoint)
+    for candidate in (path / "config.json", path.parent / "config.json", path / "episodes" / "store.json",
+                      path.parent / "episodes" / "store.json"):
+        values = json.loads(candidate.read_text()) if candidate.is_file() else {}
+        if isinstance(values, dict) and (values.get("env_id") or values.get("env")):
+            return values.get("env_id") or values.get("env")
+    raise ValueError(f"--env is required: {config.checkpoint} does not name the env it was trained on")
+
+
+def collect_episode(env_id: str, *, image_size: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """One real episode of at most ``length`` rows under a seeded random policy, as a ``(1, L, ...)`` batch.
+
+    Rows follow DESIGN.md: row t holds obs[t], the action taken at it, the reward received on arriving at it.
+    """
+    from worldmodels.envs import ActionSpec, make
+
+    env = make(env_id, image_size=image_size, seed=seed)
+    try:
+        spec = ActionSpec.from_space(env.action_space)
+        env.action_space.seed(seed)
+        obs, _ = env.reset()
+        rows = {"obs": [obs], "action": [], "reward": [0.0], "terminated": [False]}
+        while len(rows["obs"]) < length:
+            action = env.action_space.sample()
+            rows["action"].append(action)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            rows["obs"].append(obs)
+            rows["reward"].append(float(reward))
+            rows["terminated"].append(bool(terminated))
+            if terminated or truncated:
+                break
+        rows["action"].append(np.zeros_like(rows["action"][0]) if rows["action"] else env.action_space.sample())
+    finally:
+        env.close()
+    L = len(rows["obs"])
+    is_first = torch.zeros(1, L, dtype=torch.bool)
+    is_first[0, 0] = True
+    return {"obs": torch.as_tensor(np.stack(rows["obs"]))[None],  # (1, L, H, W, C) uint8
+            "action": spec.to_model(np.stack(rows["action"]))[None],  # (1, L, A)
+            "reward": torch.tensor(rows["reward"])[None], "terminated": torch.tensor(rows["terminated"])[None],
+            "is_first": is_first}
+
+
+def _clip(frames: np.ndarray, path: Path, fps: float, mp4: bool, written: dict[str, list[str]]) -> None:
+    from worldmodels import viz
+
+    written["gifs"].append(str(viz.write_gif(path.with_suffix(".gif"), frames, fps)))
+    if mp4 and viz.mp4_available():
+        written["mp4s"].append(str(viz.write_mp4(path.with_suffix(".mp4"), frames, fps)))
+
+
+def run(config: DreamConfig) -> dict:
+    """Load the model, collect the real episodes, write the clips and summaries; returns the paths and KPIs."""
+    validate(config)
+    from torch.utils.tensorboard import SummaryWriter
+
+    from trainers.callbacks import latent_traversal_grid, open_loop_kpis
+    from trainers.views import load_view
+    from worldmodels import viz
+
+    env_id = resolve_env(config)
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if config.device == "auto" else config.device))
+    torch.manual_seed(config.seed)
+    view = load_view(config.checkpoint, device)
+    logdir = Path(config.logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[str]] = {"gifs": [], "mp4s": []}
+    kpis: list[dict[str, float]] = []
+    writer = SummaryWriter(str(logdir))
+    K = config.context
+    try:
+        for i in range(config.episodes):
+            batch = collect_episode(env_id, image_size=view.image_size, length=K + config.horizon, seed=config.seed + i)
+            T = batch["obs"].shape[1]
+            if T <= K:
+                raise ValueError(f"episode {i} of {env_id} ended after {T} frames; use a --context below {T}")
+            with torch.no_grad():
+                out = view.open_loop(batch["obs"], batch["action"], batch["is_first"], context=K)
+                dream = view.dream(batch["obs"][:, :K], batch["action"][:, :K], batch["is_first"][:, :K],
+                                   horizon=config.horizon)
+            true = viz.as_uint8(batch["obs"][0])  # (T, H, W, C)
+            pred = np.concatenate([true[:K], viz.as_uint8(out["frames"][0])])  # (T, H, W, C)
+            strip = viz.compare_strip(true, pred, K, scale=config.scale)
+            frames = np.concatenate([true[:K], viz.as_uint8(dream["frames"][0])])  # (K + horizon, H, W, C)
+            zeros = np.zeros(K)
+            shown = viz.dream_frames(frames, np.concatenate([zeros, dream["reward"][0].cpu().numpy()]),
+                                     np.concatenate([zeros, dream["end"][0].cpu().numpy()]), context=K, scale=config.scale)
+            _clip(strip, logdir / f"open_loop_ep{i}", config.fps, config.mp4, written)
+            _clip(shown, logdir / f"dream_ep{i}", config.fps, config.mp4, written)
+            viz.add_gif_summary(writer, f"dreams/open_loop/sample_{i}", strip, 0, config.fps)
+            viz.add_gif_summary(writer, f"dreams/imagined/sample_{i}", shown, 0, config.fps)
+            kpis.append(open_loop_kpis(batch, out, K))
+            if i == 0:
+                with torch.no_grad():
+                    recon = viz.as_uint8(view.reconstruct(batch["obs"][0, :K]))
+                    viz.add_image_summary(writer, "dreams/reconstruction", viz.image_grid(np.stack([true[:K], recon])), 0)
+                    grid = latent_traversal_grid(view, batch["obs"][0, :1], batch["obs"][0], dims=6, steps=7)
+                    if grid is not None:
+                        viz.add_image_summary(writer, "dreams/latent_traversal", grid, 0)
+        names = sorted({name for k in kpis for name in k})
+        mean_kpis = {name: float(np.mean([k[name] for k in kpis if name in k])) for name in names}
+        for name, value in mean_kpis.items():
+            writer.add_scalar(name, value, 0)
+    finally:
+        writer.close()
+    if config.mp4 and not written["mp4s"]:
+        print("wm dream: MP4 skipped (pip install imageio-ffmpeg to get MP4 next to the GIFs)")
+    print(f"wm dream: {len(written['gifs'])} GIFs in {logdir}; tensorboard --logdir {logdir}")
+    return {"env": env_id, "logdir": str(logdir), **written, "kpis": mean_kpis}
