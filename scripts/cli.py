@@ -28,6 +28,10 @@ COMMANDS: dict[str, Command] = {
     "collect": Command("scripts.collect", "Collect episodes with a random policy into an on-disk episode store."),
     "checkpoints": Command("scripts.checkpoints", "List the pretrained world models shipped in checkpoints/ with their metrics."),
     "bench": Command("scripts.bench", "Benchmarks with JSON output (env collection, training, imagination)."),
+    "dream": Command("scripts.dream", "Render a saved world model's dreams (open loop + imagined) to TensorBoard and GIF files."),
+    "worldmodels": Command("scripts.worldmodels_pipeline", "World Models end to end: collect -> V -> M -> C (CMA-ES in the dream) -> evaluate."),
+    "dreamer": Command("scripts.dreamer", "Train a DreamerV3 agent online (world model + actor-critic in imagination), then evaluate it vs random."),
+    "evaluate": Command("scripts.evaluate", "Run a trained World Models controller in the real env next to a random policy on the same seeds."),
 }
 
 

@@ -107,8 +107,9 @@ def run(config: EvaluateConfig) -> dict:
     vec_env = make_vector(env_id, min(config.num_envs, config.episodes), image_size=vae.image_size,
                           seed=config.seed, **env_options(config.max_episode_steps, config.frameskip))
     try:
-        agent = run_episodes(vec_env, world_model_policy_factory(vae, mdnrnn, controller, params, repeats=config.episodes),
-                             episodes=config.episodes, seed=config.seed)
+        # One parameter vector for every episode: with repeats = episodes, every job maps to candidate 0.
+        agent_policy = world_model_policy_factory(vae, mdnrnn, controller, params, repeats=config.episodes)
+        agent = run_episodes(vec_env, agent_policy, episodes=config.episodes, seed=config.seed)
         random = run_episodes(vec_env, random_policy_factory(vec_env, config.seed), episodes=config.episodes, seed=config.seed)
     finally:
         vec_env.close()

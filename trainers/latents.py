@@ -47,14 +47,14 @@ def encode_store(vae: ConvVAE, store_dir: str | Path, latent_dir: str | Path, *,
         episode = store.load(info.name)
         mus, logvars = [], []
         for start in range(0, len(episode), batch_size):
-            frames = torch.from_numpy(np.asarray(episode.obs[start:start + batch_size])).to(device)  # (n, H, W, C)
+            frames = torch.from_numpy(np.array(episode.obs[start:start + batch_size])).to(device)  # (n, H, W, C)
             mu, logvar = vae.encode(to_float_image(frames))  # (n, Z) each
             mus.append(mu.cpu().numpy())
             logvars.append(logvar.cpu().numpy())
         arrays = {
             "mu": np.concatenate(mus).astype(dtype),  # (L, Z)
             "logvar": np.concatenate(logvars).astype(dtype),  # (L, Z)
-            "action": store.spec.action_spec.to_model(np.asarray(episode.action)).numpy(),  # (L, A)
+            "action": store.spec.action_spec.to_model(np.array(episode.action)).numpy(),  # (L, A)
             "reward": np.asarray(episode.reward, dtype=np.float32),  # (L,)
             "terminated": np.asarray(episode.terminated, dtype=bool),  # (L,)
         }

@@ -24,7 +24,7 @@ from torch import nn
 from worldmodels.envs.spaces import ActionSpec
 
 
-class _PopulationController(nn.Module):
+class PopulationController(nn.Module):
     def __init__(self, input_dim: int, action_spec: ActionSpec) -> None:
         super().__init__()
         self.input_dim = input_dim
@@ -60,7 +60,7 @@ class _PopulationController(nn.Module):
         return self.squash(self.raw(params, features))
 
 
-class LinearController(_PopulationController):
+class LinearController(PopulationController):
     """``a = squash(W [z h] + b)`` (Eq. 2); ``N = D * A + A`` parameters per candidate."""
 
     @property
@@ -74,7 +74,7 @@ class LinearController(_PopulationController):
         return torch.baddbmm(bias, features, weight)  # (P, R, A)
 
 
-class MLPController(_PopulationController):
+class MLPController(PopulationController):
     """``a = squash(W2 tanh(W1 [z h] + b1) + b2)``."""
 
     def __init__(self, input_dim: int, action_spec: ActionSpec, hidden_size: int = 32) -> None:
@@ -94,10 +94,10 @@ class MLPController(_PopulationController):
         return torch.baddbmm(b2.reshape(P, 1, A), hidden, w2.reshape(P, Hd, A))  # (P, R, A)
 
 
-CONTROLLERS: dict[str, type[_PopulationController]] = {"linear": LinearController, "mlp": MLPController}
+CONTROLLERS: dict[str, type[PopulationController]] = {"linear": LinearController, "mlp": MLPController}
 
 
-def make_controller(kind: str, input_dim: int, action_spec: ActionSpec, *, hidden_size: int = 32) -> _PopulationController:
+def make_controller(kind: str, input_dim: int, action_spec: ActionSpec, *, hidden_size: int = 32) -> PopulationController:
     if kind not in CONTROLLERS:
         raise ValueError(f"unknown controller {kind!r}; choose one of {sorted(CONTROLLERS)}")
     if kind == "mlp":

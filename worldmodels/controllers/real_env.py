@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from worldmodels.controllers.linear import _PopulationController
+from worldmodels.controllers.linear import PopulationController
 from worldmodels.models.conv import to_float_image
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
@@ -30,7 +30,7 @@ EnvPolicy = Callable[[np.ndarray, np.ndarray], np.ndarray]
 class WorldModelPolicy:
     """V + M + C acting in E envs at once; ``params (E, N)`` gives each env its own controller weights."""
 
-    def __init__(self, vae: ConvVAE, mdnrnn: MDNRNN, controller: _PopulationController, params: torch.Tensor) -> None:
+    def __init__(self, vae: ConvVAE, mdnrnn: MDNRNN, controller: PopulationController, params: torch.Tensor) -> None:
         self.vae, self.mdnrnn, self.controller, self.params = vae, mdnrnn, controller, params
         self.device = params.device
         self.state = mdnrnn.initial_state(params.shape[0], self.device)  # (E, H) x2
@@ -83,7 +83,7 @@ def random_policy_factory(vec_env, seed: int) -> Callable[[np.ndarray], EnvPolic
     return lambda jobs: (lambda obs, is_first: vec_env.action_space.sample())
 
 
-def world_model_policy_factory(vae: ConvVAE, mdnrnn: MDNRNN, controller: _PopulationController, params: torch.Tensor,
+def world_model_policy_factory(vae: ConvVAE, mdnrnn: MDNRNN, controller: PopulationController, params: torch.Tensor,
                                *, repeats: int = 1) -> Callable[[np.ndarray], EnvPolicy]:
     """Job ``j`` runs candidate ``j // repeats`` of ``params (P, N)``."""
     def make(jobs: Sequence[int]) -> EnvPolicy:
@@ -92,12 +92,12 @@ def world_model_policy_factory(vae: ConvVAE, mdnrnn: MDNRNN, controller: _Popula
     return make
 
 
-def real_fitness(vec_env, vae: ConvVAE, mdnrnn: MDNRNN, controller: _PopulationController, *, repeats: int, seed: int,
+def real_fitness(vec_env, vae: ConvVAE, mdnrnn: MDNRNN, controller: PopulationController, *, repeats: int, seed: int,
                  max_steps: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """CMA-ES fitness = mean REAL return of each candidate over ``repeats`` episodes (new seeds every call)."""
     calls = [0]
 
-    def fitness(params: torch.Tensor) -> torch.Tensor:
+    def fitness(params: torch.Tensor, repeats: int = repeats) -> torch.Tensor:
         P = params.shape[0]
         call_seed = seed + calls[0] * P * repeats
         calls[0] += 1

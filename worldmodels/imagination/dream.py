@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from worldmodels.controllers.linear import LinearController, _PopulationController
+from worldmodels.controllers.linear import LinearController, PopulationController
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.mdnrnn import MDNRNN, mdn_sample
 
@@ -27,7 +27,7 @@ from worldmodels.models.mdnrnn import MDNRNN, mdn_sample
 @torch.no_grad()
 def dream_rollout(
     mdnrnn: MDNRNN,
-    controller: _PopulationController,
+    controller: PopulationController,
     params: torch.Tensor,
     start_mu: torch.Tensor,
     start_logvar: torch.Tensor,
@@ -71,7 +71,7 @@ def dream_rollout(
     return {"return": total.reshape(P, R), "length": length.reshape(P, R)}
 
 
-def dream_fitness(mdnrnn: MDNRNN, controller: _PopulationController, params: torch.Tensor, start_mu: torch.Tensor,
+def dream_fitness(mdnrnn: MDNRNN, controller: PopulationController, params: torch.Tensor, start_mu: torch.Tensor,
                   start_logvar: torch.Tensor, **kwargs) -> torch.Tensor:
     """Per-candidate mean dream return ``(P,)`` (the CMA-ES fitness); kwargs as :func:`dream_rollout`."""
     return dream_rollout(mdnrnn, controller, params, start_mu, start_logvar, **kwargs)["return"].mean(1)

@@ -1,0 +1,157 @@
+"""Dreamer model contracts: distributions, RSSM shapes, time alignment, preset sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodels.models.distributions import OneHotCategorical, TwoHot, symexp, symlog, unimix_logits
+from worldmodels.models.rssm import RSSM
+from worldmodels.imagination.dreamer import flatten_start, imagine
+from worldmodels.models.actor_critic import Actor
+
+B, T, E, A = 3, 6, 10, 4
+
+
+def make_rssm() -> RSSM:
+    torch.manual_seed(0)
+    return RSSM(embed_dim=E, action_dim=A, deter=16, hidden=16, stoch=4, classes=5)
+
+
+def test_symlog_symexp_round_trip():
+    x = torch.tensor([-1e6, -300.0, -1.0, -1e-3, 0.0, 1e-3, 0.5, 20.0, 1e6])
+    torch.testing.assert_close(symexp(symlog(x)), x, rtol=1e-5, atol=1e-6)
+    assert symlog(torch.tensor(0.0)) == 0 and symlog(torch.tensor(np.e - 1)) == pytest.approx(1.0)
+
+
+def test_twohot_round_trip_and_weights():
+    twohot = TwoHot(255, -20.0, 20.0)
+    y = torch.tensor([-5000.0, -3.3, -1.0, 0.0, 0.25, 1.0, 7.0, 123.4, 1e5])
+    weights = twohot.encode(y)  # (9, 255)
+    assert weights.shape == (9, 255)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(9))
+    assert ((weights > 0).sum(-1) <= 2).all()
+    # log of the two-hot weights as logits decodes back to the target (softmax(log w) = w).
+    torch.testing.assert_close(twohot.decode(torch.log(weights + 1e-30)), y, rtol=1e-4, atol=1e-4)
+    # Cross-entropy is minimised by the target's own two-hot logits.
+    assert twohot.loss(torch.log(weights + 1e-30), y).mean() < twohot.loss(torch.zeros(9, 255), y).mean()
+
+
+def test_unimix_straight_through_categorical():
+    logits = torch.tensor([[30.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    dist = OneHotCategorical(unimix_logits(logits, 0.01))
+    assert dist.probs.min() >= 0.01 / 4 - 1e-6  # 1% uniform mix keeps every class possible
+    sample = dist.sample()
+    assert sample.detach().sum() == 1 and set(sample.detach().flatten().tolist()) <= {0.0, 1.0}
+    (sample * torch.arange(4.0)).sum().backward()  # straight-through: gradient reaches the logits
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_rssm_observe_and_imagine_shapes():
+    rssm = make_rssm()
+    embed, action = torch.randn(B, T, E), torch.randn(B, T, A)
+    is_first = torch.zeros(B, T, dtype=torch.bool)
+    post, prior = rssm.observe(embed, action, is_first)
+    assert post["deter"].shape == (B, T, 16) and post["stoch"].shape == (B, T, 4, 5)
+    assert prior["logits"].shape == (B, T, 4, 5)
+    assert rssm.feature(post).shape == (B, T, rssm.feat_dim) == (B, T, 16 + 20)
+    states = rssm.imagine({k: v[:, -1] for k, v in post.items()}, torch.randn(B, 7, A))
+    assert states["deter"].shape == (B, 7, 16)
+    actor = Actor(rssm.feat_dim, A, discrete=True, hidden=8, layers=1)
+    traj = imagine(rssm, actor, flatten_start(post), horizon=5)
+    assert traj["feat"].shape == (B * T, 6, rssm.feat_dim) and traj["action"].shape == (B * T, 6, A)
+
+
+def test_action_alignment_action_t_only_affects_later_states():
+    """Row t's action is taken at obs[t] and leads to obs[t+1]: it may change states t+1.., never 0..t."""
+    rssm = make_rssm()
+    embed, action = torch.randn(1, T, E), torch.randn(1, T, A)
+    is_first = torch.zeros(1, T, dtype=torch.bool)
+    changed = action.clone()
+    changed[:, 2] += 5.0
+    torch.manual_seed(1)
+    post_a, _ = rssm.observe(embed, action, is_first)
+    torch.manual_seed(1)
+    post_b, _ = rssm.observe(embed, changed, is_first)
+    torch.testing.assert_close(post_a["deter"][:, :3], post_b["deter"][:, :3])  # states 0, 1, 2 untouched
+    assert not torch.allclose(post_a["deter"][:, 3], post_b["deter"][:, 3])  # state 3 = f(.., action[2])
+    # The last row's action is not consumed inside the chunk.
+    last = action.clone()
+    last[:, -1] += 5.0
+    torch.manual_seed(1)
+    post_c, _ = rssm.observe(embed, last, is_first)
+    torch.testing.assert_close(post_a["deter"], post_c["deter"])
+
+
+def test_is_first_resets_state_and_prev_action():
+    """The posterior at an is_first position does not depend on anything before it."""
+    rssm = make_rssm()
+    embed = torch.randn(2, T, E)
+    embed[1, :3] = torch.randn(3, E) * 3  # different history before the reset at t = 3
+    embed[1, 3:] = embed[0, 3:]
+    action = torch.randn(2, T, A)
+    action[1, 3:] = action[0, 3:]
+    action[1, 2] = -action[0, 2] + 1.0  # the action just before the reset differs too
+    is_first = torch.zeros(2, T, dtype=torch.bool)
+    is_first[:, 3] = True
+    post, _ = rssm.observe(embed, action, is_first)
+    torch.testing.assert_close(post["deter"][0, 3], post["deter"][1, 3])
+    torch.testing.assert_close(post["logits"][0, 3], post["logits"][1, 3])
+    # Without the reset the histories would differ at t = 3.
+    post_no_reset, _ = rssm.observe(embed, action, torch.zeros(2, T, dtype=torch.bool))
+    assert not torch.allclose(post_no_reset["deter"][0, 3], post_no_reset["deter"][1, 3])
+
+
+def test_online_rows_follow_store_convention(tmp_path):
+    """Catch rows from the online dataset: action[t] moves the paddle between obs[t] and obs[t+1]."""
+    from trainers.online import OnlineReplay
+    from worldmodels.data.store import EpisodeStore
+
+    replay = OnlineReplay("worldmodels/Catch-v0", None, num_envs=2, batch_size=2, seq_len=8, replay_ratio=1.0,
+                          prefill=10_000, capacity=1000, seed=3, store_dir=str(tmp_path / "store"),
+                          env_options={"image_size": 20})
+    replay._start()
+    for _ in range(40):
+        replay.step()
+    rows = {k: v[: replay.replay.count[0]] for k, v in replay.replay.data[0].items()}
+
+    def paddle(frame: np.ndarray) -> int:  # 20 px / 5 columns = 4 px per column; paddle is green on the last row
+        return int(np.flatnonzero(frame[-1, :, 1] > 200)[0] // 4)
+
+    checked = 0
+    for t in range(len(rows["obs"]) - 1):
+        if rows["terminated"][t]:
+            assert not rows["action"][t].any(), "the action stored with a terminal obs is zeros"
+            assert rows["is_first"][t + 1] and rows["reward"][t + 1] == 0.0
+            continue
+        move = int(rows["action"][t].argmax()) - 1
+        assert paddle(rows["obs"][t + 1]) == int(np.clip(paddle(rows["obs"][t]) + move, 0, 4))
+        checked += 1
+    assert checked > 20 and rows["is_first"][0]
+    assert rows["reward"][rows["terminated"]].tolist() and set(np.abs(rows["reward"][rows["terminated"]])) == {1.0}
+    store = EpisodeStore.open(tmp_path / "store")
+    assert len(store) == replay.episodes and store.load(0).action[-1] == 0
+
+
+# DreamerV3 arXiv v1 Table B.1: S 18M, M 37M, L 77M parameters (64x64 images); allow +-10%.
+PARAM_RANGES = {"S": (16e6, 20e6), "M": (33e6, 41e6), "L": (69e6, 85e6)}
+
+
+@pytest.mark.parametrize("preset", ["debug", "tiny", "S", "M", "L"])
+def test_preset_param_counts(preset, capsys):
+    from scripts.dreamer import CONFIG, PRESETS
+    from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
+    from worldmodels.config import build_config, from_dict, to_dict
+    from worldmodels.envs.spaces import ActionSpec
+
+    cfg = build_config(CONFIG, {}, presets=PRESETS, preset=preset)
+    side = cfg.image_size
+    with torch.device("meta"):  # count without allocating the 77M-parameter L model
+        module = DreamerModule(obs_shape=(side, side, 3), action_spec=ActionSpec("discrete", 6),
+                               config=from_dict(DreamerAgentConfig, to_dict(cfg)))
+    count = sum(p.numel() for name, p in module.named_parameters() if not name.startswith("slow_critic"))
+    with capsys.disabled():
+        print(f"\n  preset {preset}: {count / 1e6:.1f}M trainable parameters (64x64 or preset image, 6 actions)")
+    low, high = PARAM_RANGES.get(preset, (0, 10e6))
+    assert low <= count <= high, f"{preset}: {count}"
