@@ -47,6 +47,7 @@ class WorldModelsConfig:
     val_fraction: float = arg(0.1, "fraction of episodes held out for validation (V and M)")
     z_dim: int = arg(32, "V latent size (paper: 32)")
     vae_depth: int = arg(32, "V conv depth of the first stage (paper: 32)")
+    vae_stages: int = arg(4, "V stride-2 conv stages (paper: 4); image_size must be a multiple of 2**stages")
     kl_tolerance: float = arg(0.5, "V free bits: KL floor per latent dimension (paper: 0.5)")
     vae_steps: int = arg(20_000, "V optimiser steps")
     vae_batch_size: int = arg(100, "V frames per batch (paper: 100)")
@@ -140,13 +141,14 @@ def stage_vae(config: WorldModelsConfig, store_dir: Path):
 
     out = Path(config.run_dir) / "vae"
     if not (out / DONE).exists():
-        module = VAEModule(image_size=config.image_size, z_dim=config.z_dim, depth=config.vae_depth,
+        module = VAEModule(image_size=config.image_size, z_dim=config.z_dim, depth=config.vae_depth, stages=config.vae_stages,
                            kl_tolerance=config.kl_tolerance, learning_rate=config.vae_lr)
         datamodule = ChunkDataModule(str(store_dir), seq_len=1, batch_size=config.vae_batch_size, val_fraction=config.val_fraction,
                                      seed=config.seed, samples_per_epoch=config.vae_batch_size * min(config.vae_steps, 500))
         _fit(_trainer(config, out, "vae", config.vae_steps), module, datamodule, out)
         evaluate_script.save_component(out, "vae", module.vae, dict(in_channels=3, image_size=config.image_size,
-                                                                    z_dim=config.z_dim, depth=config.vae_depth, stages=4))
+                                                                    z_dim=config.z_dim, depth=config.vae_depth,
+                                                                    stages=config.vae_stages))
         save_json_atomic(out / DONE, {"steps": config.vae_steps})
     return evaluate_script.load_vae(out, _device(config))
 

@@ -39,10 +39,11 @@ def test_loss_contract():
 
 
 def test_reconstruction_loss_falls():
-    """Seeded, 60 Adam steps on 16 fixed Catch-like frames: rec must fall by at least half.
+    """Seeded, 60 Adam steps on 16 fixed Catch-like frames: rec must fall to under 20% of its first value.
 
-    At init the decoder outputs ~0 (mid-grey) everywhere; the frames are mostly black with two
-    coloured blocks, so even learning the mean frame removes most of the error. Measured: ~80% drop.
+    At init the decoder outputs ~0 (mid-grey) everywhere while the frames are mostly black (-0.5), so the
+    first loss is ~3072 px * 0.25 = 768; learning the black background alone brings it to ~40 per block
+    left unreconstructed. Measured 798 -> 72 (9%), so 20% leaves margin for BLAS differences.
     """
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -62,7 +63,7 @@ def test_reconstruction_loss_falls():
         loss.backward()
         optimizer.step()
         first = parts["rec"].item() if first is None else first
-    assert parts["rec"].item() < 0.5 * first, (first, parts["rec"].item())
+    assert parts["rec"].item() < 0.2 * first, (first, parts["rec"].item())
 
 
 def test_lightning_smoke(tmp_path):
