@@ -31,6 +31,8 @@ COMMANDS: dict[str, Command] = {
     "dream": Command("scripts.dream", "Render a saved world model's dreams (open loop + imagined) to TensorBoard and GIF files."),
     "worldmodels": Command("scripts.worldmodels_pipeline", "World Models end to end: collect -> V -> M -> C (CMA-ES in the dream) -> evaluate."),
     "dreamer": Command("scripts.dreamer", "Train a DreamerV3 agent online (world model + actor-critic in imagination), then evaluate it vs random."),
+    "finetune": Command("scripts.finetune", "Fine-tune a pretrained world model on another env, new data or a new reward."),
+    "bench-finetune": Command("scripts.bench_finetune", "Benchmark (JSON): steps for a fine-tuned vs a from-scratch world model to reach the same val loss."),
     "evaluate": Command("scripts.evaluate", "Run a trained World Models controller in the real env next to a random policy on the same seeds."),
 }
 
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--preset", choices=sorted(presets), default=getattr(module, "DEFAULT_PRESET", None),
                            help=f"named size preset applied before explicit flags (default: {getattr(module, 'DEFAULT_PRESET', None)})")
         add_config_args(p, module.CONFIG)
+        for flag, dest in getattr(module, "CLI_ALIASES", {}).items():  # e.g. --from for a field named `source`
+            p.add_argument(flag, dest=dest, default=None, help=f"same as --{dest.replace('_', '-')}")
         p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return parser
 

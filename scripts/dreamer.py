@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from worldmodels.config import arg, from_dict, save_json_atomic, to_dict
 from worldmodels.envs import make
 from worldmodels.envs.toy import register_toy_envs
-from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
+from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
 from trainers.online import OnlineReplay
 
 
@@ -140,9 +140,9 @@ def run(config: DreamerRunConfig) -> dict:
     precision = config.precision or ("bf16-mixed" if on_gpu else "32-true")
     steps = gradient_steps(config)
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                  every_n_train_steps=config.checkpoint_every * 3)
+                                  every_n_train_steps=config.checkpoint_every * OPTIMISERS_PER_STEP)
     trainer = L.Trainer(
-        max_steps=steps * 3,  # global_step counts every optimiser step: 3 per gradient step
+        max_steps=steps * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step
         max_epochs=-1, accelerator=config.accelerator, precision=precision,
         logger=TensorBoardLogger(str(run_dir), name="tb", version=0), callbacks=[checkpoints],
         log_every_n_steps=config.log_every, enable_progress_bar=False, enable_model_summary=False,

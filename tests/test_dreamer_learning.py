@@ -6,11 +6,11 @@ import json
 
 import lightning as L
 import numpy as np
-import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from scripts.dreamer import CONFIG, PRESETS, build, run
+from trainers.dreamer_module import OPTIMISERS_PER_STEP
 from worldmodels.config import build_config
 from worldmodels.data.store import EpisodeStore
 
@@ -26,7 +26,7 @@ def test_lightning_smoke_two_batches(tmp_path):
     trainer = L.Trainer(limit_train_batches=2, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None))
-    assert trainer.global_step == 2 * 3  # three optimiser steps per training step
+    assert trainer.global_step == 2 * OPTIMISERS_PER_STEP  # world model, actor, critic
     assert replay.batches == 2 and replay.env_steps >= 50 + 2 * 16 / config.replay_ratio
     assert any(not torch.equal(a, b) for a, b in zip(before, module.actor.parameters()))
     assert len(EpisodeStore.open(tmp_path / "episodes")) == replay.episodes > 0
@@ -38,14 +38,14 @@ def test_run_resumes_agent_and_replay_position(tmp_path):
     first = run(config)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["replay"]["env_steps"] == first["env_steps"] >= 260
-    assert ckpt["global_step"] == 3 * first["gradient_steps"]
+    assert ckpt["global_step"] == OPTIMISERS_PER_STEP * first["gradient_steps"]
     stored = first["episodes_stored"]
     assert stored > 0
     # Rerun with a larger budget: training continues from last.ckpt (env steps, replay RNG, weights),
     # and the replay starts with the episodes already on disk.
     second = run(debug_config(**{**config.__dict__, "steps": 300}))
     ckpt2 = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt2["global_step"] == 3 * second["gradient_steps"] > ckpt["global_step"]
+    assert ckpt2["global_step"] == OPTIMISERS_PER_STEP * second["gradient_steps"] > ckpt["global_step"]
     assert ckpt2["replay"]["env_steps"] == second["env_steps"] >= 300
     # Lightning's fetcher draws one batch ahead of training, once per fit call.
     assert second["gradient_steps"] <= ckpt2["replay"]["batches"] <= second["gradient_steps"] + 2

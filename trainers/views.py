@@ -255,6 +255,12 @@ def load_view(checkpoint: str | Path, device: str | torch.device = "cpu") -> Wor
     if (path / "config.json").is_file():
         config = read_config(path)
         family = config.get("family")
+        if family == "worldmodels" and "kind" not in config:  # one whole-model directory (worldmodels.pretrained)
+            from worldmodels.pretrained import load_worldmodels
+
+            bundle = load_worldmodels(path, device)
+            return WorldModelsView(bundle.vae, bundle.mdnrnn, bundle.controller, bundle.controller_params,
+                                   action_spec=bundle.action_spec)
         if family == "worldmodels":
             run_dir = path.parent if config.get("kind") in ("vae", "mdnrnn", "controller") else path
             return _worldmodels_from_run(run_dir, device)

@@ -83,6 +83,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[s
             choices=field.metadata.get("choices"),
             metavar=(tp.__name__.upper() if isinstance(tp, type) else "VALUE"),
             help=f"{help_text} (default: {default})",
+            **({"nargs": "?", "const": True} if tp is bool else {}),  # a bare `--flag` means `--flag true`
         )
 
 

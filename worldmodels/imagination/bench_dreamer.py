@@ -6,7 +6,8 @@ Lightning Trainer on a fixed synthetic ``(B, T)`` uint8 batch (no env in the loo
     grad_steps_per_s      training steps (each = 3 optimiser steps) per second, after warm-up
     replayed_frames_per_s B * T per step
     imagined_steps_per_s  B * T * horizon per step (every replayed state starts a rollout)
-    peak_rss_mb           resource.getrusage peak resident memory of this process
+    peak_rss_mb           resource.getrusage peak resident memory of this process (whole-process peak:
+                          run one preset per process for a per-preset figure)
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def bench_dreamer(preset: str = "S", batch: int = 16, seq: int = 64, *, steps: i
         torch.set_num_threads(threads)
 
     from scripts.dreamer import CONFIG, PRESETS
-    from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
+    from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
     from worldmodels.config import build_config, from_dict, to_dict
     from worldmodels.envs.spaces import ActionSpec
 
@@ -70,9 +71,9 @@ def bench_dreamer(preset: str = "S", batch: int = 16, seq: int = 64, *, steps: i
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
 
-    trainer = L.Trainer(max_steps=3 * (steps + warmup), accelerator=accelerator, precision=precision, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[_Clock()])
+    trainer = L.Trainer(max_steps=OPTIMISERS_PER_STEP * (steps + warmup), accelerator=accelerator,
+                        precision=precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[_Clock()])
     trainer.fit(module, train_dataloaders=DataLoader(_FixedBatches(synthetic_batch(batch, seq, side, action_dim)),
                                                      batch_size=None))
     seconds = (stamps[-1] - stamps[warmup - 1]) / steps

@@ -1,0 +1,159 @@
+"""Pretrained world models of both families: round trip, dispatch, refusal of mismatches, transfer, export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worldmodels.checkpoint import CheckpointError, read_config, read_tensors, save_pretrained
+from worldmodels.controllers.linear import make_controller
+from worldmodels.envs.spaces import ActionSpec
+from worldmodels.models.mdnrnn import MDNRNN
+from worldmodels.models.vae import ConvVAE
+from worldmodels.pretrained import (DreamerBundle, WorldModelsBundle, build_dreamer, from_pretrained, load_dreamer,
+                                    load_worldmodels, save_dreamer, save_worldmodels, transfer, vae_sizes)
+
+CATCH = ActionSpec("discrete", 3)
+DEBUG_AGENT = {"deter": 16, "hidden": 16, "stoch": 4, "classes": 4, "depth": 4, "stages": 2, "layers": 1, "num_bins": 15}
+
+
+def tiny_worldmodels(directory, spec: ActionSpec = CATCH, *, controller: bool = True):
+    torch.manual_seed(0)
+    vae, mdnrnn = ConvVAE(3, 16, z_dim=4, depth=4, stages=2), MDNRNN(z_dim=4, action_dim=spec.dim, hidden_size=8, num_mixtures=2)
+    c = make_controller("linear", 4 + 8, spec) if controller else None
+    params = torch.randn(1, c.num_params) if controller else None
+    save_worldmodels(directory, vae, mdnrnn, c, params, env_id="worldmodels/Catch-v0", action_spec=spec,
+                     training_steps={"vae_steps": 3}, metrics={"return": 0.5})
+    return vae, mdnrnn, params
+
+
+def tiny_dreamer(directory, spec: ActionSpec = CATCH):
+    torch.manual_seed(0)
+    module = build_dreamer({"obs_shape": [16, 16, 3], "action_spec": spec.to_dict(), "config": DEBUG_AGENT})
+    save_dreamer(directory, module, env_id="worldmodels/Catch-v0", training_steps={"gradient_steps": 2}, metrics={"return": 1.0})
+    return module
+
+
+def test_vae_sizes_read_back_from_layers():
+    assert vae_sizes(ConvVAE(3, 32, z_dim=8, depth=8, stages=2)) == {"in_channels": 3, "image_size": 32, "z_dim": 8, "depth": 8, "stages": 2}
+
+
+def test_worldmodels_round_trip_gives_identical_outputs(tmp_path):
+    vae, mdnrnn, params = tiny_worldmodels(tmp_path)
+    bundle = from_pretrained(tmp_path)
+    assert isinstance(bundle, WorldModelsBundle) and bundle.env_id == "worldmodels/Catch-v0" and bundle.action_spec == CATCH
+    images = torch.rand(2, 3, 16, 16) - 0.5
+    assert torch.equal(bundle.vae.encode(images)[0], vae.eval().encode(images)[0])
+    assert torch.equal(bundle.vae.decode(torch.ones(2, 4)), vae.decode(torch.ones(2, 4)))
+    z, action = torch.randn(2, 5, 4), torch.eye(3)[torch.randint(3, (2, 5))]
+    assert torch.equal(bundle.mdnrnn(z, action)[0]["mu"], mdnrnn.eval()(z, action)[0]["mu"])
+    assert torch.equal(bundle.controller_params, params)
+    config = read_config(tmp_path)
+    assert config["family"] == "worldmodels" and config["library_version"] and config["format"]
+    assert config["sizes"]["mdnrnn"] == {"z_dim": 4, "action_dim": 3, "hidden_size": 8, "num_mixtures": 2}
+    assert config["training_steps"] == {"vae_steps": 3} and config["metrics"] == {"return": 0.5}
+    assert config["model_class"] == {"vae": "ConvVAE", "mdnrnn": "MDNRNN", "controller": "LinearController"}
+
+
+def test_dreamer_round_trip_gives_identical_outputs(tmp_path):
+    module = tiny_dreamer(tmp_path).eval()
+    bundle = from_pretrained(tmp_path)
+    assert isinstance(bundle, DreamerBundle) and bundle.obs_shape == (16, 16, 3)
+    obs = torch.randint(0, 255, (2, 3, 16, 16, 3), dtype=torch.uint8)
+    batch = {"obs": obs, "action": torch.eye(3)[torch.randint(3, (2, 3))], "is_first": torch.tensor([[1, 0, 0]] * 2).bool()}
+    torch.manual_seed(1)
+    post, _ = module.world_model.rssm.observe(module.world_model.embed(obs), batch["action"], batch["is_first"])
+    torch.manual_seed(1)
+    post2, _ = bundle.world_model.rssm.observe(bundle.world_model.embed(obs), batch["action"], batch["is_first"])
+    assert torch.equal(post["deter"], post2["deter"]) and torch.equal(post["logits"], post2["logits"])
+    feat = module.world_model.rssm.feature(post)
+    assert torch.equal(module.actor(feat).mode(), bundle.actor(feat).mode())
+    assert torch.equal(module.critic(feat), bundle.module.critic(feat))
+    assert torch.equal(bundle.module.slow_critic(feat), bundle.module.critic(feat))
+
+
+def test_dreamer_directory_loads_in_the_dream_viewer(tmp_path):
+    from trainers.views import DreamerView, load_view
+
+    tiny_dreamer(tmp_path)
+    assert isinstance(load_view(tmp_path), DreamerView)
+
+
+def test_mismatched_shape_is_refused_with_one_line(tmp_path):
+    tiny_worldmodels(tmp_path)
+    tensors = read_tensors(tmp_path)
+    tensors["mdnrnn"]["head.weight"] = torch.zeros(7, 8)  # a tampered / foreign layer size
+    save_pretrained(tmp_path, {name: _Holder(state) for name, state in tensors.items()},
+                    {k: v for k, v in read_config(tmp_path).items() if k not in ("format", "library_version", "components")})
+    with pytest.raises(CheckpointError) as info:
+        load_worldmodels(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "mdnrnn.head.weight" in message and "shape" in message
+
+
+def test_wrong_family_and_stage_directories_are_refused(tmp_path):
+    tiny_dreamer(tmp_path / "d")
+    with pytest.raises(CheckpointError, match="family 'dreamer', expected 'worldmodels'"):
+        load_worldmodels(tmp_path / "d")
+    save_pretrained(tmp_path / "stage", {"vae": ConvVAE(3, 16, 4, 4, 2)}, {"family": "worldmodels", "kind": "vae"})
+    with pytest.raises(CheckpointError, match="export_from_run"):
+        from_pretrained(tmp_path / "stage")
+
+
+def test_transfer_to_another_action_space_reinitialises_only_action_layers(tmp_path):
+    tiny_dreamer(tmp_path)
+    pong = ActionSpec("discrete", 6)
+    torch.manual_seed(5)
+    module = build_dreamer({"obs_shape": [16, 16, 3], "action_spec": pong.to_dict(), "config": DEBUG_AGENT})
+    fresh = module.world_model.rssm.img_in[0].weight.detach().clone()
+    reports = transfer(tmp_path, {"world_model": module.world_model, "actor": module.actor},
+                       reinit={"world_model": ("rssm.img_in.0.weight",), "actor": ("mlp.out.",)},
+                       keep_columns={"world_model.rssm.img_in.0.weight": 16})
+    assert reports["world_model"].reinitialised == ["rssm.img_in.0.weight"]
+    assert sorted(reports["actor"].reinitialised) == ["mlp.out.bias", "mlp.out.weight"]
+    saved = read_tensors(tmp_path)["world_model"]["rssm.img_in.0.weight"]  # (hidden, 16 + 3)
+    weight = module.world_model.rssm.img_in[0].weight
+    assert torch.equal(weight[:, :16], saved[:, :16]) and torch.equal(weight[:, 16:], fresh[:, 16:])
+    assert torch.equal(module.world_model.rssm.gru.linear.weight, read_tensors(tmp_path)["world_model"]["rssm.gru.linear.weight"])
+
+
+def test_export_from_worldmodels_run_directory(tmp_path):
+    from scripts.evaluate import save_component, save_controller
+    from worldmodels.config import save_json_atomic
+    from worldmodels.pretrained import export_from_run
+
+    run = tmp_path / "run"
+    vae, mdnrnn, params = tiny_worldmodels(tmp_path / "ref")
+    save_component(run / "vae", "vae", vae, vae_sizes(vae))
+    save_component(run / "mdnrnn", "mdnrnn", mdnrnn, dict(z_dim=4, action_dim=3, hidden_size=8, num_mixtures=2))
+    save_controller(run / "controller", params[0].numpy(), kind="linear", input_dim=12, action_spec=CATCH, hidden_size=32)
+    (run / "controller" / "DONE").write_text("{}")
+    (run / "episodes").mkdir()
+    save_json_atomic(run / "episodes" / "store.json", {"env_id": "worldmodels/Catch-v0", "obs_shape": [16, 16, 3],
+                                                       "action_spec": CATCH.to_dict()})
+    save_json_atomic(run / "config.json", {"vae_steps": 7, "mdnrnn_steps": 9})
+    save_json_atomic(run / "eval.json", {"return_mean": 0.25, "returns": [0.25]})
+    bundle = load_worldmodels(export_from_run(run))
+    assert bundle.config["training_steps"] == {"vae_steps": 7, "mdnrnn_steps": 9}
+    assert bundle.config["metrics"] == {"return_mean": 0.25}
+    assert torch.equal(bundle.controller_params, params)
+
+
+class _Holder(torch.nn.Module):
+    """Re-save a raw state dict (to build a tampered checkpoint)."""
+
+    def __init__(self, state):
+        super().__init__()
+        for key, value in state.items():
+            self.register_buffer(key.replace(".", "__"), value)
+
+    def state_dict(self, *args, **kwargs):
+        return {key.replace("__", "."): value for key, value in super().state_dict(*args, **kwargs).items()}
+
+
+def test_worldmodels_directory_loads_in_the_dream_viewer(tmp_path):
+    from trainers.views import WorldModelsView, load_view
+
+    tiny_worldmodels(tmp_path)
+    view = load_view(tmp_path)
+    assert isinstance(view, WorldModelsView) and view.mdnrnn is not None and view.params is not None
