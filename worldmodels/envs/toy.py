@@ -6,7 +6,7 @@ the bottom row moves left, stays or moves right. When the ball reaches the botto
 row the episode ends with reward +1 if the paddle is under it, else -1.
 
 A uniformly random policy catches the ball in roughly a quarter of episodes on the
-default 10x5 board (mean return about -0.5, measured by ``tests/test_toy_env.py``),
+default 10x5 board (mean return about -0.6, checked by ``tests/test_toy_env.py``),
 while the optimal policy always catches it (return +1), so a learned policy has a
 wide margin to show.
 
@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 CATCH_ID = "worldmodels/Catch-v0"
+LEFTRIGHT_ID = "worldmodels/LeftRight-v0"
 
 
 class CatchEnv(gym.Env):
@@ -61,6 +62,55 @@ class CatchEnv(gym.Env):
         return board[ys][:, xs]
 
 
+class LeftRightEnv(gym.Env):
+    """A cue-matching task whose cue fills half the frame, so even a small VAE encodes it.
+
+    Each step shows a block on the left (red) or right (blue) half of the image, drawn at
+    random. Action 0 means "left", 1 means "right". The reward for the action taken at
+    ``obs[t]`` arrives with ``obs[t+1]`` (DESIGN.md row convention): +1 if it named the
+    side shown in ``obs[t]``, else -1. An episode lasts ``length`` steps.
+
+    Random play: return mean 0, std sqrt(length) (= 4.5 for 20 steps); the optimal policy
+    returns ``length``. World Models' V must encode the cue, M must learn that the reward
+    depends on (z_t, a_t), and C must map z to the matching action.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, length: int = 20, image_size: int = 64, render_mode: str | None = "rgb_array") -> None:
+        self.length, self.image_size, self.render_mode = length, image_size, render_mode
+        self.action_space = gym.spaces.Discrete(2)
+        self.observation_space = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        self._side = 0
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._side = int(self.np_random.integers(2))
+        return self._frame(), {}
+
+    def step(self, action):
+        reward = 1.0 if int(action) == self._side else -1.0
+        self._t += 1
+        self._side = int(self.np_random.integers(2))
+        return self._frame(), reward, self._t >= self.length, False, {}
+
+    def render(self):
+        return self._frame()
+
+    def _frame(self) -> np.ndarray:
+        frame = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        half = self.image_size // 2
+        if self._side == 0:
+            frame[:, :half] = (255, 64, 64)
+        else:
+            frame[:, half:] = (64, 64, 255)
+        return frame
+
+
 def register_toy_envs() -> None:
     if CATCH_ID not in gym.registry:
         gym.register(CATCH_ID, entry_point=CatchEnv, max_episode_steps=100)
+    if LEFTRIGHT_ID not in gym.registry:
+        gym.register(LEFTRIGHT_ID, entry_point=LeftRightEnv, max_episode_steps=100)

@@ -1,0 +1,22 @@
+"""Suite-wide settings: one torch thread, toy envs registered, slow marker declared."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worldmodels.envs.toy import register_toy_envs
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long learning runs")
+    # On a small CPU (CI: 2 cores) two OpenMP threads per op spin against each other and against
+    # the env threads; one thread was measured several times faster for these tiny models.
+    torch.set_num_threads(1)
+    register_toy_envs()
+
+
+@pytest.fixture
+def seeded():
+    torch.manual_seed(0)
+    yield
