@@ -12,6 +12,7 @@ Kinds (``--what``)::
     dreamer      one DreamerV3 training step (world model + imagination + actor + critic): grad steps/s
     imagine      Dreamer imagination alone: B*T starts x horizon prior steps per second
     dream        World Models controller-in-dream: population x repeats x T dream steps per second
+    loader       ChunkDataModule delivery rate (V's batches from an on-disk store) per --num-workers value
     all          every kind above, one record per kind
 
 Sizes come from the families' own presets: ``--preset S`` = World Models ``paper`` sizes (z 32, LSTM 256,
@@ -36,11 +37,11 @@ import numpy as np
 from worldmodels.config import arg, save_json_atomic
 from worldmodels import profiling
 
-KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream")
+KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader")
 # Timed iterations per repeat and untimed warm-up iterations, per kind, when --steps / --warmup are not given.
 # collect: vector steps; worldmodels/dreamer: training steps; imagine: rollouts of `horizon`; dream: rollouts of T.
-DEFAULT_STEPS = {"collect": 500, "worldmodels": 3, "dreamer": 2, "imagine": 3, "dream": 1}
-DEFAULT_WARMUP = {"collect": 50, "worldmodels": 1, "dreamer": 1, "imagine": 1, "dream": 1}
+DEFAULT_STEPS = {"collect": 500, "worldmodels": 3, "dreamer": 2, "imagine": 3, "dream": 1, "loader": 20}
+DEFAULT_WARMUP = {"collect": 50, "worldmodels": 1, "dreamer": 1, "imagine": 1, "dream": 1, "loader": 2}
 
 
 @dataclass
@@ -60,6 +61,7 @@ class BenchConfig:
     repeats: int = arg(3, "timed repeats; the median and min/max are reported")
     image_size: int = arg(64, "observation side in pixels (collection benchmark)")
     dream_horizon: int = arg(1000, "T of the controller-in-dream benchmark (paper: 1000)")
+    loader_workers: str = arg("0,1,2", "comma-separated DataLoader worker counts for the loader benchmark")
     seed: int = arg(0, "seed for env resets, random actions and synthetic batches")
     out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)")
 
@@ -390,6 +392,49 @@ def bench_dream_controller(config: BenchConfig) -> dict:
                                                             1.0 / (wm.population * wm.repeats)))
 
 
+def bench_loader(config: BenchConfig) -> dict:
+    """Frames/s that ``ChunkDataModule`` delivers for V (seq_len 1, ``vae_batch_size`` frames) per worker count.
+
+    The store is synthetic (random uint8 frames, written to a temporary directory, read back through
+    ``np.load(mmap_mode="r")`` like a real one). Compare ``frames_per_s`` with the ``worldmodels`` record's
+    ``vae.frames_per_s``: the loader keeps the step fed when it delivers more.
+    """
+    import tempfile
+
+    from trainers.datamodule import ChunkDataModule
+    from trainers.performance import loader_options
+    from worldmodels.data.store import EpisodeStore
+    from worldmodels.envs.spaces import ActionSpec
+
+    device, _ = _setup(config)
+    steps, warmup = _steps(config, "loader")
+    wm = _wm_config(config)
+    side, batch = wm.image_size, wm.vae_batch_size
+    rng = np.random.default_rng(config.seed)
+    records = {}
+    with tempfile.TemporaryDirectory(prefix="wm-bench-store-") as root:
+        store = EpisodeStore.create(root, env_id="Bench-v0", obs_shape=(side, side, 3),
+                                    action_spec=ActionSpec("discrete", 3))
+        length, needed = 200, batch * (warmup + steps * config.repeats)
+        for _ in range(max(4, min(needed, 20_000) // length + 1)):  # up to 20k frames on disk; windows repeat beyond
+            store.add_episode(rng.integers(0, 256, (length, side, side, 3), dtype=np.uint8), rng.integers(0, 3, length),
+                              np.zeros(length, np.float32), np.zeros(length, bool), np.zeros(length, bool))
+        for workers in (int(w) for w in config.loader_workers.split(",")):
+            options = loader_options(on_cuda=device.type == "cuda", num_workers=workers)
+            datamodule = ChunkDataModule(root, seq_len=1, batch_size=batch, val_fraction=0.0, seed=config.seed,
+                                         num_workers=workers, pin_memory=options["pin_memory"],
+                                         samples_per_epoch=needed)
+            datamodule.setup("fit")
+            iterator = iter(datamodule.train_dataloader())
+            seconds = profiling.time_repeats(lambda: next(iterator), steps=steps, repeats=config.repeats,
+                                             warmup=warmup)
+            records[str(workers)] = {"batches_per_s": profiling.rates(seconds),
+                                     "frames_per_s": profiling.rates(seconds, batch)}
+            del iterator
+    return _record("loader", config, device, steps=steps, warmup=warmup, batch_frames=batch, image_size=side,
+                   workers=records)
+
+
 def bench_all(config: BenchConfig) -> dict:
     """Every kind in :data:`KINDS`, in order; one record per kind under ``results``."""
     return {"benchmark": "all", "results": {kind: BENCHMARKS[kind](config) for kind in KINDS}}
@@ -402,6 +447,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig], dict]] = {
     "dreamer": bench_dreamer_step,
     "imagine": bench_imagine,
     "dream": bench_dream_controller,
+    "loader": bench_loader,
     "all": bench_all,
 }
 

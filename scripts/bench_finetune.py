@@ -23,12 +23,12 @@ from typing import Callable, Optional
 import lightning as L
 import torch
 
-from scripts.finetune import CLI_ALIASES, FinetuneConfig, resolve_source, target_action_spec, worldmodels_config
+from scripts.finetune import CLI_ALIASES  # noqa: F401 - `--from` as in `wm finetune`
+from scripts.finetune import FinetuneConfig, resolve_source, target_action_spec, worldmodels_config
 from worldmodels.checkpoint import read_config
 from worldmodels.config import arg, save_json_atomic
 from worldmodels.pretrained import ACTION_LAYERS, DREAMER, WORLDMODELS, build_dreamer, transfer
 
-CLI_ALIASES = CLI_ALIASES  # noqa: PLW0127 - `--from` as in `wm finetune`
 
 
 @dataclass

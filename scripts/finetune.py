@@ -91,6 +91,26 @@ def freeze(modules: dict[str, nn.Module], names: list[str]) -> list[str]:
     return names
 
 
+def train_new_layers(modules: dict[str, nn.Module], reports: dict, keep_columns: dict[str, int]) -> list[str]:
+    """Re-initialised parameters stay trainable inside a frozen submodule; their copied columns get zero gradient.
+
+    With zero gradient Adam leaves those columns exactly unchanged, so the frozen part stays frozen.
+    Returns a note per parameter re-enabled inside a frozen submodule.
+    """
+    notes = []
+    for component, report in reports.items():
+        for key in report.reinitialised:
+            param = modules[component].get_parameter(key)
+            if param.requires_grad:
+                continue
+            param.requires_grad_(True)
+            n = keep_columns.get(f"{component}.{key}", 0)
+            if n:
+                param.register_hook(lambda grad, n=n: torch.cat([torch.zeros_like(grad[:, :n]), grad[:, n:]], 1))
+            notes.append(f"except the new {component}.{key}" + (f"[:, {n}:]" if n else ""))
+    return notes
+
+
 def describe_reinit(reports: dict, keep_columns: dict[str, int]) -> list[str]:
     """``component.key`` (with the re-initialised column range when the leading columns were kept)."""
     described = []
@@ -203,6 +223,7 @@ def finetune_worldmodels(config: FinetuneConfig, source: Path, pretrained: dict,
     reports.update(transfer(source, {"mdnrnn": m_module.mdnrnn}, reinit=reinit, keep_columns=keep))
     m_frozen = ["mdnrnn.lstm"] if config.reward_only or config.freeze == "dynamics" else []
     frozen += freeze({"mdnrnn": m_module.mdnrnn}, m_frozen)
+    frozen += train_new_layers({"mdnrnn": m_module.mdnrnn}, {"mdnrnn": reports["mdnrnn"]}, keep)
     out = run_dir / "mdnrnn"
     if not (out / pipeline.DONE).exists():
         datamodule = LatentDataModule(str(latent_dir), seq_len=wm.mdnrnn_seq_len, batch_size=wm.mdnrnn_batch_size,
@@ -276,7 +297,7 @@ def finetune_dreamer(config: FinetuneConfig, source: Path, pretrained: dict, env
     names = {"encoder": ["world_model.encoder"], "dynamics": ["world_model.rssm"], "none": []}[config.freeze]
     if config.reward_only:
         names = [f"world_model.{child}" for child, _ in module.world_model.named_children() if child != "reward"]
-    frozen = freeze(parts, names)
+    frozen = freeze(parts, names) + train_new_layers(parts, reports, keep)
 
     steps = dreamer_script.gradient_steps(cfg)
     on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")

@@ -52,7 +52,9 @@ def test_dreamer_across_action_spaces_with_frozen_dynamics(tmp_path):
     tiny_dreamer(tmp_path / "src")
     result = run(debug(source=str(tmp_path / "src"), env=WIDE_CATCH, run_dir=str(tmp_path / "run"), freeze="dynamics"))
     assert result["reinitialised"] == ["world_model.rssm.img_in.0.weight[:, 16:]", "actor.mlp.out.weight", "actor.mlp.out.bias"]
-    assert result["frozen"] == ["world_model.rssm"] and result["gradient_steps"] == 4
+    # The new action columns stay trainable inside the frozen RSSM; the copied columns get zero gradient.
+    assert result["frozen"] == ["world_model.rssm", "except the new world_model.rssm.img_in.0.weight[:, 16:]"]
+    assert result["gradient_steps"] == 4
     source, tuned = read_tensors(tmp_path / "src")["world_model"], load_dreamer(result["pretrained_dir"])
     tuned_state = tuned.world_model.state_dict()
     assert torch.equal(tuned_state["rssm.gru.linear.weight"], source["rssm.gru.linear.weight"])  # frozen: unchanged

@@ -91,15 +91,37 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
     return out
 
 
-def parameter_checksum(module: torch.nn.Module) -> str:
-    """SHA-256 over every parameter and buffer (name, dtype, bytes): equal on all ranks after a DDP step."""
+def lightning_strategy(name: str, *, find_unused_parameters: bool = False) -> Any:
+    """The ``strategy`` argument for ``lightning.Trainer``: ``"ddp"`` becomes a configured ``DDPStrategy``.
+
+    ``find_unused_parameters=True`` is needed by modules that run several backward passes per
+    ``training_step``, each through only part of the parameters (Dreamer: world model, actor, critic);
+    with it DDP marks the untouched parameters ready instead of waiting for their gradients forever.
+    """
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=find_unused_parameters)
+    return name
+
+
+def parameter_checksum(module: torch.nn.Module, *, buffers: bool = False) -> str:
+    """SHA-256 over every parameter (name, dtype, bytes), and buffers if asked: equal on all ranks after a DDP step.
+
+    Buffers are left out by default: statistics a rank updates from its own data (e.g. a return normaliser)
+    legitimately differ between ranks between DDP's buffer broadcasts.
+    """
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    tensors = module.state_dict() if buffers else dict(module.named_parameters())
+    for name, tensor in sorted(tensors.items()):
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b"")
+        digest.update(_tensor_bytes(tensor))
     return digest.hexdigest()
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def batch_digest(batch: Any) -> str:
@@ -109,8 +131,7 @@ def batch_digest(batch: Any) -> str:
     for key, value in items:
         digest.update(str(key).encode())
         if isinstance(value, torch.Tensor):
-            digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                          if value.numel() else b"")
+            digest.update(_tensor_bytes(value))
     return digest.hexdigest()
 
 
@@ -118,7 +139,8 @@ class RankReport(L.Callback):
     """Writes ``<out_dir>/rank<r>.json`` at the end of fit: global step, batch digests, parameter checksum.
 
     A test aid, and the one callback here that writes on every rank on purpose: each rank writes only its
-    own file. ``batches`` holds the digest of every training batch this rank consumed.
+    own file. ``batches`` holds the digest of every training batch this rank consumed; ``train_episodes``
+    the episode names of the data module's training shard, when it has one.
     """
 
     def __init__(self, out_dir: str | Path) -> None:
@@ -133,7 +155,9 @@ class RankReport(L.Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         report = {"global_rank": trainer.global_rank, "world_size": trainer.world_size,
                   "global_step": trainer.global_step, "batches": self.digests,
-                  "param_checksum": parameter_checksum(pl_module)}
+                  "param_checksum": parameter_checksum(pl_module),
+                  "module_checksums": {name: parameter_checksum(child) for name, child in pl_module.named_children()},
+                  "train_episodes": list(getattr(trainer.datamodule, "train_episodes", None) or [])}
         path = self.out_dir / f"rank{trainer.global_rank}.json"
         tmp = path.with_name(f".tmp-{path.name}")
         tmp.write_text(json.dumps(report, indent=2))
