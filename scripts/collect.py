@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from worldmodels.config import arg
 from worldmodels.data.store import ensure_writable_dir, read_spec
 
-POLICIES = ("random",)
+POLICIES = ("random", "sticky")
 
 
 @dataclass
 class CollectConfig:
     env: str = arg("ALE/Pong-v5", "gymnasium env id to collect from")
     episodes: int = arg(10, "target total number of episodes in the store (a rerun only adds the missing ones)")
-    policy: str = arg("random", "behaviour policy", choices=POLICIES)
+    policy: str = arg("random", "behaviour policy: uniform random, or sticky random (repeats its last action with prob 0.9)",
+                      choices=POLICIES)
     out: str = arg("data/episodes", "episode store directory (created if missing)")
     num_envs: int = arg(8, "parallel environments stepped as one vector env")
     seed: int = arg(0, "seed for env resets and the random policy; same seed, same store")
@@ -59,7 +60,7 @@ def run(config: CollectConfig) -> dict:
         spec = store_spec_for(vec_env, config.env)
         store = EpisodeStore.create(config.out, env_id=spec.env_id, obs_shape=spec.obs_shape,
                                     action_spec=spec.action_spec)
-        stats = collect_episodes(vec_env, store, episodes=config.episodes, seed=config.seed)
+        stats = collect_episodes(vec_env, store, episodes=config.episodes, policy=config.policy, seed=config.seed)
     finally:
         vec_env.close()
     if stats.episodes == 0:

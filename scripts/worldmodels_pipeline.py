@@ -42,6 +42,8 @@ class WorldModelsConfig:
     image_size: int = arg(64, "observation side (multiple of 16)")
     max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps")
     frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = env default)")
+    collect_policy: str = arg("random", "collection policy: random (uniform) or sticky (repeats its last action w.p. 0.9)",
+                              choices=("random", "sticky"))
     episodes: int = arg(10_000, "random-policy episodes to collect (paper: 10,000 CarRacing rollouts)")
     num_envs: int = arg(8, "parallel envs for collection, real-env fitness and evaluation")
     val_fraction: float = arg(0.1, "fraction of episodes held out for validation (V and M)")
@@ -131,7 +133,8 @@ def stage_collect(config: WorldModelsConfig) -> Path:
     try:
         spec = store_spec_for(vec_env, config.env)
         store = EpisodeStore.create(store_dir, env_id=spec.env_id, obs_shape=spec.obs_shape, action_spec=spec.action_spec)
-        stats = collect_episodes(vec_env, store, episodes=config.episodes, seed=config.seed, progress=False)
+        stats = collect_episodes(vec_env, store, episodes=config.episodes, policy=config.collect_policy, seed=config.seed,
+                                 progress=False)
     finally:
         vec_env.close()
     save_json_atomic(store_dir / DONE, stats.to_dict())

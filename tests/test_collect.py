@@ -171,3 +171,19 @@ def test_cli_collects(tmp_path, cli, capsys):
     code = scripts.cli.main(["collect", "--episodes", "2", "--num-envs", "2", "--out", str(tmp_path / "s"),
                              "--env", ENV_ID])
     assert code == 0 and cli == [ENV_ID] and len(EpisodeStore.open(tmp_path / "s")) == 2
+
+
+def test_sticky_random_policy_repeats_and_resets():
+    import gymnasium as gym
+
+    from worldmodels.data.collect import StickyRandomPolicy
+
+    space = gym.spaces.MultiDiscrete([6] * 4)  # the batched action space of 4 sub-envs
+    policy = StickyRandomPolicy(space, seed=0, repeat_prob=0.9)
+    obs = np.zeros((4, 8, 8, 3), np.uint8)
+    actions = [policy(obs, np.zeros(4, bool)) for _ in range(200)]
+    changes = np.mean([np.mean(a != b) for a, b in zip(actions, actions[1:])])
+    # A fresh draw happens w.p. 0.1 and differs from the old action w.p. 5/6: expected change rate 0.083.
+    assert 0.04 < changes < 0.13
+    reset = policy(obs, np.ones(4, bool))  # is_first: every sub-env draws afresh
+    assert reset.shape == (4,)

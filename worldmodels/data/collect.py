@@ -62,6 +62,37 @@ class RandomPolicy:
         return np.asarray(self.action_space.sample())
 
 
+class StickyRandomPolicy(RandomPolicy):
+    """Random actions that persist: each sub-env keeps its previous action with probability ``repeat_prob``.
+
+    Uniform random actions average out in envs with continuous control (CarRacing's car
+    barely moves when gas and brake are drawn every frame); temporally correlated random
+    actions reach more of the state space, as the "brownian" random rollouts of World Models
+    re-implementations do. ``repeat_prob=0`` is :class:`RandomPolicy`.
+    """
+
+    def __init__(self, action_space: gym.Space, seed: int | None = None, repeat_prob: float = 0.9) -> None:
+        super().__init__(action_space, seed)
+        if not 0.0 <= repeat_prob < 1.0:
+            raise ValueError(f"repeat_prob must be in [0, 1), got {repeat_prob}")
+        self.repeat_prob = repeat_prob
+        self._rng = np.random.default_rng(seed)
+        self._previous: np.ndarray | None = None
+
+    def __call__(self, obs: np.ndarray, is_first: np.ndarray) -> np.ndarray:
+        fresh = np.asarray(self.action_space.sample())  # (N,) or (N, A)
+        if self._previous is None:
+            self._previous = fresh
+            return fresh.copy()
+        keep = (self._rng.random(len(fresh)) < self.repeat_prob) & ~np.asarray(is_first, dtype=bool)  # (N,)
+        keep = keep.reshape((-1,) + (1,) * (fresh.ndim - 1))
+        self._previous = np.where(keep, self._previous, fresh)
+        return self._previous.copy()
+
+
+POLICIES: dict[str, type[RandomPolicy]] = {"random": RandomPolicy, "sticky": StickyRandomPolicy}
+
+
 class _EpisodeBuffer:
     """Rows of one running episode; ``action`` lags ``obs`` by one until the episode ends."""
 
@@ -101,7 +132,7 @@ def _run_seed(seed: int | None, existing: int) -> int | None:
 
 
 def collect_episodes(vec_env: gym.vector.VectorEnv, store: EpisodeStore, *, episodes: int,
-                     policy: Policy | None = None, seed: int | None = None, progress: bool = True) -> CollectStats:
+                     policy: Policy | str | None = None, seed: int | None = None, progress: bool = True) -> CollectStats:
     """Step ``vec_env`` until the store holds ``episodes`` episodes in total (the target, not an increment)."""
     if episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes}")
@@ -112,7 +143,11 @@ def collect_episodes(vec_env: gym.vector.VectorEnv, store: EpisodeStore, *, epis
         return CollectStats(0, 0, 0, 0.0, 0.0, float("nan"), existing)
 
     run_seed = _run_seed(seed, existing)
-    policy = policy if policy is not None else RandomPolicy(vec_env.action_space, run_seed)
+    if policy is None or isinstance(policy, str):
+        name = policy or "random"
+        if name not in POLICIES:
+            raise ValueError(f"unknown collection policy {name!r}; choose one of {sorted(POLICIES)}")
+        policy = POLICIES[name](vec_env.action_space, run_seed)
     num_envs = vec_env.num_envs
     obs, _ = vec_env.reset(seed=run_seed)
     buffers = [_EpisodeBuffer(obs[i]) for i in range(num_envs)]
