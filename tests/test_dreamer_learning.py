@@ -1,11 +1,13 @@
-"""Dreamer end to end: Lightning smoke run, checkpoint resume of agent + replay, learning on Catch."""
+"""Dreamer end to end: Lightning smoke run, checkpoint resume of agent + replay, learning in the real env."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -79,6 +81,27 @@ LEARNING = dict(image_size=32, stages=3, depth=16, deter=128, hidden=128, stoch=
                 eval_episodes=20, seed=0, steps=5000, log_every=50)
 
 
+# LeftRight (worldmodels/LeftRight-v0): 20 steps of +-1 for naming the side of the frame the cue is on.
+# Random play: return mean 0, std sqrt(20) = 4.5 per episode, so the mean of 20 episodes has std 1.0;
+# >= 10 is a 10-sigma event for random play. The reward for the action taken at obs t arrives with
+# obs t+1, so the agent must learn reward from (state, action) and act on it in imagination.
+# Measured: 20.0 vs random 2.1 after 720 updates (89 s on a loaded 2-core CPU).
+LEFTRIGHT = dict(env="worldmodels/LeftRight-v0", image_size=16, stages=2, depth=8, deter=64, hidden=64, stoch=8,
+                 classes=8, layers=1, batch_size=16, seq_len=10, horizon=10, gamma=0.99, prefill=200,
+                 replay_ratio=64.0, model_lr=1e-3, actor_lr=3e-4, critic_lr=3e-4, eval_episodes=20, seed=0,
+                 steps=2000, log_every=50)
+
+
+def test_learns_leftright_beyond_random_in_real_env(tmp_path):
+    result = run(debug_config(run_dir=str(tmp_path / "leftright"), **LEFTRIGHT))
+    assert result["gradient_steps"] == 720
+    assert abs(result["random_return"]) < 4.0, result  # random play: mean 0, std of a 20-episode mean 1.0
+    assert result["eval_return"] >= 10.0, result
+    assert result["eval_return"] > result["random_return"] + 5.0, result
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("WM_SLOW_TESTS") != "1", reason="5-10 min on 2 CPU cores; set WM_SLOW_TESTS=1")
 def test_learns_catch_beyond_random(tmp_path):
     torch.set_num_threads(1)  # the CI box is small and shared; one thread is fastest for these widths
     result = run(debug_config(run_dir=str(tmp_path / "catch"), **LEARNING))
