@@ -161,3 +161,15 @@ def test_unwritable_dir_is_refused_before_anything_happens(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(PermissionError, match="locked"):
             ensure_writable_dir(locked / "store")
+
+
+def test_set_aside_after_moves_later_episodes_without_deleting(tmp_path):
+    store = new_store(tmp_path / "store")
+    names = [store.add_episode(**make_episode(5 + i, seed=i)) for i in range(4)]
+    with pytest.warns(RuntimeWarning, match="set aside 2 episode"):
+        moved = store.set_aside_after(2)
+    assert moved == names[2:]
+    reopened = EpisodeStore.open(tmp_path / "store")
+    assert reopened.names == names[:2]
+    assert sorted(p.name for p in (tmp_path / "store" / "set_aside").iterdir()) == names[2:]
+    assert store.set_aside_after(5) == []

@@ -109,12 +109,16 @@ class OnlineReplay(IterableDataset):
 
     def state_dict(self) -> dict[str, Any]:
         return {"env_steps": self.env_steps, "batches": self.batches, "episodes": self.episodes,
+                "stored_episodes": len(self.store) if self.store is not None else 0,
                 "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env_steps, self.batches = int(state["env_steps"]), int(state["batches"])
         self.episodes = int(state.get("episodes", 0))
         self.rng.bit_generator.state = state["rng"]
+        if self.store is not None and "stored_episodes" in state:
+            # Episodes finished after this checkpoint will be played again from its env step: set them aside.
+            self.store.set_aside_after(int(state["stored_episodes"]))
 
     def metrics(self) -> dict[str, float]:
         """Counters and the mean return of episodes finished since the last call."""

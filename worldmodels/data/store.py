@@ -276,6 +276,29 @@ class EpisodeStore:
         self._write_index()
         return name
 
+    def set_aside_after(self, count: int) -> list[str]:
+        """Move episodes past the first ``count`` to ``ROOT/set_aside/`` and drop them from the store.
+
+        A resumed online run restarts from its last checkpoint, which knew only ``count``
+        episodes; the ones written after it would otherwise be stored twice (once now, once
+        when the resumed run replays those env steps). Nothing is deleted: the directories are
+        moved aside whole, and a warning names them.
+        """
+        extra = self._episodes[count:]
+        if not extra:
+            return []
+        aside = self.root / "set_aside"
+        aside.mkdir(exist_ok=True)
+        for info in extra:
+            os.rename(self.episode_dir / info.name, aside / info.name)
+        _fsync_dir(self.episode_dir)
+        self._episodes = self._episodes[:count]
+        self._write_index()
+        names = [info.name for info in extra]
+        warnings.warn(f"store {str(self.root)!r}: set aside {len(names)} episode(s) written after the checkpoint "
+                      f"being resumed ({', '.join(names)}) to {str(aside)!r}", RuntimeWarning, stacklevel=2)
+        return names
+
     def _check_arrays(self, obs, action, reward, terminated, truncated) -> dict[str, np.ndarray]:
         obs = np.asarray(obs)
         length = obs.shape[0] if obs.ndim else 0
