@@ -41,13 +41,17 @@ class UserError(Exception):
     """An error the user can fix; printed as one line, without a traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, just that subcommand gets its options (the others import nothing)."""
     parser = argparse.ArgumentParser(
         prog="wm",
         description="worldmodels: world models with latent imagination (World Models V+M+C and Dreamer).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=command.help)  # listed in `wm --help` without importing torch & co.
+            continue
         module = importlib.import_module(command.module)
         p = sub.add_parser(name, help=command.help, description=(module.__doc__ or command.help).strip().splitlines()[0])
         presets = getattr(module, "PRESETS", None)
@@ -62,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Import only the module of the subcommand being run (or none for `wm --help`): keeps the CLI fast.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=chosen if chosen in COMMANDS else "")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
