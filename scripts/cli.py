@@ -31,6 +31,7 @@ COMMANDS: dict[str, Command] = {
     "dream": Command("scripts.dream", "Render a saved world model's dreams (open loop + imagined) to TensorBoard and GIF files."),
     "worldmodels": Command("scripts.worldmodels_pipeline", "World Models end to end: collect -> V -> M -> C (CMA-ES in the dream) -> evaluate."),
     "dreamer": Command("scripts.dreamer", "Train a DreamerV3 agent online (world model + actor-critic in imagination), then evaluate it vs random."),
+    "export": Command("scripts.export", "Export a finished run to safetensors + JSON, measure it on held-out episodes, write its model card."),
     "finetune": Command("scripts.finetune", "Fine-tune a pretrained world model on another env, new data or a new reward."),
     "bench-finetune": Command("scripts.bench_finetune", "Benchmark (JSON): steps for a fine-tuned vs a from-scratch world model to reach the same val loss."),
     "evaluate": Command("scripts.evaluate", "Run a trained World Models controller in the real env next to a random policy on the same seeds."),
