@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from worldmodels.controllers.cmaes import load_state, train_cmaes
@@ -14,15 +13,6 @@ from worldmodels.models.mdnrnn import MDNRNN
 
 CAR = ActionSpec("continuous", 3, (-1.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 DISCRETE = ActionSpec("discrete", 3)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a busy 2-core machine spin against each other: one thread is several times faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_population_matches_one_by_one():

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from worldmodels.checkpoint import load_lightning_checkpoint
 from worldmodels.data.store import EpisodeStore

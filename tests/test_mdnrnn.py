@@ -6,22 +6,12 @@ import math
 
 import lightning as L
 import numpy as np
-import pytest
 import torch
 
 from trainers.latents import LatentChunkDataset
 from trainers.mdnrnn_module import MDNRNNModule
 from trainers.vae_module import weighted_loss
 from worldmodels.models.mdnrnn import MDNRNN, mdn_log_prob, mdn_sample
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a busy 2-core machine spin against each other: one thread is several times faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_mdn_log_prob_hand_computed():

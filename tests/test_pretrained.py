@@ -10,8 +10,7 @@ from worldmodels.controllers.linear import make_controller
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
-from worldmodels.pretrained import (DreamerBundle, WorldModelsBundle, build_dreamer, from_pretrained, load_dreamer,
-                                    load_worldmodels, save_dreamer, save_worldmodels, transfer, vae_sizes)
+from worldmodels.pretrained import (DreamerBundle, WorldModelsBundle, build_dreamer, from_pretrained, load_worldmodels, save_dreamer, save_worldmodels, transfer, vae_sizes)
 
 CATCH = ActionSpec("discrete", 3)
 DEBUG_AGENT = {"deter": 16, "hidden": 16, "stoch": 4, "classes": 4, "depth": 4, "stages": 2, "layers": 1, "num_bins": 15}

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import lightning as L
 import numpy as np
-import pytest
 import torch
 
 from trainers.vae_module import VAEModule, weighted_loss
 from worldmodels.models.vae import ConvVAE, gaussian_kl
 
 DEBUG = dict(in_channels=3, image_size=32, z_dim=8, depth=8, stages=4)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a busy 2-core machine spin against each other: one thread is several times faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_shapes_and_kl_zero_at_prior():
