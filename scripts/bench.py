@@ -29,13 +29,14 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from worldmodels.config import arg, save_json_atomic
 from worldmodels import profiling
+from worldmodels.config import arg, save_json_atomic
 
 KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader")
 # Timed iterations per repeat and untimed warm-up iterations, per kind, when --steps / --warmup are not given.
@@ -49,8 +50,8 @@ class BenchConfig:
     what: str = arg("collect", "which benchmark to run", choices=KINDS + ("all",))
     device: str = arg("auto", "torch device for the model benchmarks", choices=("auto", "cpu", "cuda"))
     precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on CUDA, 32-true on CPU")
-    compile: bool = arg(False, "torch.compile the hot modules (Dreamer: RSSM steps, conv encoder/decoder, heads; "
-                               "World Models dream: M's step) before timing")
+    compile: bool = arg(False, "torch.compile Dreamer's hot modules (RSSM steps, conv encoder/decoder, heads, actor, "
+                               "critic) before timing the dreamer and imagine kinds")
     threads: int = arg(0, "torch CPU threads (0 = torch's default)")
     wm_preset: str = arg("paper", "World Models size preset (scripts/worldmodels_pipeline.py PRESETS)")
     dreamer_preset: str = arg("S", "Dreamer size preset (scripts/dreamer.py PRESETS)")
@@ -117,7 +118,11 @@ def bench_collection(
     """
     if min(num_envs, steps, repeats) < 1 or warmup < 0:
         raise ValueError(f"num_envs, steps and repeats must be >= 1 and warmup >= 0, got {num_envs}, {steps}, {repeats}, {warmup}")
-    from worldmodels.envs import EnvOptions, agent_frameskip, make_vector  # lazy: importing envs pulls in ALE
+    from worldmodels.envs import (  # lazy: importing envs pulls in ALE
+        EnvOptions,
+        agent_frameskip,
+        make_vector,
+    )
 
     vector = make_vector(env_id, num_envs, image_size=image_size, seed=seed)
     frameskip = agent_frameskip(env_id, EnvOptions(image_size=image_size))
@@ -168,7 +173,7 @@ def _run_collect(config: BenchConfig) -> dict:
 # ---------------------------------------------------------------------- model benchmarks
 
 
-def _setup(config: BenchConfig) -> tuple["torch.device", str]:
+def _setup(config: BenchConfig) -> tuple["torch.device", str]:  # noqa: F821 - torch is imported lazily
     """Device, Lightning precision; applies ``--threads``."""
     import torch
 
@@ -198,7 +203,6 @@ def time_training_steps(module, batch: dict, *, device, precision: str, steps: i
         stamps[0] = train start, stamps[i + 1] = end of batch i
     """
     import lightning as L
-    import torch
     from torch.utils.data import DataLoader
 
     from worldmodels.imagination.bench_dreamer import _FixedBatches
@@ -230,14 +234,16 @@ def time_training_steps(module, batch: dict, *, device, precision: str, steps: i
 
 
 def _wm_config(config: BenchConfig):
-    from scripts.worldmodels_pipeline import CONFIG as WM_CONFIG, PRESETS as WM_PRESETS
+    from scripts.worldmodels_pipeline import CONFIG as WM_CONFIG
+    from scripts.worldmodels_pipeline import PRESETS as WM_PRESETS
     from worldmodels.config import build_config
 
     return build_config(WM_CONFIG, {}, presets=WM_PRESETS, preset=config.wm_preset)
 
 
 def _dreamer_config(config: BenchConfig):
-    from scripts.dreamer import CONFIG as DREAMER_CONFIG, PRESETS as DREAMER_PRESETS
+    from scripts.dreamer import CONFIG as DREAMER_CONFIG
+    from scripts.dreamer import PRESETS as DREAMER_PRESETS
     from worldmodels.config import build_config
 
     return build_config(DREAMER_CONFIG, {}, presets=DREAMER_PRESETS, preset=config.dreamer_preset)
@@ -374,12 +380,12 @@ def bench_dream_controller(config: BenchConfig) -> dict:
     """Controller-in-dream rate (population 64 x 16 repeats x T): the family's ``bench_dream``, repeated."""
     from worldmodels.imagination.dream import bench_dream
 
-    device, precision = _setup(config)
-    steps, warmup = _steps(config, "dream")
+    device, _ = _setup(config)  # bench_dream runs in fp32
+    steps, _ = _steps(config, "dream")  # bench_dream warms up itself (a 5-step rollout)
     wm = _wm_config(config)
     profiling.reset_peak_memory(device)
-    rates, last = [], {}
-    for _ in range(config.repeats):  # bench_dream warms up itself (a 5-step rollout) before its timed rollout
+    rates = []
+    for _ in range(config.repeats):
         for _ in range(steps):
             last = bench_dream(wm.population, wm.repeats, config.dream_horizon, device=str(device), z_dim=wm.z_dim,
                                hidden_size=wm.hidden_size, num_mixtures=wm.num_mixtures)
@@ -426,7 +432,7 @@ def bench_loader(config: BenchConfig) -> dict:
                                          samples_per_epoch=needed)
             datamodule.setup("fit")
             iterator = iter(datamodule.train_dataloader())
-            seconds = profiling.time_repeats(lambda: next(iterator), steps=steps, repeats=config.repeats,
+            seconds = profiling.time_repeats(lambda batches=iterator: next(batches), steps=steps, repeats=config.repeats,
                                              warmup=warmup)
             records[str(workers)] = {"batches_per_s": profiling.rates(seconds),
                                      "frames_per_s": profiling.rates(seconds, batch)}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import lightning as L
 import numpy as np
@@ -33,6 +33,7 @@ from worldmodels.config import arg, from_dict, save_json_atomic, to_dict
 from worldmodels.envs import make
 from worldmodels.envs.toy import register_toy_envs
 from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
+from trainers.distributed import lightning_strategy, rank_seed, rank_store_dir
 from trainers.online import OnlineReplay
 
 
@@ -58,6 +59,10 @@ class DreamerRunConfig(DreamerAgentConfig):
     precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on GPU, 32-true on CPU")
     checkpoint_every: int = arg(1000, "gradient steps between checkpoints")
     log_every: int = arg(50, "gradient steps between log rows")
+    devices: int = arg(1, "devices (processes) per node; > 1 trains with DDP, each rank with its own envs and replay")
+    num_nodes: int = arg(1, "nodes for multi-node DDP (launch with torchrun or srun, see README)")
+    strategy: str = arg("auto", "Lightning strategy: auto, ddp (per rank: env seed + 1000*rank, episodes-rank<r>/)")
+    threads: int = arg(0, "torch CPU threads per process (0 = torch's default; 1 is much faster on a busy 2-core CPU)")
 
 
 CONFIG = DreamerRunConfig
@@ -85,13 +90,18 @@ def env_options(config: DreamerRunConfig) -> dict:
     return options
 
 
-def build(config: DreamerRunConfig, *, store_dir: str | None = None) -> tuple[DreamerModule, OnlineReplay]:
-    """The agent and its online replay dataset, attached to each other."""
+def build(config: DreamerRunConfig, *, store_dir: str | None = None,
+          rank: int = 0) -> tuple[DreamerModule, OnlineReplay]:
+    """The agent and its online replay dataset, attached to each other.
+
+    ``rank`` (DDP): envs and the replay sampler use ``seed + 1000 * rank``, so ranks collect and replay
+    different data; the weights start equal anyway (DDP broadcasts rank 0's at the start of fit).
+    """
     register_toy_envs()
     torch.manual_seed(config.seed)
     replay = OnlineReplay(config.env, None, num_envs=config.num_envs, batch_size=config.batch_size,
                           seq_len=config.seq_len, replay_ratio=config.replay_ratio, prefill=config.prefill,
-                          capacity=config.capacity, seed=config.seed, store_dir=store_dir,
+                          capacity=config.capacity, seed=rank_seed(config.seed, rank), store_dir=store_dir,
                           env_options=env_options(config))
     module = DreamerModule(obs_shape=replay.obs_shape, action_spec=replay.action_spec,
                            config=from_dict(DreamerAgentConfig, to_dict(config)))
@@ -132,10 +142,18 @@ def evaluate(module: DreamerModule | None, env_id: str, *, episodes: int, seed: 
     return returns
 
 
-def run(config: DreamerRunConfig) -> dict:
+def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> dict:
+    """Train, then (rank zero only) evaluate against random and write ``results.json``; returns the result.
+
+    Under DDP (``--devices``/``--num-nodes``/``--strategy ddp``) every rank runs this function: each acts
+    in its own envs into its own replay and ``episodes-rank<r>/`` store, gradients are all-reduced, and
+    ``--steps`` counts env steps PER RANK (the effective batch is ``world_size * batch_size``).
+    Logger and checkpoint writes happen on rank zero (Lightning); non-zero ranks return ``{"rank": r}``.
+    """
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    module, replay = build(config, store_dir=str(run_dir / "episodes"))
     on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     precision = config.precision or ("bf16-mixed" if on_gpu else "32-true")
     steps = gradient_steps(config)
@@ -144,14 +162,26 @@ def run(config: DreamerRunConfig) -> dict:
     trainer = L.Trainer(
         max_steps=steps * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step
         max_epochs=-1, accelerator=config.accelerator, precision=precision,
-        logger=TensorBoardLogger(str(run_dir), name="tb", version=0), callbacks=[checkpoints],
+        devices=config.devices, num_nodes=config.num_nodes,
+        # three backward passes per step, each through one part (world model / actor / critic)
+        strategy=lightning_strategy(config.strategy, find_unused_parameters=True),
+        logger=TensorBoardLogger(str(run_dir), name="tb", version=0), callbacks=[checkpoints, *callbacks],
         log_every_n_steps=config.log_every, enable_progress_bar=False, enable_model_summary=False,
     )
+    # The Trainer knows this process's rank from the launcher's environment before fit starts.
+    rank, world_size = trainer.global_rank, trainer.world_size
+    module, replay = build(config, store_dir=str(rank_store_dir(run_dir / "episodes", rank, world_size)), rank=rank)
+    if on_gpu:
+        from trainers.performance import use_channels_last
+
+        use_channels_last(module)
     last = run_dir / "checkpoints" / "last.ckpt"
     if steps > 0:
-        trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None),
+        trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None, pin_memory=on_gpu),
                     ckpt_path=str(last) if last.exists() else None, weights_only=True)
         trainer.save_checkpoint(str(last), weights_only=False)  # the final state, replay position included
+    if rank != 0:
+        return {"rank": rank, "env_steps": replay.env_steps}
     options = env_options(config)
     module.eval()
     agent_returns = evaluate(module, config.env, episodes=config.eval_episodes, seed=config.seed + 10_000,

@@ -27,6 +27,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from scripts import evaluate as evaluate_script
+from trainers.distributed import barrier, is_rank_zero, lightning_strategy, rank_and_world_size, wait_for_file
+from trainers.performance import default_precision
 from worldmodels.config import arg, save_json_atomic, to_dict
 
 DONE = "DONE"
@@ -75,6 +77,12 @@ class WorldModelsConfig:
     eval_episodes: int = arg(100, "real-env evaluation episodes (paper: 100)")
     checkpoint_every: int = arg(500, "Lightning checkpoint interval in optimiser steps")
     val_batches: int = arg(8, "validation batches per V / M validation pass")
+    loader_workers: int = arg(0, "DataLoader worker processes feeding V (0 = main process; 1-4 keep a GPU fed)")
+    devices: int = arg(1, "devices (processes) per node for the V and M stages; > 1 trains them with DDP")
+    num_nodes: int = arg(1, "nodes for multi-node DDP of V and M (launch with torchrun or srun, see README)")
+    strategy: str = arg("auto", "Lightning strategy for V and M: auto or ddp (each rank trains on its own episode shard)")
+    precision: Optional[str] = arg(None, "Lightning precision of V; None = bf16-mixed on CUDA, 32-true on CPU "
+                                         "(M always trains in 32-true: its LSTM + mixture NLL are untested in bf16)")
 
 
 CONFIG = WorldModelsConfig
@@ -102,10 +110,14 @@ def _device(config: WorldModelsConfig) -> torch.device:
     return evaluate_script.resolve_device(config.device)
 
 
-def _trainer(config: WorldModelsConfig, stage_dir: Path, name: str, max_steps: int) -> L.Trainer:
+def _trainer(config: WorldModelsConfig, stage_dir: Path, name: str, max_steps: int, *,
+             precision: str = "32-true") -> L.Trainer:
     device = _device(config)
     return L.Trainer(
-        max_steps=max_steps, max_epochs=-1, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+        precision=precision,
+        max_steps=max_steps, max_epochs=-1, accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=config.devices, num_nodes=config.num_nodes, strategy=lightning_strategy(config.strategy),
+        use_distributed_sampler=False,  # the data modules shard episodes by rank themselves
         logger=TensorBoardLogger(str(Path(config.run_dir) / "tb"), name=name, version=0),
         callbacks=[ModelCheckpoint(dirpath=stage_dir / "ckpt", save_last=True, save_top_k=0,
                                    every_n_train_steps=config.checkpoint_every)],
@@ -126,6 +138,8 @@ def stage_collect(config: WorldModelsConfig) -> Path:
     from worldmodels.envs import make_vector
 
     store_dir = Path(config.run_dir) / "episodes"
+    if not is_rank_zero():  # torchrun / srun start every rank at once: rank zero collects, the others wait
+        wait_for_file(store_dir / DONE)
     if (store_dir / DONE).exists():
         return store_dir
     vec_env = make_vector(config.env, config.num_envs, image_size=config.image_size, seed=config.seed,
@@ -151,12 +165,20 @@ def stage_vae(config: WorldModelsConfig, store_dir: Path):
         module = VAEModule(image_size=config.image_size, z_dim=config.z_dim, depth=config.vae_depth, stages=config.vae_stages,
                            kl_tolerance=config.kl_tolerance, learning_rate=config.vae_lr)
         datamodule = ChunkDataModule(str(store_dir), seq_len=1, batch_size=config.vae_batch_size, val_fraction=config.val_fraction,
-                                     seed=config.seed, samples_per_epoch=config.vae_batch_size * min(config.vae_steps, 500))
-        _fit(_trainer(config, out, "vae", config.vae_steps), module, datamodule, out)
-        evaluate_script.save_component(out, "vae", module.vae, dict(in_channels=3, image_size=config.image_size,
-                                                                    z_dim=config.z_dim, depth=config.vae_depth,
-                                                                    stages=config.vae_stages))
-        save_json_atomic(out / DONE, {"steps": config.vae_steps})
+                                     seed=config.seed, samples_per_epoch=config.vae_batch_size * min(config.vae_steps, 500),
+                                     num_workers=config.loader_workers, pin_memory=_device(config).type == "cuda")
+        if _device(config).type == "cuda":
+            from trainers.performance import use_channels_last
+
+            use_channels_last(module)  # NHWC conv kernels; frames are NHWC in storage already
+        precision = config.precision or default_precision(_device(config))
+        _fit(_trainer(config, out, "vae", config.vae_steps, precision=precision), module, datamodule, out)
+        if is_rank_zero():
+            evaluate_script.save_component(out, "vae", module.vae, dict(in_channels=3, image_size=config.image_size,
+                                                                        z_dim=config.z_dim, depth=config.vae_depth,
+                                                                        stages=config.vae_stages))
+            save_json_atomic(out / DONE, {"steps": config.vae_steps})
+        barrier()  # other ranks load V only after rank zero wrote it
     return evaluate_script.load_vae(out, _device(config))
 
 
@@ -173,8 +195,10 @@ def stage_mdnrnn(config: WorldModelsConfig, latent_dir: Path, action_dim: int):
                                       val_fraction=config.val_fraction, seed=config.seed,
                                       samples_per_epoch=config.mdnrnn_batch_size * min(config.mdnrnn_steps, 500))
         _fit(_trainer(config, out, "mdnrnn", config.mdnrnn_steps), module, datamodule, out)
-        evaluate_script.save_component(out, "mdnrnn", module.mdnrnn, kwargs)
-        save_json_atomic(out / DONE, {"steps": config.mdnrnn_steps})
+        if is_rank_zero():
+            evaluate_script.save_component(out, "mdnrnn", module.mdnrnn, kwargs)
+            save_json_atomic(out / DONE, {"steps": config.mdnrnn_steps})
+        barrier()
     return evaluate_script.load_mdnrnn(out, _device(config))
 
 
@@ -252,7 +276,8 @@ def run(config: WorldModelsConfig) -> dict:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_json_atomic(run_dir / "config.json", to_dict(config))
+    if is_rank_zero():
+        save_json_atomic(run_dir / "config.json", to_dict(config))
     L.seed_everything(config.seed, workers=True, verbose=False)
     timings: dict[str, float] = {}
     began = time.perf_counter()
@@ -262,10 +287,14 @@ def run(config: WorldModelsConfig) -> dict:
     vae = stage_vae(config, store_dir)
     timings["vae"] = time.perf_counter() - began - sum(timings.values())
     latent_dir = run_dir / "latents"
-    encode_store(vae, store_dir, latent_dir, vae_weights=run_dir / "vae" / "model.safetensors", device=_device(config))
+    if is_rank_zero():
+        encode_store(vae, store_dir, latent_dir, vae_weights=run_dir / "vae" / "model.safetensors", device=_device(config))
+    barrier()
     timings["latents"] = time.perf_counter() - began - sum(timings.values())
     mdnrnn = stage_mdnrnn(config, latent_dir, action_spec.dim)
     timings["mdnrnn"] = time.perf_counter() - began - sum(timings.values())
+    if not is_rank_zero():  # DDP covers V and M; C (CMA-ES) and the evaluation run on rank zero only
+        return {"rank": rank_and_world_size()[0], "seconds": timings}
     selection = stage_controller(config, vae, mdnrnn, latent_dir, action_spec)
     timings["controller"] = time.perf_counter() - began - sum(timings.values())
     result = evaluate_script.run(evaluate_script.EvaluateConfig(

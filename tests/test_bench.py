@@ -40,6 +40,7 @@ def _check_spread(stats: dict, repeats: int) -> None:
 
 def test_registry_covers_every_kind():
     assert set(KINDS) | {"all"} == set(BENCHMARKS)
+    assert set(RATES) | {"collect", "loader"} == set(KINDS)
 
 
 @pytest.mark.parametrize("what", sorted(RATES))
@@ -72,3 +73,10 @@ def test_cuda_without_gpu_is_a_user_error(capsys):
         pytest.skip("a GPU is present")
     assert cli.main(["bench", "--what", "imagine", "--preset", "debug", "--device", "cuda"]) == 2
     assert "cuda" in capsys.readouterr().err
+
+
+def test_loader_benchmark_record():
+    record = run(_debug_config("loader", loader_workers="0,1"))
+    assert set(record["workers"]) == {"0", "1"}
+    for stats in record["workers"].values():
+        _check_spread(stats["frames_per_s"], repeats=2)

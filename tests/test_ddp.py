@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240  # each case takes ~20-50 s on 2 busy cores; the bound only stops a hung rendezvous
@@ -75,3 +74,33 @@ def test_vae_ddp_shards_the_store(tmp_path):
     shards = [set(r["train_episodes"]) for r in reports]
     assert shards[0] and shards[1] and not shards[0] & shards[1], shards
     assert shards[0] | shards[1] == set(names)  # val_fraction 0: the shards cover the whole store
+
+
+def test_worldmodels_pipeline_ddp_end_to_end(tmp_path):
+    """`wm worldmodels --devices 2 --strategy ddp`: V and M under DDP, C and the evaluation on rank zero only."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("LOCAL_RANK", None)
+    env.pop("WORLD_SIZE", None)
+    result = subprocess.run([sys.executable, "-m", "scripts.cli", "worldmodels", "--preset", "debug", "--env",
+                             "worldmodels/Catch-v0", "--run-dir", str(run_dir), "--devices", "2", "--strategy", "ddp"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    for stage in ("vae", "mdnrnn", "controller"):
+        assert (run_dir / stage / "DONE").exists() and (run_dir / stage / "model.safetensors").exists(), stage
+    assert (run_dir / "eval.json").exists()
+    assert result.stdout.count("wm worldmodels: real-env return") == 1  # printed by rank zero only
+
+
+def test_replay_state_of_another_rank_keeps_this_ranks_stream():
+    """A DDP checkpoint holds rank zero's replay state; rank 1 resuming from it must not copy its sampler."""
+    from trainers.distributed import rank_seed
+    from trainers.online import OnlineReplay
+
+    replays = [OnlineReplay("worldmodels/Catch-v0", None, batch_size=2, seq_len=4, prefill=0,
+                            seed=rank_seed(0, rank), env_options={"image_size": 16}) for rank in (0, 1)]
+    state = replays[0].state_dict()
+    replays[0].load_state_dict(state)  # same rank: exact resume
+    replays[1].load_state_dict(state)  # other rank: counters shared, own stream
+    assert replays[1].batches == replays[0].batches and replays[1].env_steps == replays[0].env_steps
+    assert replays[0].rng.integers(1 << 30, size=4).tolist() != replays[1].rng.integers(1 << 30, size=4).tolist()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from trainers.distributed import shard
 from worldmodels.data.chunks import ChunkDataset
 from worldmodels.data.store import EpisodeStore
 
@@ -72,6 +73,9 @@ class ChunkDataModule(L.LightningDataModule):
         self.action_spec = store.spec.action_spec
         self.obs_shape = store.spec.obs_shape
         self.train_episodes, self.val_episodes = self.split(store)
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        if world_size > 1:  # DDP: rank r trains on episodes r, r + W, ... (Trainer(use_distributed_sampler=False))
+            self.train_episodes = shard(self.train_episodes, rank, world_size)
         self.train_dataset = ChunkDataset(self.store_dir, self.train_episodes, seq_len=self.seq_len)
         if self.val_episodes:
             self.val_dataset = ChunkDataset(self.store_dir, self.val_episodes, seq_len=self.seq_len, stride=self.seq_len)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -63,6 +64,17 @@ def barrier() -> None:
     """Wait for every rank (no-op without an initialised process group)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def wait_for_file(path: str | Path, *, timeout_s: float = 24 * 3600.0, poll_s: float = 2.0) -> None:
+    """Block until ``path`` exists (a DONE marker rank zero writes before any process group exists)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f}s for {str(path)!r}, written by rank zero")
+        time.sleep(poll_s)
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from trainers.distributed import shard
 from worldmodels.data.store import EpisodeStore
 from worldmodels.models.conv import to_float_image
 from worldmodels.models.vae import ConvVAE
@@ -131,6 +132,9 @@ class LatentDataModule(L.LightningDataModule):
         num_val = max(1, int(round(self.val_fraction * len(episodes)))) if len(episodes) > 1 and self.val_fraction > 0 else 0
         val = [episodes[k] for k in sorted(order[:num_val])]
         train = [episodes[k] for k in sorted(order[num_val:])]
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        if world_size > 1:  # DDP: rank r trains on episodes r, r + W, ... (Trainer(use_distributed_sampler=False))
+            train = shard(train, rank, world_size)
         self.train_dataset = LatentChunkDataset(train, seq_len=self.seq_len)
         if val and sum(len(e["mu"]) for e in val) >= self.seq_len:
             self.val_dataset = LatentChunkDataset(val, seq_len=self.seq_len, stride=self.seq_len)

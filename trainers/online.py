@@ -110,11 +110,17 @@ class OnlineReplay(IterableDataset):
     def state_dict(self) -> dict[str, Any]:
         return {"env_steps": self.env_steps, "batches": self.batches, "episodes": self.episodes,
                 "stored_episodes": len(self.store) if self.store is not None else 0,
-                "rng": self.rng.bit_generator.state}
+                "rng": self.rng.bit_generator.state, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env_steps, self.batches = int(state["env_steps"]), int(state["batches"])
         self.episodes = int(state.get("episodes", 0))
+        if int(state.get("seed", self.seed)) != self.seed:
+            # Another rank's position: a DDP checkpoint holds rank zero's replay state only. The counters
+            # advance in lockstep on every rank, but the sampler stream and this rank's own episode store
+            # are not rank zero's: draw a fresh stream for this rank, keep its store as it is.
+            self.rng = np.random.default_rng([self.seed, self.batches])
+            return
         self.rng.bit_generator.state = state["rng"]
         if self.store is not None and "stored_episodes" in state:
             # Episodes finished after this checkpoint will be played again from its env step: set them aside.

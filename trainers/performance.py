@@ -9,7 +9,6 @@ switch                    what                                                  
 ``loader_options``        ``pin_memory`` (+ Lightning's ``non_blocking`` copies),     pin with CUDA
                           worker count, ``persistent_workers``, ``prefetch_factor``
 ``compile_dreamer``       ``torch.compile`` of the RSSM steps, conv stacks and heads   off (``--compile``)
-``compile_dream``         ``torch.compile`` of M's single step in the dream rollout   off (``--compile``)
 ========================  ==========================================================  =====================
 
 Lightning moves batches with ``.to(device, non_blocking=True)`` for CUDA targets, so pinned host memory
@@ -64,9 +63,3 @@ def compile_dreamer(module: nn.Module, **compile_kwargs) -> nn.Module:
                 module.actor, module.critic):
         sub.compile(**compile_kwargs)
     return module
-
-
-def compile_dream(mdnrnn: nn.Module, **compile_kwargs) -> nn.Module:
-    """Compile M's single dream step (LSTM cell + mixture heads) in place."""
-    mdnrnn.step = torch.compile(mdnrnn.step, **compile_kwargs)
-    return mdnrnn
