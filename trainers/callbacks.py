@@ -19,6 +19,7 @@ Tags: ``dreams/open_loop/sample_<i>``, ``dreams/reconstruction``, ``dreams/laten
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import inspect
 from typing import Any, Callable, Iterator, Mapping
@@ -82,7 +83,7 @@ def _isolated(pl_module: LightningModule) -> Iterator[None]:
             pl_module.train(was_training)
 
 
-class _EveryNSteps(Callback):
+class _EveryNSteps(Callback, abc.ABC):
     """Shared plumbing: step schedule, rank-zero guard, held-out batch, view lookup."""
 
     def __init__(self, *, every_n_steps: int = 500, batch: Mapping[str, Any] | None = None,
@@ -133,8 +134,9 @@ class _EveryNSteps(Callback):
             if batch is not None:
                 self.render(trainer, pl_module, batch, step)
 
+    @abc.abstractmethod
     def render(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], step: int) -> None:
-        raise NotImplementedError
+        """Write this callback's summaries for the held-out ``batch`` at ``step``."""
 
 
 def _inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

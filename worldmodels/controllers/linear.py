@@ -17,6 +17,8 @@ bounds, so CarRacing steering lands in [-1, 1] and gas / brake in [0, 1].
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +26,7 @@ from torch import nn
 from worldmodels.envs.spaces import ActionSpec
 
 
-class PopulationController(nn.Module):
+class PopulationController(nn.Module, abc.ABC):
     def __init__(self, input_dim: int, action_spec: ActionSpec) -> None:
         super().__init__()
         self.input_dim = input_dim
@@ -39,11 +41,13 @@ class PopulationController(nn.Module):
             self.register_buffer("high", torch.where(finite, high, torch.ones_like(high)), persistent=False)
 
     @property
+    @abc.abstractmethod
     def num_params(self) -> int:
-        raise NotImplementedError
+        """Length N of one candidate's flat parameter vector."""
 
+    @abc.abstractmethod
     def raw(self, params: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Population parameters ``(P, N)`` and features ``(P, R, D)`` -> pre-activations ``(P, R, A)``."""
 
     def squash(self, raw: torch.Tensor) -> torch.Tensor:
         """Pre-activations ``(..., A)`` -> model actions ``(..., A)``."""

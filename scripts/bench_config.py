@@ -1,0 +1,136 @@
+"""Settings shared by the benchmark kinds of ``wm bench``: the config, per-kind step counts, machine info."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from worldmodels.config import arg
+
+KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader")
+# Timed iterations per repeat and untimed warm-up iterations, per kind, when --steps / --warmup are not given.
+# collect: vector steps; worldmodels/dreamer: training steps; imagine: rollouts of `horizon`; dream: rollouts of T.
+DEFAULT_STEPS = {"collect": 500, "worldmodels": 3, "dreamer": 2, "imagine": 3, "dream": 1, "loader": 20}
+DEFAULT_WARMUP = {"collect": 50, "worldmodels": 1, "dreamer": 1, "imagine": 1, "dream": 1, "loader": 2}
+
+
+@dataclass
+class BenchConfig:
+    what: str = arg("collect", "which benchmark to run", choices=KINDS + ("all",))
+    device: str = arg("auto", "torch device for the model benchmarks", choices=("auto", "cpu", "cuda"))
+    precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on CUDA, 32-true on CPU")
+    compile: bool = arg(False, "torch.compile Dreamer's hot modules (RSSM steps, conv encoder/decoder, heads, actor, "
+                               "critic) before timing the dreamer and imagine kinds")
+    threads: int = arg(0, "torch CPU threads (0 = torch's default)")
+    wm_preset: str = arg("paper", "World Models size preset (scripts/worldmodels_pipeline.py PRESETS)")
+    dreamer_preset: str = arg("S", "Dreamer size preset (scripts/dreamer.py PRESETS)")
+    env_id: str = arg("ALE/Pong-v5", "gymnasium env id for the collection benchmark")
+    num_envs: int = arg(8, "parallel environments in the vector env")
+    steps: Optional[int] = arg(None, "timed iterations per repeat (None = per-kind default, see DEFAULT_STEPS)")
+    warmup: Optional[int] = arg(None, "untimed iterations before the first repeat (None = per-kind default)")
+    repeats: int = arg(3, "timed repeats; the median and min/max are reported")
+    image_size: int = arg(64, "observation side in pixels (collection benchmark)")
+    dream_horizon: int = arg(1000, "T of the controller-in-dream benchmark (paper: 1000)")
+    loader_workers: str = arg("0,1,2", "comma-separated DataLoader worker counts for the loader benchmark")
+    seed: int = arg(0, "seed for env resets, random actions and synthetic batches")
+    out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)")
+
+
+DEFAULT_PRESET = "S"
+# Flat overrides, applied before explicit flags. `S` and `paper` both mean the paper-sized models of both families.
+PRESETS: dict[str, dict] = {
+    "debug": {"wm_preset": "debug", "dreamer_preset": "debug", "env_id": "worldmodels/Catch-v0", "num_envs": 2,
+              "image_size": 16, "dream_horizon": 16, "repeats": 2},
+    "tiny": {"wm_preset": "tiny", "dreamer_preset": "tiny", "dream_horizon": 200},
+    "S": {"wm_preset": "paper", "dreamer_preset": "S"},
+    "paper": {"wm_preset": "paper", "dreamer_preset": "S"},
+}
+
+
+def machine_info() -> dict:
+    """Where a figure came from: CPU count, Python and library versions."""
+    import ale_py
+    import gymnasium
+    import torch
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "ale_py": ale_py.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def bench_collection(
+    env_id: str = "ALE/Pong-v5",
+    num_envs: int = 8,
+    *,
+    steps: int = 500,
+    warmup: int = 50,
+    repeats: int = 3,
+    image_size: int = 64,
+    seed: int = 0,
+) -> dict:
+    """Random-action vector stepping rate: agent steps/s (all sub-envs) and emulator frames/s.
+
+    frames/s = agent steps/s x frameskip (4 for ALE under Machado et al. 2018 settings).
+    Action sampling is inside the timed loop, as it is during collection.
+    """
+    if min(num_envs, steps, repeats) < 1 or warmup < 0:
+        raise ValueError(f"num_envs, steps and repeats must be >= 1 and warmup >= 0, got {num_envs}, {steps}, {repeats}, {warmup}")
+    from worldmodels.envs import (  # lazy: importing envs pulls in ALE
+        EnvOptions,
+        agent_frameskip,
+        make_vector,
+    )
+
+    vector = make_vector(env_id, num_envs, image_size=image_size, seed=seed)
+    frameskip = agent_frameskip(env_id, EnvOptions(image_size=image_size))
+    try:
+        vector.action_space.seed(seed)
+        vector.reset(seed=seed)
+        for _ in range(warmup):
+            vector.step(vector.action_space.sample())
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                vector.step(vector.action_space.sample())
+            rates.append(steps * num_envs / (time.perf_counter() - start))
+    finally:
+        vector.close()
+    step_rate = _spread(rates)
+    return {
+        "benchmark": "collect",
+        "env_id": env_id,
+        "num_envs": num_envs,
+        "image_size": image_size,
+        "frameskip": frameskip,
+        "steps_per_repeat": steps,
+        "warmup_steps": warmup,
+        "repeats": repeats,
+        "agent_steps_per_s": step_rate,
+        "frames_per_s": {key: ([v * frameskip for v in value] if key == "runs" else value * frameskip) for key, value in step_rate.items()},
+        "machine": machine_info(),
+    }
+
+
+def steps_and_warmup(config: BenchConfig, kind: str) -> tuple[int, int]:
+    """``(steps, warmup)`` of ``kind``: the explicit flags, else the per-kind defaults."""
+    steps = DEFAULT_STEPS[kind] if config.steps is None else config.steps
+    warmup = DEFAULT_WARMUP[kind] if config.warmup is None else config.warmup
+    return steps, warmup
