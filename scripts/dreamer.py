@@ -4,13 +4,17 @@
 under ``RUN_DIR/tb``, keeps ``RUN_DIR/checkpoints/last.ckpt`` (agent + replay position), writes finished
 episodes to ``RUN_DIR/episodes`` (an EpisodeStore) and resumes from ``last.ckpt`` when rerun.
 
-Presets (model sizes follow DreamerV3 arXiv v1 Table B.1, 64x64 images, 4 conv stages)::
+Presets (64x64 images, 4 conv stages; parameter counts for 6 actions, slow critic excluded)::
 
     debug  deter 32,   hidden 32,  4x4 latents, depth 8,  1 layer   16x16 images, 2 stages (tests, CI)
-    tiny   deter 128,  hidden 128, 16x16,       depth 16, 1 layer   CPU-sized
-    S      deter 512,  hidden 512, 32x32,       depth 32, 2 layers  = DreamerV3 "S"
-    M      deter 1024, hidden 640, 32x32,       depth 48, 3 layers  = DreamerV3 "M"
-    L      deter 2048, hidden 768, 32x32,       depth 64, 4 layers  = DreamerV3 "L"
+    tiny   deter 128,  hidden 128, 16x16,       depth 16, 1 layer   1.9M, CPU-sized
+    S      deter 512,  hidden 256, 32x32,       depth 32, 2 layers  12.9M ~ DreamerV3 "12M" (units 256)
+    M      deter 1024, hidden 512, 32x32,       depth 32, 2 layers  24.7M ~ DreamerV3 "25M"
+    L      deter 1536, hidden 512, 32x32,       depth 64, 3 layers  50.9M ~ DreamerV3 "50M"
+
+DreamerV3's published sizes (12M, 25M, 50M, ... in the 2025 paper; XS-XL of arXiv v1) use a
+block-diagonal GRU; ours is a dense LayerNorm GRU, so the presets match the parameter budgets
+with smaller recurrent widths rather than copying the widths.
 
 ``tests/test_dreamer_models.py::test_preset_param_counts`` prints and pins the parameter counts.
 """
@@ -74,11 +78,11 @@ PRESETS: dict[str, dict] = {
               "eval_episodes": 5},
     "tiny": {"deter": 128, "hidden": 128, "stoch": 16, "classes": 16, "depth": 16, "stages": 4, "layers": 1,
              "image_size": 64, "batch_size": 8, "seq_len": 32},
-    "S": {"deter": 512, "hidden": 512, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
+    "S": {"deter": 512, "hidden": 256, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
           "image_size": 64, "batch_size": 16, "seq_len": 64},
-    "M": {"deter": 1024, "hidden": 640, "stoch": 32, "classes": 32, "depth": 48, "stages": 4, "layers": 3,
+    "M": {"deter": 1024, "hidden": 512, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
           "image_size": 64, "batch_size": 16, "seq_len": 64},
-    "L": {"deter": 2048, "hidden": 768, "stoch": 32, "classes": 32, "depth": 64, "stages": 4, "layers": 4,
+    "L": {"deter": 1536, "hidden": 512, "stoch": 32, "classes": 32, "depth": 64, "stages": 4, "layers": 3,
           "image_size": 64, "batch_size": 16, "seq_len": 64},
 }
 
