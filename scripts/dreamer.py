@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from worldmodels.config import arg, from_dict, save_json_atomic, to_dict
 from worldmodels.envs import make
 from worldmodels.envs.toy import register_toy_envs
+from trainers.dream_callbacks import dream_callbacks
 from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
 from trainers.distributed import lightning_strategy, rank_seed, rank_store_dir
 from trainers.online import OnlineReplay
@@ -63,6 +64,7 @@ class DreamerRunConfig(DreamerAgentConfig):
     precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on GPU, 32-true on CPU")
     checkpoint_every: int = arg(1000, "gradient steps between checkpoints")
     log_every: int = arg(50, "gradient steps between log rows")
+    dream_every: int = arg(1000, "gradient steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off")
     devices: int = arg(1, "devices (processes) per node; > 1 trains with DDP, each rank with its own envs and replay")
     num_nodes: int = arg(1, "nodes for multi-node DDP (launch with torchrun or srun, see README)")
     strategy: str = arg("auto", "Lightning strategy: auto, ddp (per rank: env seed + 1000*rank, episodes-rank<r>/)")
@@ -169,7 +171,8 @@ def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> di
         devices=config.devices, num_nodes=config.num_nodes,
         # three backward passes per step, each through one part (world model / actor / critic)
         strategy=lightning_strategy(config.strategy, find_unused_parameters=True),
-        logger=TensorBoardLogger(str(run_dir), name="tb", version=0), callbacks=[checkpoints, *callbacks],
+        logger=TensorBoardLogger(str(run_dir), name="tb", version=0), callbacks=[checkpoints, *dream_callbacks("dreamer", every_n_steps=config.dream_every * OPTIMISERS_PER_STEP),
+                   *callbacks],
         log_every_n_steps=config.log_every, enable_progress_bar=False, enable_model_summary=False,
     )
     # The Trainer knows this process's rank from the launcher's environment before fit starts.

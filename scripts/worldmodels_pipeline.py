@@ -28,8 +28,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from scripts import evaluate as evaluate_script
 from trainers.distributed import barrier, is_rank_zero, lightning_strategy, rank_and_world_size, wait_for_file
+from trainers.dream_callbacks import dream_callbacks
 from trainers.performance import default_precision
+from trainers.views import WorldModelsView
 from worldmodels.config import arg, save_json_atomic, to_dict
+from worldmodels.data.store import EpisodeStore
 
 DONE = "DONE"
 
@@ -75,6 +78,7 @@ class WorldModelsConfig:
     final_repeats: int = arg(256, "rollouts to re-rank the best candidate against the CMA-ES mean at the end")
     real_max_steps: Optional[int] = arg(None, "real-env fitness: cap on steps per episode")
     eval_episodes: int = arg(100, "real-env evaluation episodes (paper: 100)")
+    dream_every: int = arg(500, "optimiser steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off")
     checkpoint_every: int = arg(500, "Lightning checkpoint interval in optimiser steps")
     val_batches: int = arg(8, "validation batches per V / M validation pass")
     loader_workers: int = arg(0, "DataLoader worker processes feeding V (0 = main process; 1-4 keep a GPU fed)")
@@ -111,7 +115,7 @@ def _device(config: WorldModelsConfig) -> torch.device:
 
 
 def _trainer(config: WorldModelsConfig, stage_dir: Path, name: str, max_steps: int, *,
-             precision: str = "32-true") -> L.Trainer:
+             precision: str = "32-true", callbacks: tuple = ()) -> L.Trainer:
     device = _device(config)
     return L.Trainer(
         precision=precision,
@@ -120,7 +124,7 @@ def _trainer(config: WorldModelsConfig, stage_dir: Path, name: str, max_steps: i
         use_distributed_sampler=False,  # the data modules shard episodes by rank themselves
         logger=TensorBoardLogger(str(Path(config.run_dir) / "tb"), name=name, version=0),
         callbacks=[ModelCheckpoint(dirpath=stage_dir / "ckpt", save_last=True, save_top_k=0,
-                                   every_n_train_steps=config.checkpoint_every)],
+                                   every_n_train_steps=config.checkpoint_every), *callbacks],
         limit_val_batches=config.val_batches, log_every_n_steps=min(50, max(1, max_steps // 10)),
         enable_progress_bar=False, enable_model_summary=False,
     )
@@ -131,10 +135,23 @@ def _fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningD
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
 
 
+def _frame_batch(config: WorldModelsConfig, store_dir: Path, length: int = 20) -> dict | None:
+    """Real frames for M's dream summaries: the first held-out (B, T) chunk, or None if episodes are too short."""
+    from trainers.datamodule import ChunkDataModule
+
+    datamodule = ChunkDataModule(str(store_dir), seq_len=length, batch_size=4, val_fraction=config.val_fraction,
+                                 seed=config.seed)
+    try:
+        datamodule.setup("fit")
+        loader = datamodule.val_dataloader() or datamodule.train_dataloader()
+        return dict(next(iter(loader)))
+    except (ValueError, StopIteration):
+        return None  # stores whose episodes are shorter than the window: no dream summaries, training goes on
+
+
 def stage_collect(config: WorldModelsConfig) -> Path:
     """Random-policy rollouts into RUN_DIR/episodes (the collector itself resumes to the target total)."""
     from worldmodels.data.collect import collect_episodes, store_spec_for
-    from worldmodels.data.store import EpisodeStore
     from worldmodels.envs import make_vector
 
     store_dir = Path(config.run_dir) / "episodes"
@@ -172,7 +189,10 @@ def stage_vae(config: WorldModelsConfig, store_dir: Path):
 
             use_channels_last(module)  # NHWC conv kernels; frames are NHWC in storage already
         precision = config.precision or default_precision(_device(config))
-        _fit(_trainer(config, out, "vae", config.vae_steps, precision=precision), module, datamodule, out)
+        spec = EpisodeStore.open(store_dir).spec.action_spec
+        callbacks = dream_callbacks("vae", every_n_steps=config.dream_every,
+                                    view_fn=lambda m: WorldModelsView(m.vae, action_spec=spec))
+        _fit(_trainer(config, out, "vae", config.vae_steps, precision=precision, callbacks=callbacks), module, datamodule, out)
         if is_rank_zero():
             evaluate_script.save_component(out, "vae", module.vae, dict(in_channels=3, image_size=config.image_size,
                                                                         z_dim=config.z_dim, depth=config.vae_depth,
@@ -182,7 +202,8 @@ def stage_vae(config: WorldModelsConfig, store_dir: Path):
     return evaluate_script.load_vae(out, _device(config))
 
 
-def stage_mdnrnn(config: WorldModelsConfig, latent_dir: Path, action_dim: int):
+def stage_mdnrnn(config: WorldModelsConfig, latent_dir: Path, action_dim: int, *, vae=None, store_dir: Path | None = None,
+                 action_spec=None):
     """Fit M on (B, T) chunks of cached latents, export safetensors."""
     from trainers.latents import LatentDataModule
     from trainers.mdnrnn_module import MDNRNNModule
@@ -194,7 +215,10 @@ def stage_mdnrnn(config: WorldModelsConfig, latent_dir: Path, action_dim: int):
         datamodule = LatentDataModule(str(latent_dir), seq_len=config.mdnrnn_seq_len, batch_size=config.mdnrnn_batch_size,
                                       val_fraction=config.val_fraction, seed=config.seed,
                                       samples_per_epoch=config.mdnrnn_batch_size * min(config.mdnrnn_steps, 500))
-        _fit(_trainer(config, out, "mdnrnn", config.mdnrnn_steps), module, datamodule, out)
+        callbacks = dream_callbacks("mdnrnn", every_n_steps=config.dream_every if vae is not None else 0,
+                                    batch=_frame_batch(config, store_dir) if vae is not None else None,
+                                    view_fn=lambda m: WorldModelsView(vae, m.mdnrnn, action_spec=action_spec))
+        _fit(_trainer(config, out, "mdnrnn", config.mdnrnn_steps, callbacks=callbacks), module, datamodule, out)
         if is_rank_zero():
             evaluate_script.save_component(out, "mdnrnn", module.mdnrnn, kwargs)
             save_json_atomic(out / DONE, {"steps": config.mdnrnn_steps})
@@ -268,7 +292,6 @@ def stage_controller(config: WorldModelsConfig, vae, mdnrnn, latent_dir: Path, a
 def run(config: WorldModelsConfig) -> dict:
     """All stages in order (each skipped when done); returns the real-env evaluation next to random."""
     from trainers.latents import encode_store
-    from worldmodels.data.store import EpisodeStore
     from worldmodels.envs.toy import register_toy_envs
 
     register_toy_envs()
@@ -291,7 +314,7 @@ def run(config: WorldModelsConfig) -> dict:
         encode_store(vae, store_dir, latent_dir, vae_weights=run_dir / "vae" / "model.safetensors", device=_device(config))
     barrier()
     timings["latents"] = time.perf_counter() - began - sum(timings.values())
-    mdnrnn = stage_mdnrnn(config, latent_dir, action_spec.dim)
+    mdnrnn = stage_mdnrnn(config, latent_dir, action_spec.dim, vae=vae, store_dir=store_dir, action_spec=action_spec)
     timings["mdnrnn"] = time.perf_counter() - began - sum(timings.values())
     if not is_rank_zero():  # DDP covers V and M; C (CMA-ES) and the evaluation run on rank zero only
         return {"rank": rank_and_world_size()[0], "seconds": timings}

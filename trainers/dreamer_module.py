@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from trainers.callbacks import log_return_vs_env_steps
 from worldmodels.config import arg, from_dict, to_dict
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.imagination.dreamer import flatten_start, imagine
@@ -154,7 +155,11 @@ class DreamerModule(L.LightningModule):
         logs.update({f"train/{k}": v for k, v in model_metrics.items()})
         logs.update({f"imag/{k}": v for k, v in imag_metrics.items()})
         if self.replay is not None:
-            logs.update({f"env/{k}": float(v) for k, v in self.replay.metrics().items()})
+            env = self.replay.metrics()
+            logs.update({f"env/{k}": float(v) for k, v in env.items()})
+            if "return" in env and self.logger is not None and self.trainer.is_global_zero:
+                # Sample efficiency: x axis = env steps, not optimiser steps.
+                log_return_vs_env_steps(self.logger, int(env["steps"]), float(env["return"]))
         self.log_dict(logs, on_step=True, prog_bar=False, batch_size=B * T)
 
     def actor_critic_losses(self, post: State, terminated: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
