@@ -130,41 +130,47 @@ class EpisodicLife(gym.Wrapper):
         return observation, info
 
 
-class SeedOnFirstReset(gym.Wrapper):
+class _PendingSeed:
+    """The seed given at construction, used by the first ``reset()`` that passes no seed of its own."""
+
+    pending_seed: int | None
+
+    def _hold_seed(self, seed: int | None) -> None:
+        self.pending_seed = seed
+        if seed is not None:
+            self.action_space.seed(seed)
+
+    def _take_seed(self, seed: int | None) -> int | None:
+        if seed is None:
+            seed, self.pending_seed = self.pending_seed, None
+        else:
+            self.pending_seed = None
+        return seed
+
+
+class SeedOnFirstReset(_PendingSeed, gym.Wrapper):
     """Apply ``make(..., seed=)`` at the first ``reset()`` that passes no seed of its own."""
 
     def __init__(self, env: gym.Env, seed: int | None):
-        super().__init__(env)
-        self.pending_seed = seed
-        if seed is not None:
-            self.action_space.seed(seed)
+        gym.Wrapper.__init__(self, env)
+        self._hold_seed(seed)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if seed is None:
-            seed, self.pending_seed = self.pending_seed, None
-        else:
-            self.pending_seed = None
-        return self.env.reset(seed=seed, options=options)
+        return self.env.reset(seed=self._take_seed(seed), options=options)
 
 
-class AtariVectorFrames(VectorWrapper):
+class AtariVectorFrames(_PendingSeed, VectorWrapper):
     """ale-py's ``AtariVectorEnv`` gives ``(N, 1, H, W, 3)`` (a frame stack of one); drop the stack axis."""
 
     def __init__(self, env: VectorEnv, seed: int | None):
-        super().__init__(env)
+        VectorWrapper.__init__(self, env)
         image_shape = env.single_observation_space.shape[1:]  # (H, W, 3)
         self.single_observation_space = gym.spaces.Box(0, 255, image_shape, np.uint8)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
-        self.pending_seed = seed
-        if seed is not None:
-            self.action_space.seed(seed)
+        self._hold_seed(seed)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if seed is None:
-            seed, self.pending_seed = self.pending_seed, None
-        else:
-            self.pending_seed = None
-        observations, info = self.env.reset(seed=seed, options=options)
+        observations, info = self.env.reset(seed=self._take_seed(seed), options=options)
         return observations[:, 0], info  # (N, H, W, 3)
 
     def step(self, actions):
