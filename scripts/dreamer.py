@@ -200,6 +200,10 @@ def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> di
               "eval_return": float(np.mean(agent_returns)), "random_return": float(np.mean(random_returns)),
               "eval_returns": agent_returns, "random_returns": random_returns}
     save_json_atomic(run_dir / "results.json", result)
+    if trainer.logger is not None:  # evaluation KPIs at x = env steps, next to the training curves
+        trainer.logger.log_metrics({"kpi/real_return": result["eval_return"], "kpi/random_return": result["random_return"]},
+                                   step=replay.env_steps)
+        trainer.logger.save()
     print(f"wm dreamer: agent return {result['eval_return']:.3f} vs random {result['random_return']:.3f} "
           f"over {config.eval_episodes} episodes ({replay.env_steps} env steps)")
     return result

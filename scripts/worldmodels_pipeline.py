@@ -149,6 +149,22 @@ def _frame_batch(config: WorldModelsConfig, store_dir: Path, length: int = 20) -
         return None  # stores whose episodes are shorter than the window: no dream summaries, training goes on
 
 
+def _log_real_return(run_dir: Path, store_dir: Path, result: dict) -> None:
+    """Real-env KPIs to TensorBoard (tb/evaluate): return, random return, and return vs the env steps collected."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from trainers.callbacks import log_return_vs_env_steps, print_kpi_table
+
+    env_steps = EpisodeStore.open(store_dir).num_frames  # C never touches the real env: only V/M's data counts
+    logdir = run_dir / "tb" / "evaluate"
+    with SummaryWriter(str(logdir)) as writer:
+        writer.add_scalar("kpi/real_return", result["return_mean"], env_steps)
+        writer.add_scalar("kpi/random_return", result["random_mean"], env_steps)
+        log_return_vs_env_steps(writer, env_steps, result["return_mean"])
+    print_kpi_table({"kpi/real_return": result["return_mean"], "kpi/random_return": result["random_mean"],
+                     "kpi/env_steps": float(env_steps)}, str(run_dir / "tb"))
+
+
 def stage_collect(config: WorldModelsConfig) -> Path:
     """Random-policy rollouts into RUN_DIR/episodes (the collector itself resumes to the target total)."""
     from worldmodels.data.collect import collect_episodes, store_spec_for
@@ -326,6 +342,7 @@ def run(config: WorldModelsConfig) -> dict:
     timings["evaluate"] = time.perf_counter() - began - sum(timings.values())
     result = {**result, "selection": selection, "seconds": timings}
     save_json_atomic(run_dir / "eval.json", result)
+    _log_real_return(run_dir, store_dir, result)
     print(f"wm worldmodels: real-env return {result['return_mean']:.3f} ± {result['return_std']:.3f} vs random "
           f"{result['random_mean']:.3f} ± {result['random_std']:.3f}; stage seconds {({k: round(v) for k, v in timings.items()})}")
     return result
