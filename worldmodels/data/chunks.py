@@ -15,6 +15,7 @@ reopens its own.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -25,8 +26,10 @@ from torch.utils.data import Dataset
 
 from worldmodels.data.store import Episode, EpisodeStore, load_episode
 
-# Each memory-mapped array holds a file descriptor: bound how many episodes stay open per process.
-_MAX_OPEN_EPISODES = 64
+# Only ``obs`` stays memory-mapped (one file descriptor per open episode); the small per-row arrays
+# (action, reward, flags: a few bytes per row) are read into RAM once per open episode.
+_MAX_OPEN_EPISODES = 512
+_SMALL_ARRAYS = ("action", "reward", "terminated", "truncated")
 
 
 class ChunkDataset(Dataset):
@@ -75,7 +78,9 @@ class ChunkDataset(Dataset):
     def _episode(self, index: int) -> Episode:
         episode = self._open.get(index)
         if episode is None:
-            episode = load_episode(self.root / "episodes" / self.episode_names[index])
+            mapped = load_episode(self.root / "episodes" / self.episode_names[index])
+            # np.array copies the small arrays and drops their maps (and file descriptors).
+            episode = dataclasses.replace(mapped, **{key: np.array(getattr(mapped, key)) for key in _SMALL_ARRAYS})
             self._open[index] = episode
             if len(self._open) > _MAX_OPEN_EPISODES:
                 self._open.popitem(last=False)
