@@ -259,8 +259,9 @@ def bench_loader(config: BenchConfig) -> dict:
     with tempfile.TemporaryDirectory(prefix="wm-bench-store-") as root:
         store = EpisodeStore.create(root, env_id="Bench-v0", obs_shape=(side, side, 3),
                                     action_spec=ActionSpec("discrete", 3))
-        length, needed = 200, batch * (warmup + steps * config.repeats)
-        for _ in range(max(4, min(needed, 20_000) // length + 1)):  # up to 20k frames on disk; windows repeat beyond
+        length, needed = 100, batch * (warmup + steps * config.repeats)
+        # 300 episodes (30k frames): more episodes than a loader keeps open, as in a real store.
+        for _ in range(300):
             store.add_episode(rng.integers(0, 256, (length, side, side, 3), dtype=np.uint8), rng.integers(0, 3, length),
                               np.zeros(length, np.float32), np.zeros(length, bool), np.zeros(length, bool))
         for workers in (int(w) for w in config.loader_workers.split(",")):
