@@ -44,8 +44,10 @@ class MDNRNNModule(L.LightningModule):
         parts = self.mdnrnn.loss(z, batch["action"].float(), batch["reward"].float(), batch["terminated"], batch["is_first"])
         loss = weighted_loss(parts, self.loss_scales)
         for key, value in parts.items():
-            self.log(f"{stage}/loss/{key}", value, batch_size=B, on_epoch=True, on_step=stage == "train")
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=B, on_epoch=True, on_step=stage == "train")
+            self.log(f"{stage}/loss/{key}", value, batch_size=B, on_epoch=True, on_step=stage == "train",
+                     sync_dist=stage != "train")  # validation averages over every rank under DDP
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=B, on_epoch=True, on_step=stage == "train",
+                 sync_dist=stage != "train")
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

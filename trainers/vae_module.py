@@ -56,8 +56,10 @@ class VAEModule(L.LightningModule):
         loss = weighted_loss(parts, self.loss_scales)
         batch_size = images.shape[0]
         for key, value in parts.items():
-            self.log(f"{stage}/loss/{key}", value, batch_size=batch_size, on_epoch=True, on_step=stage == "train")
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, on_epoch=True, on_step=stage == "train")
+            self.log(f"{stage}/loss/{key}", value, batch_size=batch_size, on_epoch=True, on_step=stage == "train",
+                     sync_dist=stage != "train")  # validation averages over every rank under DDP
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, on_epoch=True, on_step=stage == "train",
+                 sync_dist=stage != "train")
         return loss, images, out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
