@@ -52,6 +52,11 @@ def test_dreamer_ddp_two_ranks(tmp_path):
     assert (tmp_path / "run" / "episodes-rank0" / "store.json").exists()
     assert (tmp_path / "run" / "episodes-rank1" / "store.json").exists()
     assert (tmp_path / "run" / "results.json").exists()
+    # The checkpoint (written by rank zero) holds every rank's own replay position, so each resumes its stream.
+    from worldmodels.checkpoint import load_lightning_checkpoint
+
+    per_rank = load_lightning_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["replay_per_rank"]
+    assert len(per_rank) == 2 and per_rank[0]["seed"] != per_rank[1]["seed"]
 
 
 def test_vae_ddp_shards_the_store(tmp_path):

@@ -201,9 +201,20 @@ class DreamerModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.replay is not None:
             checkpoint["replay"] = self.replay.state_dict()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # Every rank runs this hook; only rank zero writes the file. Gather each rank's own replay
+                # position so a resumed rank r continues its own env stream and episode store.
+                states: list[Any] = [None] * torch.distributed.get_world_size()
+                torch.distributed.all_gather_object(states, checkpoint["replay"])
+                checkpoint["replay_per_rank"] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "replay" in checkpoint:
+        per_rank = checkpoint.get("replay_per_rank")
+        if per_rank is not None and self.global_rank < len(per_rank):
+            self._pending_replay_state = per_rank[self.global_rank]
+            if self.replay is not None:
+                self.attach_replay(self.replay)
+        elif "replay" in checkpoint:
             self._pending_replay_state = checkpoint["replay"]
             if self.replay is not None:
                 self.attach_replay(self.replay)
