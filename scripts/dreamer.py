@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from worldmodels.config import arg, from_dict, save_json_atomic, to_dict
 from worldmodels.envs import make
 from worldmodels.envs.toy import register_toy_envs
+from trainers.checkpoint_io import AtomicCheckpointIO
 from trainers.dream_callbacks import dream_callbacks
 from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
 from trainers.distributed import lightning_strategy, rank_seed, rank_store_dir
@@ -166,6 +167,7 @@ def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> di
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                                   every_n_train_steps=config.checkpoint_every * OPTIMISERS_PER_STEP)
     trainer = L.Trainer(
+        plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
         max_steps=steps * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step
         max_epochs=-1, accelerator=config.accelerator, precision=precision,
         devices=config.devices, num_nodes=config.num_nodes,

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from scripts.checkpoints import SHIPPED
+from trainers.checkpoint_io import AtomicCheckpointIO
 from worldmodels.checkpoint import read_config
 from worldmodels.config import apply_overrides, arg, from_dict, save_json_atomic, to_dict
 from worldmodels.envs.spaces import ActionSpec
@@ -302,6 +303,7 @@ def finetune_dreamer(config: FinetuneConfig, source: Path, pretrained: dict, env
     steps = dreamer_script.gradient_steps(cfg)
     on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
     trainer = L.Trainer(
+        plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
         max_steps=steps * OPTIMISERS_PER_STEP, max_epochs=-1, accelerator=cfg.accelerator,
         precision=cfg.precision or ("bf16-mixed" if on_gpu else "32-true"),
         logger=TensorBoardLogger(str(run_dir), name="tb", version=0),

@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from scripts import evaluate as evaluate_script
+from trainers.checkpoint_io import AtomicCheckpointIO
 from trainers.distributed import barrier, is_rank_zero, lightning_strategy, rank_and_world_size, wait_for_file
 from trainers.dream_callbacks import dream_callbacks
 from trainers.performance import default_precision
@@ -118,6 +119,7 @@ def _trainer(config: WorldModelsConfig, stage_dir: Path, name: str, max_steps: i
              precision: str = "32-true", callbacks: tuple = ()) -> L.Trainer:
     device = _device(config)
     return L.Trainer(
+        plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
         precision=precision,
         max_steps=max_steps, max_epochs=-1, accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=config.devices, num_nodes=config.num_nodes, strategy=lightning_strategy(config.strategy),

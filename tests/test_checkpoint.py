@@ -103,3 +103,20 @@ def test_bad_config_refused(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(CheckpointError, match="missing"):
         read_config(tmp_path)
+
+
+def test_lightning_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    from trainers.checkpoint_io import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "ckpt" / "last.ckpt"
+    io.save_checkpoint({"global_step": 3, "state_dict": {"w": torch.ones(2)}}, target)
+    assert load_lightning_checkpoint(target)["global_step"] == 3
+
+    def killed(*args, **kwargs):  # a kill between the temp write and the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 4, "state_dict": {"w": torch.zeros(2)}}, target)
+    assert load_lightning_checkpoint(target)["global_step"] == 3  # the previous checkpoint is intact
