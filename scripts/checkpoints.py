@@ -9,6 +9,9 @@ from worldmodels.checkpoint import CheckpointError, read_config
 from worldmodels.config import arg
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+# The metrics `wm checkpoints` prints per model (all of them are in its config.json and model card).
+SUMMARY_METRICS = {"return_mean": "return", "eval_return": "return", "random_mean": "random", "random_return": "random",
+                   "kpi/open_loop_psnr_h1": "PSNR h1", "kpi/open_loop_psnr_h15": "PSNR h15"}
 
 
 @dataclass
@@ -54,6 +57,7 @@ def run(config: CheckpointsConfig) -> list[dict]:
         if "error" in row:
             print(f"{row['name']:<28} unreadable: {row['error']}")
             continue
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in row["metrics"].items())
-        print(f"{row['name']:<28} {row['family']:<12} {row['env_id']:<18} {row['size_mb']:>6.1f} MB  {metrics}")
+        shown = {k: v for k, v in row["metrics"].items() if k in SUMMARY_METRICS}
+        metrics = ", ".join(f"{SUMMARY_METRICS[k]} {v:.3g}" for k, v in shown.items() if isinstance(v, (int, float)))
+        print(f"{row['name']:<28} {row['family']:<12} {row['env_id']:<14} {row['size_mb']:>5.1f} MB  {metrics}  card: {row['card']}")
     return rows

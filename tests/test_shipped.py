@@ -1,0 +1,31 @@
+"""The pretrained models shipped in checkpoints/: listed, under 25 MB, carded, and loadable without pickle."""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.checkpoints import SHIPPED, list_checkpoints, run
+from worldmodels.pretrained import from_pretrained
+
+ROWS = list_checkpoints(SHIPPED)
+
+
+def test_three_shipped_models_cover_both_families():
+    assert {(r["family"], r["env_id"]) for r in ROWS} >= {
+        ("worldmodels", "ALE/Pong-v5"), ("worldmodels", "CarRacing-v3"), ("dreamer", "ALE/Pong-v5")}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["name"] for r in ROWS])
+def test_each_loads_and_has_a_card_with_metrics(row):
+    assert "error" not in row and row["size_mb"] <= 25
+    card = open(row["card"]).read()
+    assert "command" in card and "hardware" in card and "kpi/open_loop_psnr_h1" in card
+    assert {"kpi/open_loop_mse_h1", "kpi/open_loop_psnr_h15"} <= set(row["metrics"])
+    bundle = from_pretrained(row["path"])
+    assert bundle.env_id == row["env_id"]
+
+
+def test_wm_checkpoints_prints_one_line_per_model(capsys):
+    run(type("Config", (), {"root": str(SHIPPED)})())
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == len(ROWS) and all("card:" in line for line in lines)
