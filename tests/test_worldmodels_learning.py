@@ -1,4 +1,4 @@
-"""World Models end to end on Catch: the pipeline runs and resumes, and a dream-trained C beats random in the REAL env."""
+"""World Models end to end: the pipeline runs and resumes on Catch, and a dream-trained C beats random in the REAL LeftRight env."""
 
 from __future__ import annotations
 
