@@ -34,8 +34,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from worldmodels.config import arg, from_dict, save_json_atomic, to_dict
-from worldmodels.envs import make
+from worldmodels.envs import is_atari, make
 from worldmodels.envs.toy import register_toy_envs
+from worldmodels.models.conv import check_image_size
 from trainers.checkpoint_io import AtomicCheckpointIO
 from trainers.dream_callbacks import dream_callbacks
 from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
@@ -157,6 +158,9 @@ def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> di
     ``--steps`` counts env steps PER RANK (the effective batch is ``world_size * batch_size``).
     Logger and checkpoint writes happen on rank zero (Lightning); non-zero ranks return ``{"rank": r}``.
     """
+    register_toy_envs()
+    is_atari(config.env)  # an unknown env id is a one-line error before the Trainer or any env starts
+    check_image_size(config.image_size, config.stages)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir)

@@ -99,7 +99,13 @@ def run(config: EvaluateConfig) -> dict:
 
     register_toy_envs()
     run_dir = Path(config.run_dir)
+    missing = [part for part in ("vae", "mdnrnn", "controller") if not (run_dir / part / "model.safetensors").is_file()]
+    if missing:
+        raise FileNotFoundError(f"--run-dir {config.run_dir!r} is not a finished `wm worldmodels` run (no trained "
+                                f"{', '.join(missing)}); run `wm worldmodels --run-dir {config.run_dir}` first")
     device = resolve_device(config.device)
+    if not config.env and not (run_dir / "episodes" / "store.json").is_file():
+        raise FileNotFoundError(f"--run-dir {config.run_dir!r} has no episodes/store.json naming its env; pass --env ID")
     env_id = config.env or json.loads((run_dir / "episodes" / "store.json").read_text())["env_id"]
     vae = load_vae(run_dir / "vae", device)
     mdnrnn = load_mdnrnn(run_dir / "mdnrnn", device)

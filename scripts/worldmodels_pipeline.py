@@ -307,12 +307,26 @@ def stage_controller(config: WorldModelsConfig, vae, mdnrnn, latent_dir: Path, a
     return summary
 
 
+def validate(config: WorldModelsConfig) -> None:
+    """One-line errors for settings that would fail only after collection: sizes, counts, the run directory."""
+    from worldmodels.data.store import ensure_writable_dir
+    from worldmodels.models.conv import check_image_size
+
+    check_image_size(config.image_size, config.vae_stages)
+    for name in ("episodes", "num_envs", "z_dim", "hidden_size", "num_mixtures", "population", "repeats",
+                 "eval_episodes"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)}")
+    ensure_writable_dir(config.run_dir)
+
+
 def run(config: WorldModelsConfig) -> dict:
     """All stages in order (each skipped when done); returns the real-env evaluation next to random."""
     from trainers.latents import encode_store
     from worldmodels.envs.toy import register_toy_envs
 
     register_toy_envs()
+    validate(config)  # before anything is collected or written
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir)
