@@ -310,8 +310,10 @@ def stage_controller(config: WorldModelsConfig, vae, mdnrnn, latent_dir: Path, a
 def validate(config: WorldModelsConfig) -> None:
     """One-line errors for settings that would fail only after collection: sizes, counts, the run directory."""
     from worldmodels.data.store import ensure_writable_dir
+    from worldmodels.envs import is_atari
     from worldmodels.models.conv import check_image_size
 
+    is_atari(config.env)  # unknown env id: one-line error naming close matches
     check_image_size(config.image_size, config.vae_stages)
     for name in ("episodes", "num_envs", "z_dim", "hidden_size", "num_mixtures", "population", "repeats",
                  "eval_episodes"):
