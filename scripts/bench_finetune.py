@@ -189,7 +189,7 @@ def _bench_worldmodels(config, source, wm, store_dir, spec, accelerator) -> dict
 @torch.no_grad()
 def _dreamer_val_loss(module, batches) -> float:
     """Weighted Eq. 5 world-model loss of ``module`` on held-out chunks (the training weights)."""
-    from trainers.dreamer_module import weighted_sum
+    from trainers.losses import weighted_sum
 
     total = 0.0
     for batch in batches:

@@ -10,7 +10,7 @@ import torch
 
 from trainers.latents import LatentChunkDataset
 from trainers.mdnrnn_module import MDNRNNModule
-from trainers.vae_module import weighted_loss
+from trainers.losses import weighted_sum
 from worldmodels.models.mdnrnn import MDNRNN, mdn_log_prob, mdn_sample
 
 
@@ -72,8 +72,8 @@ def test_loss_contract():
     terminated[1, 3] = True
     parts = model.loss(torch.randn(B, T, 4), torch.randn(B, T, 2), torch.randn(B, T), terminated, is_first)
     assert set(parts) == {"nll", "reward", "done"} and all(p.dim() == 0 and torch.isfinite(p) for p in parts.values())
-    assert weighted_loss(parts, {"nll": 0.0, "reward": 0.0, "done": 0.0}).item() == 0.0
-    weighted_loss(parts, {"nll": 1.0, "reward": 1.0, "done": 1.0}).backward()
+    assert weighted_sum(parts, {"nll": 0.0, "reward": 0.0, "done": 0.0}).item() == 0.0
+    weighted_sum(parts, {"nll": 1.0, "reward": 1.0, "done": 1.0}).backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads) and sum(g.abs().sum() for g in grads) > 0
 
@@ -122,7 +122,7 @@ def test_heldout_nll_falls():
             z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
             parts = module.mdnrnn.loss(z, batch["action"], batch["reward"], batch["terminated"], batch["is_first"])
             optimizer.zero_grad()
-            weighted_loss(parts, module.loss_scales).backward()
+            weighted_sum(parts, module.loss_scales).backward()
             optimizer.step()
             step += 1
             if step == 150:

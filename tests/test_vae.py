@@ -6,7 +6,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from trainers.vae_module import VAEModule, weighted_loss
+from trainers.losses import weighted_sum
+from trainers.vae_module import VAEModule
 from worldmodels.models.vae import ConvVAE, gaussian_kl
 
 DEBUG = dict(in_channels=3, image_size=32, z_dim=8, depth=8, stages=4)
@@ -28,8 +29,8 @@ def test_loss_contract():
     images = torch.rand(4, 3, 32, 32) - 0.5
     parts, _ = vae.loss(images, kl_tolerance=0.0)
     assert set(parts) == {"rec", "kl"} and all(p.dim() == 0 and torch.isfinite(p) for p in parts.values())
-    assert weighted_loss(parts, {"rec": 0.0, "kl": 0.0}).item() == 0.0
-    weighted_loss(parts, {"rec": 1.0, "kl": 1.0}).backward()
+    assert weighted_sum(parts, {"rec": 0.0, "kl": 0.0}).item() == 0.0
+    weighted_sum(parts, {"rec": 1.0, "kl": 1.0}).backward()
     grads = [p.grad for p in vae.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(g.abs().sum() for g in grads) > 0

@@ -22,6 +22,7 @@ import lightning as L
 import torch
 
 from trainers.callbacks import log_return_vs_env_steps
+from trainers.losses import weighted_sum
 from worldmodels.config import arg, from_dict, to_dict
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.imagination.dreamer import flatten_start, imagine
@@ -73,13 +74,6 @@ def parse_loss_scales(value: dict | str) -> dict[str, float]:
     if unknown:
         raise ValueError(f"unknown loss scale(s) {unknown}; known: {sorted(DEFAULT_LOSS_SCALES)}")
     return scales
-
-
-def weighted_sum(parts: dict[str, torch.Tensor], scales: dict[str, float]) -> torch.Tensor:
-    """The ONE place loss parts are weighted; ``parts`` keys must all have a scale."""
-    missing = sorted(set(parts) - set(scales))
-    assert not missing, f"loss parts {missing} have no entry in loss_scales {sorted(scales)}"
-    return sum(scales[k] * v for k, v in parts.items())
 
 
 class DreamerModule(L.LightningModule):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from trainers.vae_module import weighted_loss
+from trainers.losses import weighted_sum
 from worldmodels.models.mdnrnn import MDNRNN
 
 DEFAULT_LOSS_SCALES = {"nll": 1.0, "reward": 1.0, "done": 1.0}
@@ -42,7 +42,7 @@ class MDNRNNModule(L.LightningModule):
         B, T, _ = mu.shape
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)  # (B, T, Z) fresh sample per batch
         parts = self.mdnrnn.loss(z, batch["action"].float(), batch["reward"].float(), batch["terminated"], batch["is_first"])
-        loss = weighted_loss(parts, self.loss_scales)
+        loss = weighted_sum(parts, self.loss_scales)
         for key, value in parts.items():
             self.log(f"{stage}/loss/{key}", value, batch_size=B, on_epoch=True, on_step=stage == "train",
                      sync_dist=stage != "train")  # validation averages over every rank under DDP

@@ -12,16 +12,11 @@ import lightning as L
 import torch
 from einops import rearrange
 
+from trainers.losses import weighted_sum
 from worldmodels.models.conv import to_float_image
 from worldmodels.models.vae import ConvVAE
 
 DEFAULT_LOSS_SCALES = {"rec": 1.0, "kl": 1.0}
-
-
-def weighted_loss(parts: dict[str, torch.Tensor], loss_scales: dict[str, float]) -> torch.Tensor:
-    """The one place loss parts are weighted: ``sum_k loss_scales[k] * parts[k]`` (same keys required)."""
-    assert set(parts) == set(loss_scales), f"loss parts {sorted(parts)} != loss_scales {sorted(loss_scales)}"
-    return sum(loss_scales[key] * value for key, value in parts.items())
 
 
 class VAEModule(L.LightningModule):
@@ -53,7 +48,7 @@ class VAEModule(L.LightningModule):
         obs = batch["obs"]  # (B, T, H, W, C) uint8 -- every frame is an independent sample
         images = to_float_image(rearrange(obs, "b t h w c -> (b t) h w c"))  # (N, C, H, W)
         parts, out = self.vae.loss(images, kl_tolerance=self.kl_tolerance)
-        loss = weighted_loss(parts, self.loss_scales)
+        loss = weighted_sum(parts, self.loss_scales)
         batch_size = images.shape[0]
         for key, value in parts.items():
             self.log(f"{stage}/loss/{key}", value, batch_size=batch_size, on_epoch=True, on_step=stage == "train",
