@@ -43,7 +43,7 @@ def time_training_steps(module, batch: dict, *, device, precision: str, steps: i
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from worldmodels.imagination.bench_dreamer import _FixedBatches
+    from scripts.bench_fixtures import FixedBatches
 
     stamps: list[float] = []
 
@@ -66,7 +66,7 @@ def time_training_steps(module, batch: dict, *, device, precision: str, steps: i
     pin = device.type == "cuda"
     if pin:
         batch = {k: v.pin_memory() for k, v in batch.items()}
-    trainer.fit(module, train_dataloaders=DataLoader(_FixedBatches(batch), batch_size=None, pin_memory=pin))
+    trainer.fit(module, train_dataloaders=DataLoader(FixedBatches(batch), batch_size=None, pin_memory=pin))
     assert len(stamps) == batches + 1, f"expected {batches + 1} clock stamps, got {len(stamps)}"
     return [(stamps[warmup + (k + 1) * steps] - stamps[warmup + k * steps]) / steps for k in range(repeats)]
 
@@ -155,7 +155,7 @@ def _dreamer_module(config: BenchConfig, action_dim: int = 6):
 def bench_dreamer_step(config: BenchConfig) -> dict:
     """One DreamerV3 training step (world model, imagination from all B*T posteriors, actor, critic)."""
     from trainers.dreamer_module import OPTIMISERS_PER_STEP
-    from worldmodels.imagination.bench_dreamer import synthetic_batch
+    from scripts.bench_fixtures import synthetic_batch
 
     device, precision = _setup(config)
     steps, warmup = steps_and_warmup(config, "dreamer")

@@ -120,11 +120,11 @@ def run(config: DreamConfig) -> dict:
 
     from trainers.callbacks import latent_traversal_grid, open_loop_kpis
     from trainers.views import load_view
+    from worldmodels.profiling import resolve_device
     from worldmodels import viz
 
     env_id = resolve_env(config)
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if config.device == "auto" else config.device))
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     view = load_view(config.checkpoint, device)
     logdir = Path(config.logdir)

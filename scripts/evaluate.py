@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from worldmodels.profiling import resolve_device
 from worldmodels.checkpoint import load_into, read_config, read_tensors, save_pretrained
 from worldmodels.config import arg, save_json_atomic
 from worldmodels.controllers.linear import make_controller
@@ -39,10 +40,6 @@ class EvaluateConfig:
 
 
 CONFIG = EvaluateConfig
-
-
-def resolve_device(device: str) -> torch.device:
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
 
 
 def env_options(max_episode_steps: int | None, frameskip: int | None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from trainers.performance import default_precision
 from trainers.views import WorldModelsView
 from worldmodels.config import arg, save_json_atomic, to_dict
 from worldmodels.data.store import EpisodeStore
+from worldmodels.profiling import resolve_device
 
 DONE = "DONE"
 
@@ -112,7 +113,7 @@ PRESETS: dict[str, dict] = {
 
 
 def _device(config: WorldModelsConfig) -> torch.device:
-    return evaluate_script.resolve_device(config.device)
+    return resolve_device(config.device)
 
 
 def _trainer(config: WorldModelsConfig, stage_dir: Path, name: str, max_steps: int, *,
