@@ -150,6 +150,42 @@ def evaluate(module: DreamerModule | None, env_id: str, *, episodes: int, seed: 
     return returns
 
 
+def _on_gpu(config: DreamerRunConfig) -> bool:
+    return torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+
+
+def make_trainer(config: DreamerRunConfig, run_dir: Path, *, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """The one Trainer set-up for online Dreamer training (``wm dreamer``, ``wm finetune``)."""
+    precision = config.precision or ("bf16-mixed" if _on_gpu(config) else "32-true")
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                  every_n_train_steps=config.checkpoint_every * OPTIMISERS_PER_STEP)
+    return L.Trainer(
+        plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
+        max_steps=gradient_steps(config) * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step
+        max_epochs=-1, accelerator=config.accelerator, precision=precision,
+        devices=config.devices, num_nodes=config.num_nodes,
+        # three backward passes per step, each through one part (world model / actor / critic)
+        strategy=lightning_strategy(config.strategy, find_unused_parameters=True),
+        logger=TensorBoardLogger(str(run_dir), name="tb", version=0),
+        callbacks=[checkpoints, *dream_callbacks("dreamer", every_n_steps=config.dream_every * OPTIMISERS_PER_STEP),
+                   *callbacks],
+        log_every_n_steps=config.log_every, enable_progress_bar=False, enable_model_summary=False,
+    )
+
+
+def fit_online(trainer: L.Trainer, module: DreamerModule, replay: OnlineReplay, config: DreamerRunConfig) -> None:
+    """Fit on the online replay, resuming from ``last.ckpt``; the final state (replay position included) is saved."""
+    on_gpu = _on_gpu(config)
+    if on_gpu:
+        from trainers.performance import use_channels_last
+
+        use_channels_last(module)
+    last = Path(config.run_dir) / "checkpoints" / "last.ckpt"
+    trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None, pin_memory=on_gpu),
+                ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    trainer.save_checkpoint(str(last), weights_only=False)
+
+
 def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> dict:
     """Train, then (rank zero only) evaluate against random and write ``results.json``; returns the result.
 
@@ -165,34 +201,13 @@ def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> di
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
-    precision = config.precision or ("bf16-mixed" if on_gpu else "32-true")
     steps = gradient_steps(config)
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                  every_n_train_steps=config.checkpoint_every * OPTIMISERS_PER_STEP)
-    trainer = L.Trainer(
-        plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
-        max_steps=steps * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step
-        max_epochs=-1, accelerator=config.accelerator, precision=precision,
-        devices=config.devices, num_nodes=config.num_nodes,
-        # three backward passes per step, each through one part (world model / actor / critic)
-        strategy=lightning_strategy(config.strategy, find_unused_parameters=True),
-        logger=TensorBoardLogger(str(run_dir), name="tb", version=0), callbacks=[checkpoints, *dream_callbacks("dreamer", every_n_steps=config.dream_every * OPTIMISERS_PER_STEP),
-                   *callbacks],
-        log_every_n_steps=config.log_every, enable_progress_bar=False, enable_model_summary=False,
-    )
+    trainer = make_trainer(config, run_dir, callbacks=callbacks)
     # The Trainer knows this process's rank from the launcher's environment before fit starts.
     rank, world_size = trainer.global_rank, trainer.world_size
     module, replay = build(config, store_dir=str(rank_store_dir(run_dir / "episodes", rank, world_size)), rank=rank)
-    if on_gpu:
-        from trainers.performance import use_channels_last
-
-        use_channels_last(module)
-    last = run_dir / "checkpoints" / "last.ckpt"
     if steps > 0:
-        trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None, pin_memory=on_gpu),
-                    ckpt_path=str(last) if last.exists() else None, weights_only=True)
-        trainer.save_checkpoint(str(last), weights_only=False)  # the final state, replay position included
+        fit_online(trainer, module, replay, config)
     if rank != 0:
         return {"rank": rank, "env_steps": replay.env_steps}
     options = env_options(config)

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from scripts.checkpoints import SHIPPED
-from trainers.checkpoint_io import AtomicCheckpointIO
 from worldmodels.checkpoint import read_config
 from worldmodels.config import apply_overrides, arg, from_dict, save_json_atomic, to_dict
 from worldmodels.envs.spaces import ActionSpec
@@ -278,14 +277,9 @@ def dreamer_config(config: FinetuneConfig, pretrained: dict, env_id: str):
 
 def finetune_dreamer(config: FinetuneConfig, source: Path, pretrained: dict, env_id: str, spec: ActionSpec) -> dict:
     """Online Dreamer training (``scripts.dreamer``'s module, replay and Trainer) started from the checkpoint."""
-    import lightning as L
     import numpy as np
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from torch.utils.data import DataLoader
 
     from scripts import dreamer as dreamer_script
-    from trainers.dreamer_module import OPTIMISERS_PER_STEP
 
     cfg = dreamer_config(config, pretrained, env_id)
     run_dir = Path(cfg.run_dir)
@@ -301,19 +295,7 @@ def finetune_dreamer(config: FinetuneConfig, source: Path, pretrained: dict, env
     frozen = freeze(parts, names) + train_new_layers(parts, reports, keep)
 
     steps = dreamer_script.gradient_steps(cfg)
-    on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
-    trainer = L.Trainer(
-        plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
-        max_steps=steps * OPTIMISERS_PER_STEP, max_epochs=-1, accelerator=cfg.accelerator,
-        precision=cfg.precision or ("bf16-mixed" if on_gpu else "32-true"),
-        logger=TensorBoardLogger(str(run_dir), name="tb", version=0),
-        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                   every_n_train_steps=cfg.checkpoint_every * OPTIMISERS_PER_STEP)],
-        log_every_n_steps=cfg.log_every, enable_progress_bar=False, enable_model_summary=False)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None),
-                ckpt_path=str(last) if last.exists() else None, weights_only=True)
-    trainer.save_checkpoint(str(last), weights_only=False)
+    dreamer_script.fit_online(dreamer_script.make_trainer(cfg, run_dir), module, replay, cfg)
     module.eval()
     options = dreamer_script.env_options(cfg)
     agent = dreamer_script.evaluate(module, env_id, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, options=options)
