@@ -29,7 +29,7 @@ from worldmodels.imagination.dreamer import flatten_start, imagine
 from worldmodels.models.actor_critic import (Actor, Critic, ReturnNormalizer, actor_loss, critic_loss, ema_update,
                                              lambda_return, trajectory_weight)
 from worldmodels.models.rssm import State
-from worldmodels.models.world_model import WorldModel
+from worldmodels.models.world_model import DreamerWorldModel
 
 OPTIMISERS_PER_STEP = 3
 # DreamerV3 loss scales (Eq. 5: β_pred = 1, β_dyn = 0.5, β_rep = 0.1; Eq. 11: η = 3e-4).
@@ -89,7 +89,7 @@ class DreamerModule(L.LightningModule):
         self.save_hyperparameters({"obs_shape": list(obs_shape), "action_spec": spec.to_dict(), "config": to_dict(cfg)})
         self.action_spec, self.config = spec, cfg
         self.loss_scales = parse_loss_scales(cfg.loss_scales)
-        self.world_model = WorldModel(obs_shape=tuple(obs_shape), action_dim=spec.dim, deter=cfg.deter,
+        self.world_model = DreamerWorldModel(obs_shape=tuple(obs_shape), action_spec=spec, deter=cfg.deter,
                                       hidden=cfg.hidden, stoch=cfg.stoch, classes=cfg.classes, depth=cfg.depth,
                                       stages=cfg.stages, layers=cfg.layers, unimix=cfg.unimix,
                                       free_nats=cfg.free_nats, num_bins=cfg.num_bins)

@@ -80,7 +80,7 @@ class MDNRNN(nn.Module):
         zeros = torch.zeros(batch_size, self.hidden_size, device=device)
         return zeros, zeros.clone()
 
-    def _heads(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+    def heads(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
         """Hidden ``(..., H)`` -> mixture ``(..., Z, K)`` x3, ``reward (...)``, ``done_logit (...)``."""
         out = self.head(hidden)  # (..., 3*Z*K + 2)
         mixture, reward, done_logit = out[..., :-2], out[..., -2], out[..., -1]
@@ -112,7 +112,7 @@ class MDNRNN(nn.Module):
             h, c = h1.squeeze(0), c1.squeeze(0)
             outputs.append(out)
         hidden = torch.cat(outputs, dim=1)  # (B, T, H)
-        return {**self._heads(hidden), "hidden": hidden}, (h, c)
+        return {**self.heads(hidden), "hidden": hidden}, (h, c)
 
     def step(self, z: torch.Tensor, action: torch.Tensor, state: LSTMState) -> tuple[dict[str, torch.Tensor], LSTMState]:
         """One step for ``N`` rows: ``z (N, Z)``, ``action (N, A)`` -> predictions for the next row, new state."""
@@ -120,7 +120,7 @@ class MDNRNN(nn.Module):
         h, c = state
         out, (h1, c1) = self.lstm(inputs, (h.unsqueeze(0), c.unsqueeze(0)))  # (N, 1, H)
         hidden = out.squeeze(1)  # (N, H)
-        return {**self._heads(hidden), "hidden": hidden}, (h1.squeeze(0), c1.squeeze(0))
+        return {**self.heads(hidden), "hidden": hidden}, (h1.squeeze(0), c1.squeeze(0))
 
     def loss(self, z: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
              is_first: torch.Tensor) -> dict[str, torch.Tensor]:

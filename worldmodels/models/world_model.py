@@ -22,21 +22,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from worldmodels.models.conv import ConvDecoder, ConvEncoder, to_float_image
+from worldmodels.core import LatentPolicy, State, Trajectory, rollout
+from worldmodels.envs.spaces import ActionSpec
+from worldmodels.models.conv import ConvDecoder, ConvEncoder, to_float_image, to_uint8_image
 from worldmodels.models.distributions import categorical_kl
 from worldmodels.models.heads import ContinueHead, RewardHead
-from worldmodels.models.rssm import RSSM, State
+from worldmodels.models.rssm import RSSM
 
 WORLD_MODEL_LOSSES = ("rec", "reward", "cont", "dyn", "rep")
 
 
-class WorldModel(nn.Module):
-    """Encoder, RSSM, decoder and heads; ``loss(batch)`` gives Eq. 5's parts and the posteriors."""
+class DreamerWorldModel(nn.Module):
+    """Encoder, RSSM, decoder and heads; ``loss(batch)`` gives Eq. 5's parts and the posteriors.
 
-    def __init__(self, *, obs_shape: tuple[int, int, int], action_dim: int, deter: int, hidden: int, stoch: int,
-                 classes: int, depth: int, stages: int, layers: int, unimix: float = 0.01,
+    Implements :class:`worldmodels.core.WorldModel`: its state is the RSSM state ``deter (B, D)``,
+    ``stoch (B, S, K)``, ``logits (B, S, K)`` plus ``action (B, A)``, the action taken at that state.
+    """
+
+    def __init__(self, *, obs_shape: tuple[int, int, int], action_spec: ActionSpec, deter: int, hidden: int,
+                 stoch: int, classes: int, depth: int, stages: int, layers: int, unimix: float = 0.01,
                  free_nats: float = 1.0, num_bins: int = 255) -> None:
         super().__init__()
+        self.obs_shape, self.action_spec = tuple(obs_shape), action_spec
+        action_dim = action_spec.dim
         side, _, channels = obs_shape
         self.encoder = ConvEncoder(channels, side, depth, stages, norm="layer", act="silu")
         self.rssm = RSSM(embed_dim=self.encoder.out_dim, action_dim=action_dim, deter=deter, hidden=hidden,
@@ -46,6 +54,52 @@ class WorldModel(nn.Module):
         self.reward = RewardHead(feat, hidden=hidden, layers=layers, num_bins=num_bins)
         self.cont = ContinueHead(feat, hidden=hidden, layers=layers)
         self.free_nats = free_nats
+        self.feature_dim = feat
+
+    # ------------------------------------------------------------------ worldmodels.core.WorldModel
+
+    def initial(self, batch_size: int) -> State:
+        state = self.rssm.initial(batch_size)
+        return {**state, "action": state["deter"].new_zeros(batch_size, self.action_spec.dim)}
+
+    def observe(self, obs: torch.Tensor, action: torch.Tensor | None, is_first: torch.Tensor,
+                state: State | None = None) -> tuple[State, State]:
+        """Posteriors of a chunk (see :class:`worldmodels.core.WorldModel`); ``obs (B, T, H, W, C)`` uint8."""
+        B, T = obs.shape[:2]
+        embed = self.embed(obs)  # (B, T, E)
+        if action is None:
+            action = embed.new_zeros(B, T, self.action_spec.dim)
+        action = action.to(embed.device, embed.dtype)
+        prev_action = None if state is None else state["action"].to(embed.dtype)
+        rssm_state = None if state is None else {k: v for k, v in state.items() if k != "action"}
+        post, _ = self.rssm.observe(embed, action, is_first.to(embed.device).bool(), rssm_state, prev_action)
+        states = {**post, "action": action}  # (B, T, ...)
+        return states, {k: v[:, -1] for k, v in states.items()}
+
+    def _prior_step(self, state: State, action: torch.Tensor) -> tuple[State, torch.Tensor, torch.Tensor]:
+        rssm_state = {k: v for k, v in state.items() if k != "action"}
+        prior = self.rssm.img_step(rssm_state, action)
+        feat = self.rssm.feature(prior)  # (B, F)
+        reward = self.reward.mean(self.reward(feat))  # (B,)
+        cont = self.cont.prob(self.cont(feat))  # (B,)
+        return {**prior, "action": torch.zeros_like(action)}, reward, cont
+
+    def imagine(self, start: State, policy_or_actions: LatentPolicy | torch.Tensor, horizon: int, *,
+                keep_states: bool = True) -> Trajectory:
+        """Prior rollout (DreamerV3 Sec. 3, "imagination"); see :func:`worldmodels.core.rollout`."""
+        return rollout(self, self._prior_step, start, policy_or_actions, horizon, keep_states=keep_states)
+
+    def feature(self, states: State) -> torch.Tensor:
+        return self.rssm.feature(states)
+
+    def decode(self, states: State) -> torch.Tensor:
+        return to_uint8_image(self.decoder(self.rssm.feature(states)))
+
+    def predict_reward(self, states: State) -> torch.Tensor:
+        return self.reward.mean(self.reward(self.rssm.feature(states)))
+
+    def predict_cont(self, states: State) -> torch.Tensor:
+        return self.cont.prob(self.cont(self.rssm.feature(states)))
 
     def embed(self, obs: torch.Tensor) -> torch.Tensor:
         """uint8 ``(..., H, W, C)`` -> ``(..., E)``."""

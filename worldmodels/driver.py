@@ -1,0 +1,141 @@
+"""THE env loop: one :class:`Driver` steps a gymnasium vector env with any :class:`~worldmodels.core.Policy`.
+
+Collection into the episode store, Dreamer's online replay and every evaluation are hooks of this one
+loop (DreamerV3 ``embodied.Driver``), so what is recorded is what the env executed.
+
+Rows follow DESIGN.md. With NEXT_STEP autoreset, one vector step appends one row per env::
+
+    current:  obs[t], reward[t], terminated[t], truncated[t], is_first[t]    (from the previous step)
+    act:      a = policy(obs[t], is_first[t])                                 model encoding, inside the space
+    execute:  env_action = spec.to_env(a)   (zeros / index 0 when obs[t] ends the episode: the env ignores it)
+    record:   row t = (obs[t], action[t] = env_action, reward[t], terminated[t], truncated[t], is_first[t])
+    step:     -> obs[t+1], reward[t+1], ...;   is_first[t+1] = terminated[t] or truncated[t]
+
+Rows carry the action in the store's encoding (int64 index, or the clipped float vector), the ONE
+encoding every consumer converts with :meth:`ActionSpec.to_model`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from worldmodels.core import Policy
+from worldmodels.envs.spaces import ActionSpec
+
+ROW_FIELDS = ("obs", "action", "reward", "terminated", "truncated", "is_first")
+
+
+class DriverHook(Protocol):
+    """Receives what the driver records. Both methods are optional (see :class:`Driver`)."""
+
+    def on_row(self, env_index: int, row: dict[str, np.ndarray]) -> None:
+        """One row of env ``env_index``; arrays per :data:`ROW_FIELDS`."""
+
+    def on_episode(self, env_index: int, episode: dict[str, np.ndarray], complete: bool) -> None:
+        """A finished episode as ``(L, ...)`` arrays; ``complete`` is False when it began before the driver did."""
+
+
+def episode_arrays(rows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Rows -> ``(L, ...)`` arrays in store dtypes (``is_first`` dropped: it is ``t == 0``)."""
+    return {"obs": np.stack([r["obs"] for r in rows]), "action": np.stack([r["action"] for r in rows]),
+            "reward": np.asarray([r["reward"] for r in rows], np.float32),
+            "terminated": np.asarray([r["terminated"] for r in rows], bool),
+            "truncated": np.asarray([r["truncated"] for r in rows], bool)}
+
+
+class Driver:
+    """Steps ``env`` (a gymnasium ``VectorEnv`` with NEXT_STEP autoreset) with ``policy`` and feeds ``hooks``.
+
+    ``policy`` may be swapped between steps (``driver.policy = ...``, e.g. after a random prefill); its
+    carry restarts then. ``device`` is where observations are sent for the policy.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, policy: Policy, *, hooks: Sequence[Any] = (),
+                 device: torch.device | str = "cpu") -> None:
+        self.env, self.hooks, self.device = env, list(hooks), torch.device(device)
+        self.num_envs = env.num_envs
+        self.action_spec = ActionSpec.from_space(env.single_action_space)
+        self._policy = policy
+        self.policy_state: Any = None
+        self.steps = 0  # env (agent) steps taken, summed over envs
+        self.episodes = 0
+        self.current: dict[str, np.ndarray] | None = None
+        self._rows: list[list[dict[str, np.ndarray]]] = [[] for _ in range(self.num_envs)]
+        self._wants_episodes = any(hasattr(h, "on_episode") for h in self.hooks)
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        self._policy, self.policy_state = policy, None
+
+    def reset(self, seed: int | Sequence[int] | None = None) -> None:
+        """Reset every env (sub-env ``i`` gets ``seed + i``, or ``seed[i]``); running episodes are dropped."""
+        obs, _ = self.env.reset(seed=list(seed) if isinstance(seed, (list, tuple, np.ndarray)) else seed)
+        n = self.num_envs
+        self.current = {"obs": np.asarray(obs), "reward": np.zeros(n, np.float32), "terminated": np.zeros(n, bool),
+                        "truncated": np.zeros(n, bool), "is_first": np.ones(n, bool)}
+        self._rows = [[] for _ in range(n)]
+        self.policy_state = None
+
+    def _actions(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(model actions (E, A), env actions (E,) or (E, A))`` for the current rows."""
+        cur = self.current
+        obs = torch.as_tensor(cur["obs"], device=self.device)
+        is_first = torch.as_tensor(cur["is_first"], device=self.device)
+        if self.policy_state is None:  # a fresh carry must not read state from before it existed
+            is_first = torch.ones_like(is_first)
+        action, self.policy_state = self._policy.act(obs, is_first, self.policy_state)
+        env_action = np.asarray(self.action_spec.to_env(action.detach()))
+        done = cur["terminated"] | cur["truncated"]
+        env_action[done] = 0  # the env ignores it (NEXT_STEP autoreset); row convention: last row zeros
+        return action, env_action
+
+    def step(self) -> dict[str, np.ndarray]:
+        """One vector step; returns the recorded rows as ``(E, ...)`` arrays."""
+        if self.current is None:
+            self.reset()
+        cur = self.current
+        _, env_action = self._actions()
+        done = cur["terminated"] | cur["truncated"]
+        rows = {**cur, "action": env_action}
+        for i in range(self.num_envs):
+            row = {k: rows[k][i] for k in ROW_FIELDS}
+            for hook in self.hooks:
+                if hasattr(hook, "on_row"):
+                    hook.on_row(i, row)
+            if self._wants_episodes:
+                self._rows[i].append({k: np.array(v) for k, v in row.items()})
+            if done[i]:
+                self._finish(i)
+        obs, reward, terminated, truncated, _ = self.env.step(env_action)
+        self.current = {"obs": np.asarray(obs), "reward": np.asarray(reward, np.float32),
+                        "terminated": np.asarray(terminated, bool), "truncated": np.asarray(truncated, bool),
+                        "is_first": done}
+        self.steps += self.num_envs
+        return rows
+
+    def _finish(self, i: int) -> None:
+        self.episodes += 1
+        rows, self._rows[i] = self._rows[i], []
+        if not rows:
+            return
+        episode = episode_arrays(rows)
+        for hook in self.hooks:
+            if hasattr(hook, "on_episode"):
+                hook.on_episode(i, episode, bool(rows[0]["is_first"]))
+
+    def run(self, *, steps: int | None = None, episodes: int | None = None) -> None:
+        """Step until ``steps`` more env steps were taken or ``episodes`` more episodes finished."""
+        if steps is None and episodes is None:
+            raise ValueError("Driver.run needs steps= or episodes=")
+        stop_steps = None if steps is None else self.steps + steps
+        stop_episodes = None if episodes is None else self.episodes + episodes
+        while (stop_steps is None or self.steps < stop_steps) and (stop_episodes is None or self.episodes < stop_episodes):
+            self.step()

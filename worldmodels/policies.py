@@ -1,0 +1,201 @@
+"""Every acting thing behind one :class:`worldmodels.core.Policy` signature, ``act(obs, is_first, state)``.
+
+- :class:`RandomPolicy`, :class:`StickyRandomPolicy`, :class:`HoldRandomPolicy`: no model; also
+  :class:`~worldmodels.core.LatentPolicy`, so they can act inside a dream too.
+- :class:`ModelPolicy`: any :class:`~worldmodels.core.WorldModel` filters the frames, a latent head acts
+  on its feature. The heads are :class:`ActorHead` (Dreamer's actor) and :class:`ControllerHead`
+  (World Models' C, one or a whole CMA-ES population of flat parameter vectors).
+- :class:`PlannerPolicy`: a :class:`~worldmodels.core.Planner` acting through a world model.
+
+Actions are model-encoded ``(B, A)`` and inside the action space: one-hot for discrete spaces, clipped to
+the Box for continuous ones, so the env executes exactly what the driver records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from worldmodels.core import LatentPolicy, Planner, PolicyState, State, WorldModel
+from worldmodels.envs.spaces import ActionSpec
+
+
+def box_bounds(spec: ActionSpec, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(low, high)`` of a continuous spec as ``(A,)`` tensors; unbounded dimensions become ``[-1, 1]``."""
+    low = torch.tensor(spec.low or (-1.0,) * spec.dim, dtype=torch.float32, device=device)
+    high = torch.tensor(spec.high or (1.0,) * spec.dim, dtype=torch.float32, device=device)
+    finite = torch.isfinite(low) & torch.isfinite(high)
+    return torch.where(finite, low, -torch.ones_like(low)), torch.where(finite, high, torch.ones_like(high))
+
+
+def clip_to_space(spec: ActionSpec, action: torch.Tensor) -> torch.Tensor:
+    """Model actions ``(..., A)`` -> the same inside the space (continuous: clipped to the Box; discrete: as is)."""
+    if spec.discrete:
+        return action
+    low, high = box_bounds(spec, action.device)
+    return torch.maximum(torch.minimum(action, high), low)
+
+
+class RandomPolicy:
+    """Uniform random actions: one-hot uniform classes, or uniform inside the Box bounds."""
+
+    def __init__(self, action_spec: ActionSpec, seed: int | None = None, device: torch.device | str = "cpu") -> None:
+        self.action_spec, self.device = action_spec, torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(0 if seed is None else int(seed))
+
+    def initial(self, batch_size: int) -> PolicyState:
+        return None
+
+    def sample(self, batch_size: int) -> torch.Tensor:
+        """Fresh uniform model actions ``(B, A)``."""
+        spec = self.action_spec
+        if spec.discrete:
+            index = torch.randint(spec.dim, (batch_size,), generator=self.generator, device=self.device)
+            return F.one_hot(index, spec.dim).float()
+        low, high = box_bounds(spec, self.device)
+        return low + (high - low) * torch.rand(batch_size, spec.dim, generator=self.generator, device=self.device)
+
+    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: PolicyState) -> tuple[torch.Tensor, PolicyState]:
+        return self.sample(obs.shape[0]), state
+
+    def act_latent(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.sample(feature.shape[0]).to(feature.device)
+
+
+class StickyRandomPolicy(RandomPolicy):
+    """Random actions that persist: each env keeps its previous action with probability ``repeat_prob``.
+
+    Uniform random actions average out in continuous control (CarRacing's car barely moves when gas
+    and brake are drawn every frame); correlated actions reach more of the state space.
+    """
+
+    def __init__(self, action_spec: ActionSpec, seed: int | None = None, device: torch.device | str = "cpu", *,
+                 repeat_prob: float = 0.9) -> None:
+        super().__init__(action_spec, seed, device)
+        if not 0.0 <= repeat_prob < 1.0:
+            raise ValueError(f"repeat_prob must be in [0, 1), got {repeat_prob}")
+        self.repeat_prob = repeat_prob
+
+    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: PolicyState) -> tuple[torch.Tensor, PolicyState]:
+        B = obs.shape[0]
+        fresh = self.sample(B)  # (B, A)
+        if state is None:
+            return fresh, fresh
+        draw = torch.rand(B, generator=self.generator, device=self.device)
+        keep = (draw < self.repeat_prob) & ~is_first.to(self.device).bool()  # (B,)
+        action = torch.where(keep.unsqueeze(-1), state, fresh)
+        return action, action
+
+
+class HoldRandomPolicy(RandomPolicy):
+    """The World Models paper's random policy: draw an action, hold it for ``U{min_hold..max_hold}`` steps.
+
+    (Ha & Schmidhuber 2018 collect VizDoom rollouts by repeating each random action for 1-10 frames.)
+    State: ``(action (B, A), steps_left (B,))``.
+    """
+
+    def __init__(self, action_spec: ActionSpec, seed: int | None = None, device: torch.device | str = "cpu", *,
+                 min_hold: int = 1, max_hold: int = 10) -> None:
+        super().__init__(action_spec, seed, device)
+        if not 1 <= min_hold <= max_hold:
+            raise ValueError(f"hold lengths must satisfy 1 <= min_hold <= max_hold, got {min_hold}, {max_hold}")
+        self.min_hold, self.max_hold = min_hold, max_hold
+
+    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: PolicyState) -> tuple[torch.Tensor, PolicyState]:
+        B = obs.shape[0]
+        fresh = self.sample(B)
+        hold = torch.randint(self.min_hold, self.max_hold + 1, (B,), generator=self.generator, device=self.device)
+        if state is None:
+            return fresh, (fresh, hold - 1)
+        previous, left = state
+        redraw = (left <= 0) | is_first.to(self.device).bool()  # (B,)
+        action = torch.where(redraw.unsqueeze(-1), fresh, previous)
+        left = torch.where(redraw, hold - 1, left - 1)
+        return action, (action, left)
+
+
+RANDOM_POLICIES: dict[str, type[RandomPolicy]] = {"random": RandomPolicy, "sticky": StickyRandomPolicy,
+                                                  "hold": HoldRandomPolicy}
+
+
+def make_random_policy(name: str, action_spec: ActionSpec, seed: int | None = None) -> RandomPolicy:
+    if name not in RANDOM_POLICIES:
+        raise ValueError(f"unknown random policy {name!r}; choose one of {sorted(RANDOM_POLICIES)}")
+    return RANDOM_POLICIES[name](action_spec, seed)
+
+
+class ActorHead:
+    """Dreamer's actor as a latent policy: ``feature (B, F) -> a ~ π(.|s)`` (or its mode), inside the space."""
+
+    def __init__(self, actor: torch.nn.Module, action_spec: ActionSpec, *, sample: bool = True) -> None:
+        self.actor, self.action_spec, self.sample = actor, action_spec, sample
+
+    def act_latent(self, feature: torch.Tensor) -> torch.Tensor:
+        dist = self.actor(feature)
+        return clip_to_space(self.action_spec, dist.sample() if self.sample else dist.mode())
+
+
+class ControllerHead:
+    """World Models' C as a latent policy; ``params (P, N)`` are P candidates, each acting on ``B / P`` rows.
+
+    Rows are grouped by candidate: rows ``p * R .. (p + 1) * R - 1`` use candidate ``p`` (``R = B / P``).
+    """
+
+    def __init__(self, controller: torch.nn.Module, params: torch.Tensor) -> None:
+        self.controller = controller
+        self.params = params.reshape(-1, controller.num_params) if params.dim() == 1 else params  # (P, N)
+        self.action_spec: ActionSpec = controller.action_spec
+
+    def act_latent(self, feature: torch.Tensor) -> torch.Tensor:
+        B, F_ = feature.shape
+        P = self.params.shape[0]
+        assert B % P == 0, f"controller: {B} rows do not split over {P} candidates"
+        action = self.controller(self.params.to(feature.device), feature.reshape(P, B // P, F_))  # (P, R, A)
+        return action.reshape(B, -1)
+
+
+class ModelPolicy:
+    """A :class:`WorldModel` filters each frame, ``head`` acts on its feature (the paper's V -> M -> C loop).
+
+    State: the world model's :data:`~worldmodels.core.State` (its ``"action"`` holds the last action).
+    """
+
+    def __init__(self, world_model: WorldModel, head: LatentPolicy, *, device: torch.device | str | None = None) -> None:
+        self.world_model, self.head = world_model, head
+        self.action_spec = world_model.action_spec
+        self.device = torch.device(device) if device is not None else _module_device(world_model)
+
+    def initial(self, batch_size: int) -> PolicyState:
+        return None
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        obs, is_first = obs.to(self.device), is_first.to(self.device).bool()
+        _, last = self.world_model.observe(obs.unsqueeze(1), None, is_first.unsqueeze(1), state)  # (B, ...)
+        action = self.head.act_latent(self.world_model.feature(last))  # (B, A)
+        return action, {**last, "action": action}
+
+
+class PlannerPolicy(ModelPolicy):
+    """Model-predictive control: filter with the world model, plan, execute the plan's first action."""
+
+    def __init__(self, world_model: WorldModel, planner: Planner, *, device: torch.device | str | None = None) -> None:
+        super().__init__(world_model, head=None, device=device)  # type: ignore[arg-type]
+        self.planner = planner
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        obs, is_first = obs.to(self.device), is_first.to(self.device).bool()
+        _, last = self.world_model.observe(obs.unsqueeze(1), None, is_first.unsqueeze(1), state)
+        action = clip_to_space(self.action_spec, self.planner.plan(self.world_model, last)[:, 0])  # (B, A)
+        return action, {**last, "action": action}
+
+
+def _module_device(module: Any) -> torch.device:
+    try:
+        return next(module.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
