@@ -17,6 +17,8 @@ Three families, chosen from the gymnasium registry entry of ``env_id``:
 - ``CarRacing-v3``: its native 96x96 RGB observation, resized. ``carracing_discrete=True``
   selects gymnasium's ``continuous=False`` actions: 0 noop, 1 steer left, 2 steer right,
   3 gas, 4 brake.
+- VizDoom (``Vizdoom*-v1``, the ``vizdoom`` package): the ``screen`` frame cropped and resized as World
+  Models does, TakeCover with the paper's 2,100-step limit (:mod:`worldmodels.envs.vizdoom`).
 - Any other env that renders ``rgb_array`` (``CartPole-v1``, ``LunarLander-v3``, ...):
   the observation is replaced by the resized ``render()`` frame.
 """
@@ -33,6 +35,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from worldmodels.envs.options import ATARI_MAX_EPISODE_FRAMES, EnvError, EnvOptions, resolve_options
 from worldmodels.envs.toy import register_toy_envs
+from worldmodels.envs.vizdoom import ScreenFrames, is_vizdoom, register_vizdoom_envs, time_limit
 from worldmodels.envs.wrappers import (
     AtariVectorFrames,
     EpisodicLife,
@@ -52,6 +55,8 @@ ATARI_ENTRY_POINT = "ale_py.env:AtariEnv"
 
 def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
     """The registry entry for ``env_id``, or a one-line error naming the closest registered ids."""
+    if is_vizdoom(env_id) and env_id not in gym.registry and not register_vizdoom_envs():
+        raise EnvError(f"{env_id!r} needs the vizdoom package: pip install vizdoom")
     if not isinstance(env_id, str) or env_id not in gym.registry:
         by_lower = {name.lower(): name for name in gym.registry}
         matches = difflib.get_close_matches(str(env_id).lower(), list(by_lower), n=3, cutoff=0.6)
@@ -116,6 +121,10 @@ def _make_other(env_id: str, options: EnvOptions, seed: int | None) -> gym.Env:
     if env_id.startswith("CarRacing"):
         env = _gym_make(env_id, continuous=not options.carracing_discrete, **kwargs)
         env = ResizeObservation(env, options.image_size)  # native (96, 96, 3) -> (S, S, 3)
+    elif is_vizdoom(env_id):
+        limit = time_limit(env_id, options.max_episode_steps)
+        env = ScreenFrames(_gym_make(env_id, **({"max_episode_steps": limit * frameskip} if limit else {})),
+                           options.image_size)
     else:
         env = _gym_make(env_id, render_mode="rgb_array", **kwargs)
         if env.render_mode != "rgb_array" or "rgb_array" not in env.unwrapped.metadata.get("render_modes", []):
