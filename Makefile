@@ -14,7 +14,7 @@ PRESET ?= tiny
 RUN_DIR ?= runs/quickstart
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The import-linter contracts of pyproject.toml (layers scripts > trainers > worldmodels, no cycles);
+# tests/test_layers.py runs the same check inside `make test`.
+lint: setup
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(VENV)/bin/wm bench --what collect

@@ -27,9 +27,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from scripts.bench_config import DEFAULT_PRESET, KINDS, PRESETS, BenchConfig, bench_collection, steps_and_warmup  # noqa: F401 - PRESETS re-exported for the CLI
-from scripts.bench_models import (bench_dream_controller, bench_dreamer_step, bench_imagine, bench_loader,
-                                  bench_worldmodels)
+from trainers.bench_config import DEFAULT_PRESET, KINDS, PRESETS, BenchConfig, bench_collection, steps_and_warmup  # noqa: F401 - PRESETS re-exported for the CLI
+from trainers.bench_models import (bench_dream_controller, bench_dreamer_step, bench_imagine, bench_loader,
+                                   bench_worldmodels)
 from worldmodels.config import save_json_atomic
 
 CONFIG = BenchConfig

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from worldmodels.checkpoint import CheckpointError, read_config
 from worldmodels.config import arg
+from worldmodels.registry import SHIPPED, list_checkpoints
 
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 # The metrics `wm checkpoints` prints per model (all of them are in its config.json and model card).
 SUMMARY_METRICS = {"return_mean": "return", "eval_return": "return", "random_mean": "random", "random_return": "random",
                    "kpi/open_loop_psnr_h1": "PSNR h1", "kpi/open_loop_psnr_h15": "PSNR h15"}
@@ -20,33 +18,6 @@ class CheckpointsConfig:
 
 
 CONFIG = CheckpointsConfig
-
-
-def list_checkpoints(root: str | Path = SHIPPED) -> list[dict]:
-    """One row per pretrained directory under ``root``: name, family, env, size, metrics, card path."""
-    rows = []
-    for directory in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
-        if not (directory / "config.json").is_file():
-            continue
-        try:
-            config = read_config(directory)
-        except CheckpointError as error:
-            rows.append({"name": directory.name, "error": str(error)})
-            continue
-        size_mb = sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 2**20
-        rows.append(
-            {
-                "name": directory.name,
-                "path": str(directory),
-                "family": config.get("family"),
-                "env_id": config.get("env_id"),
-                "steps": config.get("training_steps"),
-                "size_mb": round(size_mb, 2),
-                "metrics": config.get("metrics", {}),
-                "card": str(directory / "README.md") if (directory / "README.md").is_file() else None,
-            }
-        )
-    return rows
 
 
 def run(config: CheckpointsConfig) -> list[dict]:

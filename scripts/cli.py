@@ -34,7 +34,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command("scripts.export", "Export a finished run to safetensors + JSON, measure it on held-out episodes, write its model card."),
     "finetune": Command("scripts.finetune", "Fine-tune a pretrained world model on another env, new data or a new reward."),
     "bench-finetune": Command("scripts.bench_finetune", "Benchmark (JSON): steps for a fine-tuned vs a from-scratch world model to reach the same val loss."),
-    "evaluate": Command("scripts.evaluate", "Run a trained World Models controller in the real env next to a random policy on the same seeds."),
+    "evaluate": Command("scripts.evaluate", "Play any saved model (a run, an export or a shipped name) in the real env next to a random policy on the same seeds."),
 }
 
 

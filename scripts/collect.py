@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from worldmodels import envs
 from worldmodels.config import arg
-from worldmodels.data.store import ensure_writable_dir, read_spec
+from worldmodels.data.collect import collect_episodes, store_spec_for
+from worldmodels.data.store import EpisodeStore, ensure_writable_dir, read_spec
 
-POLICIES = ("random", "sticky")
+POLICIES = ("random", "sticky", "hold")  # the names of worldmodels.policies.RANDOM_POLICIES
 
 
 @dataclass
 class CollectConfig:
     env: str = arg("ALE/Pong-v5", "gymnasium env id to collect from")
     episodes: int = arg(10, "target total number of episodes in the store (a rerun only adds the missing ones)")
-    policy: str = arg("random", "behaviour policy: uniform random, or sticky random (repeats its last action with prob 0.9)",
+    policy: str = arg("random", "behaviour policy: uniform random, sticky random (repeats its last action with prob 0.9), "
+                      "or hold (the paper's: each random action held for 1-10 steps)",
                       choices=POLICIES)
     out: str = arg("data/episodes", "episode store directory (created if missing)")
     num_envs: int = arg(8, "parallel environments stepped as one vector env")
@@ -51,11 +54,8 @@ def validate(config: CollectConfig) -> None:
 def run(config: CollectConfig) -> dict:
     """Validate, make the vector env, collect up to the target total; returns the collection stats."""
     validate(config)
-    from worldmodels.data.collect import collect_episodes, store_spec_for
-    from worldmodels.data.store import EpisodeStore
-    from worldmodels.envs import make_vector  # looked up at call time, after validation
-
-    vec_env = make_vector(config.env, config.num_envs, image_size=config.image_size, seed=config.seed)
+    vec_env = envs.make_vector(  # looked up on the module at call time (tests stub it)
+        config.env, config.num_envs, image_size=config.image_size, seed=config.seed)
     try:
         spec = store_spec_for(vec_env, config.env)
         store = EpisodeStore.create(config.out, env_id=spec.env_id, obs_shape=spec.obs_shape,

@@ -21,8 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
+from trainers.callbacks import latent_traversal_grid, open_loop_kpis
+from worldmodels import viz
 from worldmodels.config import arg
+from worldmodels.dreams import dream, load_dream_models, open_loop, reconstruct
+from worldmodels.driver import record_episode
+from worldmodels.envs import ActionSpec, make_vector
+from worldmodels.policies import RandomPolicy
+from worldmodels.profiling import resolve_device
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -76,38 +84,22 @@ def collect_episode(env_id: str, *, image_size: int, length: int, seed: int) -> 
 
     Rows follow DESIGN.md: row t holds obs[t], the action taken at it, the reward received on arriving at it.
     """
-    from worldmodels.envs import ActionSpec, make
-
-    env = make(env_id, image_size=image_size, seed=seed)
+    env = make_vector(env_id, 1, image_size=image_size, seed=seed)
     try:
-        spec = ActionSpec.from_space(env.action_space)
-        env.action_space.seed(seed)
-        obs, _ = env.reset()
-        rows = {"obs": [obs], "action": [], "reward": [0.0], "terminated": [False]}
-        while len(rows["obs"]) < length:
-            action = env.action_space.sample()
-            rows["action"].append(action)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            rows["obs"].append(obs)
-            rows["reward"].append(float(reward))
-            rows["terminated"].append(bool(terminated))
-            if terminated or truncated:
-                break
-        rows["action"].append(np.zeros_like(rows["action"][0]) if rows["action"] else env.action_space.sample())
+        spec = ActionSpec.from_space(env.single_action_space)
+        episode = record_episode(env, RandomPolicy(spec, seed=seed), max_rows=length, seed=seed)
     finally:
         env.close()
-    L = len(rows["obs"])
+    L = len(episode["obs"])
     is_first = torch.zeros(1, L, dtype=torch.bool)
     is_first[0, 0] = True
-    return {"obs": torch.as_tensor(np.stack(rows["obs"]))[None],  # (1, L, H, W, C) uint8
-            "action": spec.to_model(np.stack(rows["action"]))[None],  # (1, L, A)
-            "reward": torch.tensor(rows["reward"])[None], "terminated": torch.tensor(rows["terminated"])[None],
+    return {"obs": torch.as_tensor(episode["obs"])[None],  # (1, L, H, W, C) uint8
+            "action": spec.to_model(episode["action"])[None],  # (1, L, A)
+            "reward": torch.as_tensor(episode["reward"])[None], "terminated": torch.as_tensor(episode["terminated"])[None],
             "is_first": is_first}
 
 
 def _clip(frames: np.ndarray, path: Path, fps: float, mp4: bool, written: dict[str, list[str]]) -> None:
-    from worldmodels import viz
-
     written["gifs"].append(str(viz.write_gif(path.with_suffix(".gif"), frames, fps)))
     if mp4 and viz.mp4_available():
         written["mp4s"].append(str(viz.write_mp4(path.with_suffix(".mp4"), frames, fps)))
@@ -116,17 +108,11 @@ def _clip(frames: np.ndarray, path: Path, fps: float, mp4: bool, written: dict[s
 def run(config: DreamConfig) -> dict:
     """Load the model, collect the real episodes, write the clips and summaries; returns the paths and KPIs."""
     validate(config)
-    from torch.utils.tensorboard import SummaryWriter
-
-    from trainers.callbacks import latent_traversal_grid, open_loop_kpis
-    from trainers.views import load_view
-    from worldmodels.profiling import resolve_device
-    from worldmodels import viz
-
     env_id = resolve_env(config)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    view = load_view(config.checkpoint, device)
+    model, head = load_dream_models(config.checkpoint, device)
+    image_size = model.obs_shape[0] if hasattr(model, "obs_shape") else model.image_size  # a world model, or V alone
     logdir = Path(config.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[str]] = {"gifs": [], "mp4s": []}
@@ -135,21 +121,21 @@ def run(config: DreamConfig) -> dict:
     K = config.context
     try:
         for i in range(config.episodes):
-            batch = collect_episode(env_id, image_size=view.image_size, length=K + config.horizon, seed=config.seed + i)
+            batch = collect_episode(env_id, image_size=image_size, length=K + config.horizon, seed=config.seed + i)
             T = batch["obs"].shape[1]
             if T <= K:
                 raise ValueError(f"episode {i} of {env_id} ended after {T} frames; use a --context below {T}")
             with torch.no_grad():
-                out = view.open_loop(batch["obs"], batch["action"], batch["is_first"], context=K)
-                dream = view.dream(batch["obs"][:, :K], batch["action"][:, :K], batch["is_first"][:, :K],
-                                   horizon=config.horizon)
+                out = open_loop(model, batch["obs"], batch["action"], batch["is_first"], context=K)
+                dreamed = dream(model, head, batch["obs"][:, :K], batch["action"][:, :K], batch["is_first"][:, :K],
+                                config.horizon, seed=config.seed + i)
             true = viz.as_uint8(batch["obs"][0])  # (T, H, W, C)
             pred = np.concatenate([true[:K], viz.as_uint8(out["frames"][0])])  # (T, H, W, C)
             strip = viz.compare_strip(true, pred, K, scale=config.scale)
-            frames = np.concatenate([true[:K], viz.as_uint8(dream["frames"][0])])  # (K + horizon, H, W, C)
+            frames = np.concatenate([true[:K], viz.as_uint8(dreamed["frames"][0])])  # (K + horizon, H, W, C)
             zeros = np.zeros(K)
-            shown = viz.dream_frames(frames, np.concatenate([zeros, dream["reward"][0].cpu().numpy()]),
-                                     np.concatenate([zeros, dream["end"][0].cpu().numpy()]), context=K, scale=config.scale)
+            shown = viz.dream_frames(frames, np.concatenate([zeros, dreamed["reward"][0].cpu().numpy()]),
+                                     np.concatenate([zeros, dreamed["end"][0].cpu().numpy()]), context=K, scale=config.scale)
             _clip(strip, logdir / f"open_loop_ep{i}", config.fps, config.mp4, written)
             _clip(shown, logdir / f"dream_ep{i}", config.fps, config.mp4, written)
             viz.add_gif_summary(writer, f"dreams/open_loop/sample_{i}", strip, 0, config.fps)
@@ -157,9 +143,9 @@ def run(config: DreamConfig) -> dict:
             kpis.append(open_loop_kpis(batch, out, K))
             if i == 0:
                 with torch.no_grad():
-                    recon = viz.as_uint8(view.reconstruct(batch["obs"][0, :K]))
+                    recon = viz.as_uint8(reconstruct(model, batch["obs"][0, :K]))
                     viz.add_image_summary(writer, "dreams/reconstruction", viz.image_grid(np.stack([true[:K], recon])), 0)
-                    grid = latent_traversal_grid(view, batch["obs"][0, :1], batch["obs"][0], dims=6, steps=7)
+                    grid = latent_traversal_grid(model, batch["obs"][0, :1], batch["obs"][0], dims=6, steps=7)
                     if grid is not None:
                         viz.add_image_summary(writer, "dreams/latent_traversal", grid, 0)
         names = sorted({name for k in kpis for name in k})

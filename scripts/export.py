@@ -17,7 +17,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from scripts import dream
+from worldmodels.checkpoint import read_config
 from worldmodels.config import arg, save_json_atomic
+from worldmodels.pretrained import export_from_run
 
 HELDOUT_SEED = 987_654  # never a collection, training or evaluation seed of any preset
 
@@ -37,8 +42,6 @@ CONFIG = ExportConfig
 
 
 def _hardware() -> str:
-    import torch
-
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU only, {os.cpu_count()} cores"
     return f"{device}; {platform.platform()}; Python {platform.python_version()}; torch {torch.__version__}"
 
@@ -66,7 +69,7 @@ def _card(config: ExportConfig, pretrained: dict, facts: dict, kpis: dict) -> st
     return f"""# {Path(config.out).name}
 
 A {pretrained.get('family')} world model for `{pretrained.get('env_id')}`, trained by this project on this CPU.
-Load it with `worldmodels.pretrained.from_pretrained("{config.out}")`; render its dreams with
+Load it with `worldmodels.load("{config.out}")`; render its dreams with
 `wm dream --checkpoint {config.out}`; adapt it with `wm finetune --from {Path(config.out).name} --env ID`.
 
 | | |
@@ -96,10 +99,6 @@ working examples of the format, not as competitive agents.
 
 
 def run(config: ExportConfig) -> dict:
-    from scripts import dream
-    from worldmodels.checkpoint import read_config
-    from worldmodels.pretrained import export_from_run
-
     run_dir, out = Path(config.run_dir), Path(config.out)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--run-dir {config.run_dir!r} is not a directory; give a finished wm worldmodels / wm dreamer run")

@@ -2,57 +2,19 @@
 
 ``wm finetune --from checkpoints/NAME --env ALE/Breakout-v5 --steps 2000 --run-dir runs/ft``
 
-- another env with a different action space: only the action-dependent layers are re-initialised
-  (:data:`worldmodels.pretrained.ACTION_LAYERS`: the MDN-RNN's LSTM input projection and the controller;
-  the RSSM's action-input layer and the actor's output layer). Their latent / stochastic-state input
-  columns are still copied; one line lists exactly what was re-initialised.
-- the same env (``--env`` empty or equal): training just continues on newly collected data.
-- ``--reward-only``: everything but the reward head is frozen, then the controller (CMA-ES in M's dream)
-  or the actor (in Dreamer's imagination) is trained again.
-- ``--freeze encoder|dynamics``: ``requires_grad=False`` on V's encoder / the RSSM's encoder, or on
-  the MDN-RNN's LSTM / the RSSM.
-
-Training runs through the families' own LightningModules, Trainer settings and stages (the World
-Models run directory layout, Dreamer's ``checkpoints/last.ckpt``), so a killed fine-tune resumes
-when rerun. The result is also exported to ``RUN_DIR/pretrained`` (the exchange format).
+Only the action-dependent layers are re-initialised when the action space changes (one line lists exactly
+which); ``--reward-only`` re-fits the reward head and re-trains the controller / actor; ``--freeze`` keeps
+the encoder or the dynamics fixed. The training is :mod:`trainers.finetune`; a killed fine-tune resumes
+when rerun, and the result is exported to ``RUN_DIR/pretrained``.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from pathlib import Path
-
-import torch
-from torch import nn
-
-from scripts.checkpoints import SHIPPED
-from worldmodels.checkpoint import read_config
-from worldmodels.config import apply_overrides, arg, from_dict, save_json_atomic, to_dict
+from trainers.finetune import FinetuneConfig, finetune
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.pretrained import ACTION_LAYERS, DREAMER, WORLDMODELS, save_dreamer, transfer
-
-FREEZE_CHOICES = ("none", "encoder", "dynamics")
-CLI_ALIASES = {"--from": "source"}  # `from` is a Python keyword, so the field is `source`
-
-
-@dataclass
-class FinetuneConfig:
-    source: str = arg("", "pretrained model (--from): a directory, or NAME / checkpoints/NAME of a shipped one")
-    env: str = arg("", "target env id; empty = the checkpoint's own env (continue training on new data)")
-    freeze: str = arg("none", "submodules kept fixed: encoder (V / RSSM encoder) or dynamics (LSTM / RSSM)", choices=FREEZE_CHOICES)
-    reward_only: bool = arg(False, "re-fit only the reward head (all else frozen), then re-train the controller / actor")
-    steps: int = arg(1000, "optimiser steps: World Models V and M each; Dreamer gradient steps")
-    run_dir: str = arg("runs/finetune", "artifacts, checkpoints and pretrained/ of the fine-tuned model; rerun to resume")
-    family_preset: str = arg("tiny", "the family script's preset for training settings (batch, sequence, CMA-ES, eval); sizes come from the checkpoint")
-    episodes: int = arg(0, "World Models: random episodes collected in the target env (0 = the preset's)")
-    max_episode_steps: int = arg(0, "env option: truncate episodes after this many agent steps (0 = the preset's / env default)")
-    learning_rate: float = arg(0.0, "learning rate of V, M and the Dreamer world model (0 = the preset's)")
-    seed: int = arg(0, "seed for collection, training and evaluation")
-    device: str = arg("auto", "torch device (World Models) / accelerator (Dreamer): auto, cpu, cuda/gpu")
-
 
 CONFIG = FinetuneConfig
+CLI_ALIASES = {"--from": "source"}  # `from` is a Python keyword, so the field is `source`
 DEFAULT_PRESET = "default"
 PRESETS: dict[str, dict] = {
     "default": {},
@@ -60,257 +22,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def resolve_source(source: str) -> Path:
-    """A pretrained directory from ``--from``: a path, ``checkpoints/NAME`` or a shipped NAME."""
-    for candidate in (Path(source), SHIPPED / source, SHIPPED.parent / source):
-        if source and (candidate / "config.json").is_file():
-            return candidate
-    shipped = sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").is_file()) if SHIPPED.is_dir() else []
-    raise FileNotFoundError(f"--from {source!r}: no pretrained directory (config.json + model.safetensors) there; "
-                            f"shipped: {shipped or 'none'}")
-
-
-def target_action_spec(env_id: str, image_size: int) -> ActionSpec:
-    from worldmodels.envs import make
-    from worldmodels.envs.toy import register_toy_envs
-
-    register_toy_envs()
-    env = make(env_id, image_size=image_size)
-    try:
-        return ActionSpec.from_space(env.action_space)
-    finally:
-        env.close()
-
-
-def freeze(modules: dict[str, nn.Module], names: list[str]) -> list[str]:
-    """``requires_grad=False`` on the named submodules ("component.attr.path"); returns the names frozen."""
-    for name in names:
-        component, _, path = name.partition(".")
-        module = modules[component].get_submodule(path) if path else modules[component]
-        module.requires_grad_(False)
-    return names
-
-
-def train_new_layers(modules: dict[str, nn.Module], reports: dict, keep_columns: dict[str, int]) -> list[str]:
-    """Re-initialised parameters stay trainable inside a frozen submodule; their copied columns get zero gradient.
-
-    With zero gradient Adam leaves those columns exactly unchanged, so the frozen part stays frozen.
-    Returns a note per parameter re-enabled inside a frozen submodule.
-    """
-    notes = []
-    for component, report in reports.items():
-        for key in report.reinitialised:
-            param = modules[component].get_parameter(key)
-            if param.requires_grad:
-                continue
-            param.requires_grad_(True)
-            n = keep_columns.get(f"{component}.{key}", 0)
-            if n:
-                param.register_hook(lambda grad, n=n: torch.cat([torch.zeros_like(grad[:, :n]), grad[:, n:]], 1))
-            notes.append(f"except the new {component}.{key}" + (f"[:, {n}:]" if n else ""))
-    return notes
-
-
-def describe_reinit(reports: dict, keep_columns: dict[str, int]) -> list[str]:
-    """``component.key`` (with the re-initialised column range when the leading columns were kept)."""
-    described = []
-    for component, report in reports.items():
-        for key in report.reinitialised:
-            n = keep_columns.get(f"{component}.{key}")
-            described.append(f"{component}.{key}[:, {n}:]" if n else f"{component}.{key}")
-    return described
-
-
 def run(config: FinetuneConfig) -> dict:
-    if config.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {config.steps}")
-    if config.reward_only and config.freeze != "none":
-        raise ValueError("--reward-only already freezes everything but the reward head; leave --freeze at none")
-    source = resolve_source(config.source)
-    pretrained = read_config(source)
-    family = pretrained.get("family")
-    runners = {WORLDMODELS: finetune_worldmodels, DREAMER: finetune_dreamer}
-    if family not in runners:
-        raise ValueError(f"{source}/config.json: family {family!r}; expected one of {sorted(runners)}")
-    env_id = config.env or pretrained["env_id"]
-    source_spec = ActionSpec.from_dict(pretrained["action_spec"])
-    spec = target_action_spec(env_id, int(pretrained["obs_shape"][0]))
-    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-    result = runners[family](config, source, pretrained, env_id, spec)
-    changed = spec != source_spec
-    line = (f"action space {source_spec.kind}({source_spec.dim}) -> {spec.kind}({spec.dim}): re-initialised "
-            f"{', '.join(result['reinitialised']) or 'nothing'}" if changed else
-            f"same action space ({spec.kind}({spec.dim})): nothing re-initialised")
-    print(f"wm finetune: {pretrained['env_id']} -> {env_id}; {line}; frozen: {', '.join(result['frozen']) or 'nothing'}")
-    result = {"source": str(source), "family": family, "env": env_id, "source_env": pretrained["env_id"],
-              "action_space_changed": changed, **result}
-    save_json_atomic(Path(config.run_dir) / "finetune.json", result)
+    """Fine-tune, print what was re-initialised and frozen; returns ``finetune.json``'s dict."""
+    result = finetune(config)
+    source, target = ActionSpec.from_dict(result["source_action_spec"]), ActionSpec.from_dict(result["action_spec"])
+    line = (f"action space {source.kind}({source.dim}) -> {target.kind}({target.dim}): re-initialised "
+            f"{', '.join(result['reinitialised']) or 'nothing'}" if result["action_space_changed"] else
+            f"same action space ({target.kind}({target.dim})): nothing re-initialised")
+    print(f"wm finetune: {result['source_env']} -> {result['env']}; {line}; frozen: {', '.join(result['frozen']) or 'nothing'}")
     return result
-
-
-# ---------------------------------------------------------------------------------------------- World Models
-
-
-def worldmodels_config(config: FinetuneConfig, pretrained: dict, env_id: str):
-    """The ``wm worldmodels`` config of the fine-tune: the preset's training settings, the checkpoint's sizes."""
-    from scripts import worldmodels_pipeline as pipeline
-
-    sizes = pretrained["sizes"]
-    controller = sizes.get("controller", {})
-    overrides = dict(env=env_id, run_dir=config.run_dir, seed=config.seed, device=config.device,
-                     image_size=sizes["vae"]["image_size"], z_dim=sizes["vae"]["z_dim"], vae_depth=sizes["vae"]["depth"],
-                     vae_stages=sizes["vae"]["stages"], hidden_size=sizes["mdnrnn"]["hidden_size"],
-                     num_mixtures=sizes["mdnrnn"]["num_mixtures"], vae_steps=config.steps, mdnrnn_steps=config.steps,
-                     controller=controller.get("kind", "linear"), controller_hidden=controller.get("hidden_size", 32))
-    optional = {"episodes": config.episodes, "max_episode_steps": config.max_episode_steps,
-                "vae_lr": config.learning_rate, "mdnrnn_lr": config.learning_rate}
-    overrides.update({k: v for k, v in optional.items() if v})
-    base = apply_overrides(pipeline.WorldModelsConfig(), pipeline.PRESETS[config.family_preset], source=f"preset {config.family_preset!r}")
-    return apply_overrides(base, overrides, source="wm finetune")
-
-
-def finetune_worldmodels(config: FinetuneConfig, source: Path, pretrained: dict, env_id: str, spec: ActionSpec) -> dict:
-    """Collect in the target env, fine-tune V then M from the checkpoint, re-train C in M's dream, evaluate."""
-    import lightning as L
-
-    from scripts import evaluate as evaluate_script
-    from scripts import worldmodels_pipeline as pipeline
-    from trainers.datamodule import ChunkDataModule
-    from trainers.latents import LatentDataModule, encode_store
-    from trainers.mdnrnn_module import MDNRNNModule
-    from trainers.vae_module import VAEModule
-    from worldmodels.envs.toy import register_toy_envs
-    from worldmodels.pretrained import export_from_run
-
-    register_toy_envs()
-    wm = worldmodels_config(config, pretrained, env_id)
-    if wm.threads > 0:
-        torch.set_num_threads(wm.threads)
-    run_dir = Path(wm.run_dir)
-    save_json_atomic(run_dir / "config.json", to_dict(wm))
-    L.seed_everything(wm.seed, workers=True, verbose=False)
-    store_dir = pipeline.stage_collect(wm)
-    reinit = ACTION_LAYERS[WORLDMODELS]
-    keep = {"mdnrnn.lstm.weight_ih_l0": wm.z_dim}  # the latent columns; the action columns follow them
-    frozen: list[str] = []
-    metrics: dict[str, float] = {}
-
-    # V: observations only, never action-dependent. Frozen whole with --reward-only (M's latents must not move).
-    vae_module = VAEModule(image_size=wm.image_size, z_dim=wm.z_dim, depth=wm.vae_depth, stages=wm.vae_stages,
-                           kl_tolerance=wm.kl_tolerance, learning_rate=wm.vae_lr)
-    reports = transfer(source, {"vae": vae_module.vae})
-    vae_frozen = ["vae"] if config.reward_only else ["vae.encoder", "vae.to_stats"] if config.freeze == "encoder" else []
-    frozen += freeze({"vae": vae_module.vae}, vae_frozen)
-    out = run_dir / "vae"
-    if not (out / pipeline.DONE).exists():
-        if any(p.requires_grad for p in vae_module.parameters()):
-            datamodule = ChunkDataModule(str(store_dir), seq_len=1, batch_size=wm.vae_batch_size, val_fraction=wm.val_fraction,
-                                         seed=wm.seed, samples_per_epoch=wm.vae_batch_size * min(wm.vae_steps, 500))
-            trainer = pipeline._trainer(wm, out, "vae", wm.vae_steps)
-            pipeline._fit(trainer, vae_module, datamodule, out)
-            metrics["vae_val_loss"] = _metric(trainer, "val/loss")
-        evaluate_script.save_component(out, "vae", vae_module.vae, dict(in_channels=3, image_size=wm.image_size, z_dim=wm.z_dim,
-                                                                        depth=wm.vae_depth, stages=wm.vae_stages))
-        save_json_atomic(out / pipeline.DONE, {"steps": wm.vae_steps, "frozen": vae_frozen, **metrics})
-    vae = evaluate_script.load_vae(out, pipeline._device(wm))
-    latent_dir = run_dir / "latents"
-    encode_store(vae, store_dir, latent_dir, vae_weights=out / "model.safetensors", device=pipeline._device(wm))
-
-    # M: the action columns of the LSTM input projection are new when the action space changed.
-    scales = {"nll": 0.0, "reward": 1.0, "done": 0.0} if config.reward_only else None  # zero-scaled parts: zero gradient
-    m_module = MDNRNNModule(z_dim=wm.z_dim, action_dim=spec.dim, hidden_size=wm.hidden_size, num_mixtures=wm.num_mixtures,
-                            learning_rate=wm.mdnrnn_lr, loss_scales=scales)
-    reports.update(transfer(source, {"mdnrnn": m_module.mdnrnn}, reinit=reinit, keep_columns=keep))
-    m_frozen = ["mdnrnn.lstm"] if config.reward_only or config.freeze == "dynamics" else []
-    frozen += freeze({"mdnrnn": m_module.mdnrnn}, m_frozen)
-    frozen += train_new_layers({"mdnrnn": m_module.mdnrnn}, {"mdnrnn": reports["mdnrnn"]}, keep)
-    out = run_dir / "mdnrnn"
-    if not (out / pipeline.DONE).exists():
-        datamodule = LatentDataModule(str(latent_dir), seq_len=wm.mdnrnn_seq_len, batch_size=wm.mdnrnn_batch_size,
-                                      val_fraction=wm.val_fraction, seed=wm.seed,
-                                      samples_per_epoch=wm.mdnrnn_batch_size * min(wm.mdnrnn_steps, 500))
-        trainer = pipeline._trainer(wm, out, "mdnrnn", wm.mdnrnn_steps)
-        pipeline._fit(trainer, m_module, datamodule, out)
-        metrics["mdnrnn_val_loss"] = _metric(trainer, "val/loss")
-        evaluate_script.save_component(out, "mdnrnn", m_module.mdnrnn, dict(z_dim=wm.z_dim, action_dim=spec.dim,
-                                                                            hidden_size=wm.hidden_size, num_mixtures=wm.num_mixtures))
-        save_json_atomic(out / pipeline.DONE, {"steps": wm.mdnrnn_steps, "frozen": m_frozen, **metrics})
-    mdnrnn = evaluate_script.load_mdnrnn(out, pipeline._device(wm))
-    if config.reward_only:
-        frozen.append("mdnrnn.head (all but the reward output: zero loss scale)")
-
-    # C: always re-trained by CMA-ES in the (fine-tuned) dream; a changed action space changes its size.
-    selection = pipeline.stage_controller(wm, vae, mdnrnn, latent_dir, spec)
-    result = evaluate_script.run(evaluate_script.EvaluateConfig(
-        run_dir=str(run_dir), env=env_id, episodes=wm.eval_episodes, seed=wm.seed + 10_000, num_envs=wm.num_envs,
-        max_episode_steps=wm.max_episode_steps, frameskip=wm.frameskip, device=wm.device))
-    export_from_run(run_dir)
-    reinitialised = describe_reinit(reports, keep)
-    if spec != ActionSpec.from_dict(pretrained["action_spec"]) and "controller" in pretrained["sizes"]:
-        reinitialised.append("controller (re-trained by CMA-ES)")
-    return {"reinitialised": reinitialised, "frozen": frozen, "metrics": metrics, "selection": selection,
-            "eval_return": result["return_mean"], "random_return": result["random_mean"],
-            "pretrained_dir": str(run_dir / "pretrained")}
-
-
-# ---------------------------------------------------------------------------------------------- Dreamer
-
-
-def dreamer_config(config: FinetuneConfig, pretrained: dict, env_id: str):
-    """The ``wm dreamer`` config: the preset's replay/run settings, the checkpoint's agent config, ``--steps`` gradient steps."""
-    from scripts import dreamer as dreamer_script
-
-    base = apply_overrides(dreamer_script.DreamerRunConfig(), dreamer_script.PRESETS[config.family_preset],
-                           source=f"preset {config.family_preset!r}")
-    agent = from_dict(dreamer_script.DreamerAgentConfig, pretrained["config"])
-    overrides = {**to_dict(agent), "env": env_id, "run_dir": config.run_dir, "seed": config.seed,
-                 "image_size": int(pretrained["obs_shape"][0])}
-    if config.learning_rate:
-        overrides["model_lr"] = config.learning_rate
-    if config.device != "auto":
-        overrides["accelerator"] = {"cuda": "gpu"}.get(config.device, config.device)
-    run_cfg = apply_overrides(base, overrides, source="wm finetune")
-    # env steps so that gradient_steps(run_cfg) == config.steps: replay_ratio replayed rows per env step.
-    env_steps = run_cfg.prefill + math.ceil(config.steps * run_cfg.batch_size * run_cfg.seq_len / run_cfg.replay_ratio)
-    return apply_overrides(run_cfg, {"steps": env_steps}, source="wm finetune")
-
-
-def finetune_dreamer(config: FinetuneConfig, source: Path, pretrained: dict, env_id: str, spec: ActionSpec) -> dict:
-    """Online Dreamer training (``scripts.dreamer``'s module, replay and Trainer) started from the checkpoint."""
-    import numpy as np
-
-    from scripts import dreamer as dreamer_script
-
-    cfg = dreamer_config(config, pretrained, env_id)
-    run_dir = Path(cfg.run_dir)
-    save_json_atomic(run_dir / "config.json", to_dict(cfg))
-    module, replay = dreamer_script.build(cfg, store_dir=str(run_dir / "episodes"))
-    parts = {"world_model": module.world_model, "actor": module.actor, "critic": module.critic}
-    keep = {"world_model.rssm.img_in.0.weight": cfg.stoch * cfg.classes}  # stochastic-state columns, then action columns
-    reports = transfer(source, parts, reinit=ACTION_LAYERS[DREAMER], keep_columns=keep)
-    module.slow_critic.load_state_dict(module.critic.state_dict())
-    names = {"encoder": ["world_model.encoder"], "dynamics": ["world_model.rssm"], "none": []}[config.freeze]
-    if config.reward_only:
-        names = [f"world_model.{child}" for child, _ in module.world_model.named_children() if child != "reward"]
-    frozen = freeze(parts, names) + train_new_layers(parts, reports, keep)
-
-    steps = dreamer_script.gradient_steps(cfg)
-    dreamer_script.fit_online(dreamer_script.make_trainer(cfg, run_dir), module, replay, cfg)
-    module.eval()
-    options = dreamer_script.env_options(cfg)
-    agent = dreamer_script.evaluate(module, env_id, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, options=options)
-    random = dreamer_script.evaluate(None, env_id, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, options=options)
-    metrics = {"eval_return": float(np.mean(agent)), "random_return": float(np.mean(random))}
-    save_json_atomic(run_dir / "results.json", {"env": env_id, "env_steps": replay.env_steps, "gradient_steps": steps,
-                                                "episodes_stored": len(replay.store) if replay.store is not None else 0,
-                                                **metrics})
-    save_dreamer(run_dir / "pretrained", module, env_id=env_id, metrics=metrics,
-                 training_steps={"gradient_steps": steps, "env_steps": replay.env_steps,
-                                 "pretrained": pretrained.get("training_steps", {})})
-    return {"reinitialised": describe_reinit(reports, keep), "frozen": frozen, "metrics": metrics,
-            "gradient_steps": steps, "env_steps": replay.env_steps, "pretrained_dir": str(run_dir / "pretrained")}
-
-
-def _metric(trainer, key: str) -> float:
-    value = trainer.callback_metrics.get(key)
-    return float(value) if value is not None else float("nan")

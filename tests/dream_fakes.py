@@ -1,4 +1,4 @@
-"""A fake ``WorldModelView`` for the viz / callback / ``wm dream`` tests: deterministic, few colours.
+"""A fake :class:`~worldmodels.core.WorldModel` for the dream-callback tests: deterministic, few colours.
 
 Frames use 4 grey levels so GIF palette quantisation is exact and decoded frames compare bit-for-bit.
 """
@@ -6,6 +6,9 @@ Frames use 4 grey levels so GIF palette quantisation is exact and decoded frames
 from __future__ import annotations
 
 import torch
+
+from worldmodels.core import LatentPolicy, State, Trajectory, rollout
+from worldmodels.envs.spaces import ActionSpec
 
 
 def few_colour_batch(B: int = 2, T: int = 12, S: int = 16, A: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -21,29 +24,51 @@ def few_colour_batch(B: int = 2, T: int = 12, S: int = 16, A: int = 3, seed: int
             "truncated": torch.zeros(B, T, dtype=torch.bool), "is_first": is_first}
 
 
-class ShiftView:
-    """Predicts each frame as the last context frame rolled one pixel right per step; reward 0.5, end 0.25."""
+class ShiftWorldModel:
+    """State = the last frame seen; each imagined step rolls it one pixel right; reward 0.5, end 0.25.
 
-    def __init__(self) -> None:
+    ``decode`` shows the frame's negative (255 - x, still 4 grey levels), so a reconstruction is told
+    apart from the real frame. ``calls`` records ``observe``, ``imagine:actions`` (open loop) and
+    ``imagine:policy`` (dream).
+    """
+
+    def __init__(self, S: int = 16, A: int = 3) -> None:
+        self.obs_shape, self.action_spec, self.feature_dim = (S, S, 3), ActionSpec("discrete", A), S * S * 3
         self.calls: list[str] = []
 
-    def reconstruct(self, obs: torch.Tensor) -> torch.Tensor:
-        self.calls.append("reconstruct")
-        return 255 - obs  # (N, H, W, C) uint8, still 4 grey levels
+    def predicted(self, last: torch.Tensor, steps: int) -> torch.Tensor:
+        """The frames ``decode`` shows for ``steps`` imagined steps after frame ``last (B, H, W, C)``."""
+        return torch.stack([255 - last.roll(k + 1, dims=-2) for k in range(steps)], dim=1)  # (B, steps, H, W, C)
 
-    def _rollout(self, last: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
-        frames = torch.stack([last.roll(k + 1, dims=-2) for k in range(steps)], dim=1)  # (B, steps, H, W, C)
-        B = last.shape[0]
-        return {"frames": frames, "reward": torch.full((B, steps), 0.5), "end": torch.full((B, steps), 0.25)}
+    def initial(self, batch_size: int) -> State:
+        return {"frame": torch.zeros(batch_size, *self.obs_shape),
+                "action": torch.zeros(batch_size, self.action_spec.dim)}
 
-    def open_loop(self, obs, action, is_first, context: int):
-        self.calls.append("open_loop")
-        return self._rollout(obs[:, context - 1], obs.shape[1] - context)
+    def observe(self, obs, action, is_first, state=None):
+        self.calls.append("observe")
+        B, T = obs.shape[:2]
+        action = torch.zeros(B, T, self.action_spec.dim) if action is None else action.float()
+        states = {"frame": obs.float(), "action": action}
+        return states, {k: v[:, -1] for k, v in states.items()}
 
-    def dream(self, obs, action, is_first, horizon: int):
-        self.calls.append("dream")
-        return self._rollout(obs[:, -1], horizon)
+    def step(self, state: State, action: torch.Tensor):
+        B = action.shape[0]
+        return {"frame": state["frame"].roll(1, dims=-2), "action": torch.zeros_like(action)}, \
+            torch.full((B,), 0.5), torch.full((B,), 0.75)
 
-    def latent_traversal(self, obs: torch.Tensor, dims: int, steps: int, sigma: float = 3.0) -> torch.Tensor:
-        self.calls.append("latent_traversal")
-        return obs.expand(dims * steps, *obs.shape[1:]).reshape(dims, steps, *obs.shape[1:]).clone()
+    def imagine(self, start: State, policy_or_actions: LatentPolicy | torch.Tensor, horizon: int, *,
+                keep_states: bool = True) -> Trajectory:
+        self.calls.append("imagine:actions" if isinstance(policy_or_actions, torch.Tensor) else "imagine:policy")
+        return rollout(self, self.step, start, policy_or_actions, horizon, keep_states=keep_states)
+
+    def feature(self, states: State) -> torch.Tensor:
+        return states["frame"].flatten(-3) / 255.0
+
+    def decode(self, states: State) -> torch.Tensor:
+        return (255 - states["frame"]).to(torch.uint8)
+
+    def predict_reward(self, states: State) -> torch.Tensor:
+        return torch.full(states["frame"].shape[:-3], 0.5)
+
+    def predict_cont(self, states: State) -> torch.Tensor:
+        return torch.full(states["frame"].shape[:-3], 0.75)

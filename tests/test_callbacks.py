@@ -1,7 +1,8 @@
 """Dream callbacks inside a real Lightning Trainer: summaries read back with TensorBoard's own reader.
 
-The world model is the fake :class:`dream_fakes.ShiftView`, so these tests check the plumbing
-(schedule, tags, frame counts, sizes, pixels, rank-zero guard, isolation), not a family's model.
+The world model is the fake :class:`dream_fakes.ShiftWorldModel` (driven through the protocol by
+:mod:`worldmodels.dreams`), so these tests check the plumbing (schedule, tags, frame counts, sizes,
+pixels, rank-zero guard, isolation), not a family's model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from dream_fakes import ShiftView, few_colour_batch
+from dream_fakes import ShiftWorldModel, few_colour_batch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -26,15 +27,15 @@ S, T, CONTEXT, HORIZON = 16, 12, 3, 6
 
 
 class TinyModule(L.LightningModule):
-    """Fits a linear map of the mean pixel; exposes the fake view like a family module would."""
+    """Fits a linear map of the mean pixel; exposes the fake world model like a family module would."""
 
-    def __init__(self, view: ShiftView | None = None) -> None:
+    def __init__(self, world_model: ShiftWorldModel | None = None) -> None:
         super().__init__()
         self.net = torch.nn.Linear(3, 1)
-        self.view = view or ShiftView()
+        self.fake = world_model or ShiftWorldModel(S)
 
-    def world_model_view(self) -> ShiftView:
-        return self.view
+    def dream_models(self) -> tuple[ShiftWorldModel, None]:
+        return self.fake, None  # no head: the dream acts with random actions
 
     def training_step(self, batch, batch_idx):
         x = batch["obs"].float().mean((1, 2, 3)) / 255.0  # (B, C)
@@ -101,19 +102,22 @@ def test_open_loop_and_dream_gifs_read_back(tmp_path):
     i = 1
     strip = viz.decode_gif(events.Images(f"dreams/open_loop/sample_{i}")[-1].encoded_image_string)
     true = val["obs"][i, : CONTEXT + HORIZON].numpy()
-    expected_pred = np.concatenate([true[:CONTEXT], ShiftView()._rollout(val["obs"][i : i + 1, CONTEXT - 1], HORIZON)["frames"][0].numpy()])
+    expected_pred = np.concatenate([true[:CONTEXT], module.fake.predicted(val["obs"][i : i + 1, CONTEXT - 1], HORIZON)[0].numpy()])
     np.testing.assert_array_equal(layout.tile(strip, 0), true)
     np.testing.assert_array_equal(layout.tile(strip, 1), expected_pred)
     np.testing.assert_array_equal(layout.tile(strip, 2), viz.error_image(true, expected_pred))
     dream = viz.decode_gif(events.Images(f"dreams/imagined/sample_{i}")[-1].encoded_image_string)
     np.testing.assert_array_equal(dream[:CONTEXT, 2 : 2 + S, 2 : 2 + S], true[:CONTEXT])
-    assert module.view.calls.count("open_loop") == 2 and module.view.calls.count("dream") == 2
+    assert module.fake.calls.count("imagine:actions") == 2 and module.fake.calls.count("imagine:policy") == 2
 
 
 def test_reconstruction_and_latent_traversal_grids(tmp_path):
+    from worldmodels.models.vae import ConvVAE
+
     batch = few_colour_batch(B=3, T=T, S=S, seed=7)
+    vae = ConvVAE(3, S, z_dim=4, depth=4, stages=4)  # latent traversals need World Models' V
     callbacks = [ReconstructionCallback(every_n_steps=2, batch=batch, num_samples=2, frames_per_sample=2),
-                 LatentTraversalCallback(every_n_steps=2, batch=batch, dims=3, steps=5)]
+                 LatentTraversalCallback(every_n_steps=2, batch=batch, dims=3, steps=5, models_fn=lambda m: (vae, None))]
     trainer, _ = fit(tmp_path, callbacks)
     events = read_events(trainer)
     assert image_tags(events) == {"dreams/reconstruction", "dreams/latent_traversal"}
@@ -160,45 +164,46 @@ def test_open_loop_kpis_values_and_episode_mask():
 
 
 def test_callbacks_do_not_change_training(tmp_path):
-    class RandomView(ShiftView):
-        def _rollout(self, last, steps):
+    class RandomWorldModel(ShiftWorldModel):
+        def step(self, state, action):
             torch.randn(1000)  # consumes global RNG; the callback must restore it
-            return super()._rollout(last, steps)
+            return super().step(state, action)
 
     _, plain = fit(tmp_path / "a", [], module=_seeded(), max_steps=3)
     _, with_cb = fit(tmp_path / "b", [OpenLoopCallback(context=CONTEXT, horizon=HORIZON, every_n_steps=1),
                                       DreamCallback(context=CONTEXT, horizon=HORIZON, every_n_steps=1)],
-                     module=_seeded(RandomView()), max_steps=3)
+                     module=_seeded(RandomWorldModel(S)), max_steps=3)
     for a, b in zip(plain.parameters(), with_cb.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert with_cb.training  # train mode restored
 
 
-def _seeded(view: ShiftView | None = None) -> TinyModule:
+def _seeded(world_model: ShiftWorldModel | None = None) -> TinyModule:
     torch.manual_seed(0)
-    module = TinyModule(view)
+    module = TinyModule(world_model)
     torch.manual_seed(1)  # the RNG state training starts from
     return module
 
 
 def test_non_zero_rank_writes_nothing(tmp_path, monkeypatch):
-    view = ShiftView()
+    fake = ShiftWorldModel(S)
     callbacks = [OpenLoopCallback(context=CONTEXT, horizon=HORIZON, every_n_steps=1),
                  ReconstructionCallback(every_n_steps=1), DreamCallback(context=CONTEXT, horizon=HORIZON, every_n_steps=1),
                  LatentTraversalCallback(every_n_steps=1), WorldModelKPICallback(context=CONTEXT, every_n_steps=1)]
     monkeypatch.setattr(L.Trainer, "is_global_zero", property(lambda self: False))
-    trainer, _ = fit(tmp_path, callbacks, module=TinyModule(view))
-    assert view.calls == []
+    trainer, _ = fit(tmp_path, callbacks, module=TinyModule(fake))
+    assert fake.calls == []
     events = read_events(trainer)
     assert image_tags(events) == set() and not [t for t in events.Tags()["scalars"] if t.startswith("kpi/")]
 
 
 def test_rank_zero_only_guard_on_run(monkeypatch):
-    callback = OpenLoopCallback(context=CONTEXT, horizon=HORIZON, batch=few_colour_batch(T=T, S=S), view_fn=lambda m: view)
-    view = ShiftView()
+    callback = OpenLoopCallback(context=CONTEXT, horizon=HORIZON, batch=few_colour_batch(T=T, S=S),
+                                models_fn=lambda m: (fake, None))
+    fake = ShiftWorldModel(S)
     monkeypatch.setattr(rank_zero_only, "rank", 1)
-    callback._run(trainer=None, pl_module=TinyModule(view), step=0)  # type: ignore[arg-type]
-    assert view.calls == []
+    callback._run(trainer=None, pl_module=TinyModule(fake), step=0)  # type: ignore[arg-type]
+    assert fake.calls == []
 
 
 def test_return_vs_env_steps_and_table(tmp_path):
@@ -251,22 +256,26 @@ def test_without_val_set_uses_first_training_batch_and_catches_skipped_multiples
     np.testing.assert_array_equal(layout.tile(strip, 0), batches[1]["obs"][0, : CONTEXT + HORIZON].numpy())
 
 
-def test_view_for_family_modules():
+def test_dream_models_of_family_modules():
+    from trainers.callbacks import dream_models
     from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
     from trainers.vae_module import VAEModule
-    from trainers.views import DreamerView, WorldModelsView, view_for_module
+    from worldmodels import dreams
     from worldmodels.config import to_dict
     from worldmodels.envs.spaces import ActionSpec
+    from worldmodels.models.vae import ConvVAE
+    from worldmodels.models.world_model import DreamerWorldModel
+    from worldmodels.policies import ActorHead
 
     config = DreamerAgentConfig(deter=8, hidden=8, stoch=2, classes=3, depth=4, stages=4, layers=1, num_bins=15)
     dreamer = DreamerModule(obs_shape=(S, S, 3), action_spec=ActionSpec("discrete", 3), config=to_dict(config))
-    view = view_for_module(dreamer)
-    assert isinstance(view, DreamerView) and view.actor is dreamer.actor
-    vae_view = view_for_module(VAEModule(image_size=S, z_dim=4, depth=4))
-    assert isinstance(vae_view, WorldModelsView) and vae_view.mdnrnn is None
+    world_model, head = dream_models(dreamer)
+    assert isinstance(world_model, DreamerWorldModel) and isinstance(head, ActorHead) and head.actor is dreamer.actor
+    vae, no_head = dream_models(VAEModule(image_size=S, z_dim=4, depth=4))
+    assert isinstance(vae, ConvVAE) and no_head is None  # V alone: no M yet
     with torch.no_grad():
-        assert vae_view.reconstruct(few_colour_batch(S=S)["obs"][:, 0]).shape == (2, S, S, 3)
+        assert dreams.reconstruct(vae, few_colour_batch(S=S)["obs"][:, 0]).shape == (2, S, S, 3)
     with pytest.raises(ValueError, match="MDN-RNN"):
-        vae_view.dream(*[few_colour_batch(S=S)[k][:, :2] for k in ("obs", "action", "is_first")], horizon=2)
-    with pytest.raises(TypeError, match="view_fn"):
-        view_for_module(torch.nn.Linear(1, 1))
+        dreams.dream(vae, None, *[few_colour_batch(S=S)[k][:, :2] for k in ("obs", "action", "is_first")], horizon=2)
+    with pytest.raises(TypeError, match="models_fn"):
+        dream_models(torch.nn.Linear(1, 1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import scripts.cli
 import worldmodels.envs
@@ -110,12 +111,20 @@ def test_episodes_is_a_target_total_so_a_rerun_resumes(tmp_path):
 def test_policy_sees_is_first_exactly_at_episode_starts(tmp_path):
     seen = []
 
-    def policy(obs, is_first):
-        assert obs.shape == (3, 64, 64, 3) and obs.dtype == np.uint8 and is_first.shape == (3,)
-        seen.append((obs[:, 0, 0, 1].copy(), obs[:, 0, 0, 0].copy(), is_first.copy()))
-        return np.full(3, 2)
+    class Recorder:
+        """A stateless Policy (carry stays None) that always picks class 2 and records what it saw."""
 
-    store, _ = collect(tmp_path, episodes=6, policy=policy)
+        action_spec = ActionSpec("discrete", 5)
+
+        def initial(self, batch_size):
+            return None
+
+        def act(self, obs, is_first, state):
+            assert obs.shape == (3, 64, 64, 3) and obs.dtype == torch.uint8 and is_first.shape == (3,)
+            seen.append((obs[:, 0, 0, 1].numpy().copy(), obs[:, 0, 0, 0].numpy().copy(), is_first.numpy().copy()))
+            return torch.nn.functional.one_hot(torch.full((3,), 2), 5).float(), state
+
+    store, _ = collect(tmp_path, episodes=6, policy=Recorder())
     for step, code, is_first in seen:
         np.testing.assert_array_equal(is_first, step == 0)
     assert all((store.load(n).action[:-1] == 2).all() for n in store.names)
@@ -174,16 +183,78 @@ def test_cli_collects(tmp_path, cli, capsys):
 
 
 def test_sticky_random_policy_repeats_and_resets():
-    import gymnasium as gym
+    from worldmodels.policies import StickyRandomPolicy
 
-    from worldmodels.data.collect import StickyRandomPolicy
-
-    space = gym.spaces.MultiDiscrete([6] * 4)  # the batched action space of 4 sub-envs
-    policy = StickyRandomPolicy(space, seed=0, repeat_prob=0.9)
-    obs = np.zeros((4, 8, 8, 3), np.uint8)
-    actions = [policy(obs, np.zeros(4, bool)) for _ in range(200)]
+    spec = ActionSpec("discrete", 6)
+    policy = StickyRandomPolicy(spec, seed=0, repeat_prob=0.9)
+    obs = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)  # 4 sub-envs
+    state, actions = None, []
+    for _ in range(200):
+        action, state = policy.act(obs, torch.zeros(4, dtype=torch.bool), state)
+        actions.append(spec.to_env(action))
     changes = np.mean([np.mean(a != b) for a, b in zip(actions, actions[1:])])
     # A fresh draw happens w.p. 0.1 and differs from the old action w.p. 5/6: expected change rate 0.083.
     assert 0.04 < changes < 0.13
-    reset = policy(obs, np.ones(4, bool))  # is_first: every sub-env draws afresh
-    assert reset.shape == (4,)
+    reset, _ = policy.act(obs, torch.ones(4, dtype=torch.bool), state)  # is_first: every sub-env draws afresh
+    assert spec.to_env(reset).shape == (4,)
+
+
+@pytest.mark.parametrize("name", ["random", "sticky", "hold"])
+def test_named_collection_policies(tmp_path, name):
+    store, stats = collect(tmp_path, episodes=3, policy=name)
+    assert stats.episodes == 3 and all(((store.load(n).action >= 0) & (store.load(n).action < 5)).all()
+                                       for n in store.names)
+    with pytest.raises(ValueError, match="unknown collection policy 'nope'"):
+        collect(tmp_path / "other", episodes=1, policy="nope")
+
+
+class _Rows:
+    """Driver hook keeping every row and every finished episode."""
+
+    def __init__(self):
+        self.rows, self.episodes = {}, []
+
+    def on_row(self, env_index, row):
+        self.rows.setdefault(env_index, []).append({k: np.array(v) for k, v in row.items()})
+
+    def on_episode(self, env_index, episode, complete):
+        self.episodes.append((env_index, episode, complete))
+
+
+def test_driver_rows_follow_the_convention():
+    from worldmodels.driver import Driver
+    from worldmodels.policies import HoldRandomPolicy
+
+    vec_env = align_vector()
+    hook = _Rows()
+    driver = Driver(vec_env, HoldRandomPolicy(ActionSpec("discrete", 5), seed=0), hooks=[hook])
+    driver.reset(seed=0)
+    driver.run(episodes=9)
+    vec_env.close()
+    assert driver.episodes >= 9 and len(hook.episodes) == driver.episodes
+    for env_index, rows in hook.rows.items():
+        for t, row in enumerate(rows[:-1]):
+            nxt = rows[t + 1]
+            if row["terminated"] or row["truncated"]:  # last row: zeros; the next row starts an episode at reward 0
+                assert row["action"] == 0 and nxt["is_first"] and nxt["reward"] == 0.0
+                continue
+            # action[t] is taken at obs[t]: drawn into obs[t + 1], paid in reward[t + 1].
+            assert nxt["obs"][0, 0, 0] == row["action"] + 1 and nxt["reward"] == 10.0 * nxt["obs"][0, 0, 1] + row["action"]
+            assert row["is_first"] == (row["obs"][0, 0, 1] == 0)
+    for env_index, episode, complete in hook.episodes:
+        assert complete and episode["reward"][0] == 0.0 and episode["action"][-1] == 0
+        np.testing.assert_array_equal(episode["obs"][:, 0, 0, 1], np.arange(len(episode["obs"])))
+
+
+def test_record_episode_cuts_with_a_zero_last_action():
+    from worldmodels.driver import record_episode
+    from worldmodels.policies import RandomPolicy
+
+    spec = ActionSpec("discrete", 5)
+    whole = record_episode(align_vector(1), RandomPolicy(spec, seed=1), max_rows=100, seed=1)
+    L = len(whole["obs"])
+    assert 4 <= L <= 9 and (whole["terminated"][-1] or whole["truncated"][-1]) and whole["action"][-1] == 0
+    np.testing.assert_array_equal(whole["obs"][1:, 0, 0, 0], whole["action"][:-1] + 1)
+    cut = record_episode(align_vector(1), RandomPolicy(spec, seed=1), max_rows=3, seed=1)
+    assert len(cut["obs"]) == 3 and cut["action"][-1] == 0 and not cut["terminated"].any()
+    np.testing.assert_array_equal(cut["obs"], whole["obs"][:3])

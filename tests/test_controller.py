@@ -8,8 +8,10 @@ import torch
 from worldmodels.controllers.cmaes import load_state, train_cmaes
 from worldmodels.controllers.linear import LinearController, MLPController
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.imagination.dream import bench_dream, dream_fitness, dream_rollout
+from worldmodels.imagination.cmaes_dream import bench_dream, dream_fitness, dream_rollout
 from worldmodels.models.mdnrnn import MDNRNN
+from worldmodels.models.vae import ConvVAE
+from worldmodels.models.vm_world_model import VMWorldModel
 
 CAR = ActionSpec("continuous", 3, (-1.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 DISCRETE = ActionSpec("discrete", 3)
@@ -37,7 +39,7 @@ def test_action_squashing():
     assert torch.equal(onehot.sum(-1), torch.ones(3, 50)) and set(onehot.unique().tolist()) == {0.0, 1.0}
 
 
-def _tiny_dream(done_bias: float, reward_bias: float = 1.0):
+def _tiny_dream(done_bias: float, reward_bias: float = 1.0) -> tuple[VMWorldModel, LinearController]:
     torch.manual_seed(0)
     mdnrnn = MDNRNN(z_dim=4, action_dim=3, hidden_size=8, num_mixtures=2).eval()
     with torch.no_grad():
@@ -45,28 +47,29 @@ def _tiny_dream(done_bias: float, reward_bias: float = 1.0):
         mdnrnn.head.bias[-2] = reward_bias  # reward head: exactly reward_bias every step
         mdnrnn.head.bias[-1] = done_bias  # done logit
     controller = LinearController(4 + 8, DISCRETE)
-    return mdnrnn, controller
+    vae = ConvVAE(3, 16, z_dim=4, depth=4, stages=4).eval()  # the dream starts from latents: V never runs
+    return VMWorldModel(vae, mdnrnn, DISCRETE), controller
 
 
 def test_dream_is_one_batch_of_population_times_repeats():
-    mdnrnn, controller = _tiny_dream(done_bias=-20.0)
+    world_model, controller = _tiny_dream(done_bias=-20.0)
     batch_sizes = []
-    mdnrnn.lstm.register_forward_hook(lambda module, inputs, output: batch_sizes.append(inputs[0].shape[0]))
+    world_model.mdnrnn.lstm.register_forward_hook(lambda module, inputs, output: batch_sizes.append(inputs[0].shape[0]))
     params = torch.randn(6, controller.num_params)  # P = 6
-    out = dream_rollout(mdnrnn, controller, params, torch.randn(3, 4), torch.zeros(3, 4), repeats=5, horizon=7)
+    out = dream_rollout(world_model, controller, params, torch.randn(3, 4), torch.zeros(3, 4), repeats=5, horizon=7)
     assert batch_sizes == [6 * 5] * 7  # one LSTM call per time step, over all P x R rows
     assert out["return"].shape == out["length"].shape == (6, 5)
     assert torch.allclose(out["return"], torch.full((6, 5), 7.0), atol=1e-5)  # never done: 7 steps x reward 1
-    assert dream_fitness(mdnrnn, controller, params, torch.randn(3, 4), torch.zeros(3, 4), repeats=5, horizon=7).shape == (6,)
+    assert dream_fitness(world_model, controller, params, torch.randn(3, 4), torch.zeros(3, 4), repeats=5, horizon=7).shape == (6,)
 
 
 def test_dream_done_masking():
     # done logit +20: every dream ends on its first step; the reward of that arriving step counts, none after.
-    mdnrnn, controller = _tiny_dream(done_bias=20.0)
+    world_model, controller = _tiny_dream(done_bias=20.0)
     params = torch.randn(4, controller.num_params)
-    out = dream_rollout(mdnrnn, controller, params, torch.randn(3, 4), torch.zeros(3, 4), repeats=2, horizon=10)
+    out = dream_rollout(world_model, controller, params, torch.randn(3, 4), torch.zeros(3, 4), repeats=2, horizon=10)
     assert torch.equal(out["length"], torch.ones(4, 2)) and torch.allclose(out["return"], torch.ones(4, 2))
-    out = dream_rollout(mdnrnn, controller, params, torch.randn(3, 4), torch.zeros(3, 4), repeats=2, horizon=10, sample_done=True)
+    out = dream_rollout(world_model, controller, params, torch.randn(3, 4), torch.zeros(3, 4), repeats=2, horizon=10, sample_done=True)
     assert torch.equal(out["length"], torch.ones(4, 2))
 
 

@@ -1,4 +1,4 @@
-"""The family adapters (WorldModelView contract), load_view, and `wm dream` end to end on the Catch toy env."""
+"""Both families through worldmodels.dreams (the protocol), load_dream_models, and `wm dream` end to end on Catch."""
 
 from __future__ import annotations
 
@@ -11,16 +11,20 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from scripts.cli import main
 from scripts.dream import DreamConfig, collect_episode, run
-from trainers.views import DreamerView, WorldModelView, WorldModelsView, load_view
-from worldmodels import viz
+from worldmodels import dreams, viz
+from worldmodels.core import WorldModel
+from worldmodels.dreams import load_dream_models
 from worldmodels.envs.spaces import ActionSpec
+from worldmodels.models.vm_world_model import VMWorldModel
+from worldmodels.models.world_model import DreamerWorldModel
+from worldmodels.policies import ActorHead, ControllerHead
 
 S, A, Z, HIDDEN = 16, 3, 4, 8
 CATCH = "worldmodels/Catch-v0"
 SPEC = ActionSpec("discrete", A)
 
 
-def tiny_worldmodels(controller: bool = True) -> WorldModelsView:
+def tiny_worldmodels(controller: bool = True) -> tuple[VMWorldModel, ControllerHead | None]:
     from worldmodels.controllers.linear import make_controller
     from worldmodels.models.mdnrnn import MDNRNN
     from worldmodels.models.vae import ConvVAE
@@ -28,10 +32,11 @@ def tiny_worldmodels(controller: bool = True) -> WorldModelsView:
     torch.manual_seed(0)
     vae = ConvVAE(3, S, Z, depth=4, stages=4).eval()
     mdnrnn = MDNRNN(Z, A, HIDDEN, 2).eval()
+    world_model = VMWorldModel(vae, mdnrnn, SPEC)
     if not controller:
-        return WorldModelsView(vae, mdnrnn, action_spec=SPEC)
+        return world_model, None
     c = make_controller("linear", Z + HIDDEN, SPEC)
-    return WorldModelsView(vae, mdnrnn, c, torch.randn(1, c.num_params))
+    return world_model, ControllerHead(c, torch.randn(1, c.num_params))
 
 
 def tiny_dreamer_module():
@@ -53,41 +58,41 @@ def batch(B: int = 2, T: int = 7) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("family", ["worldmodels", "worldmodels_random", "dreamer", "dreamer_random"])
-def test_view_contract(family):
+def test_dreams_contract(family):
     if family.startswith("worldmodels"):
-        view = tiny_worldmodels(controller=family == "worldmodels")
+        world_model, head = tiny_worldmodels(controller=family == "worldmodels")
     else:
         module = tiny_dreamer_module()
-        view = DreamerView(module.world_model, None if family.endswith("random") else module.actor, action_spec=SPEC)
-    assert isinstance(view, WorldModelView)
+        world_model, head = module.world_model, None if family.endswith("random") else module.actor_head()
+    assert isinstance(world_model, WorldModel)
     b = batch()
     with torch.no_grad():
-        recon = view.reconstruct(b["obs"][:, 0])
+        recon = dreams.reconstruct(world_model, b["obs"][:, 0])
         assert recon.shape == (2, S, S, 3) and recon.dtype == torch.uint8
-        out = view.open_loop(b["obs"], b["action"], b["is_first"], context=3)
-        dream = view.dream(b["obs"][:, :3], b["action"][:, :3], b["is_first"][:, :3], horizon=5)
+        out = dreams.open_loop(world_model, b["obs"], b["action"], b["is_first"], context=3)
+        dream = dreams.dream(world_model, head, b["obs"][:, :3], b["action"][:, :3], b["is_first"][:, :3], horizon=5)
     for result, steps in ((out, 4), (dream, 5)):
         assert result["frames"].shape == (2, steps, S, S, 3) and result["frames"].dtype == torch.uint8
         assert result["reward"].shape == result["end"].shape == (2, steps)
         assert ((result["end"] >= 0) & (result["end"] <= 1)).all()
     if family.startswith("worldmodels"):
-        sweep = view.latent_traversal(b["obs"][:1, 0], dims=3, steps=5, reference=b["obs"][0])
+        sweep = dreams.latent_traversal(world_model, b["obs"][:1, 0], dims=3, steps=5, reference=b["obs"][0])
         assert sweep.shape == (3, 5, S, S, 3) and sweep.dtype == torch.uint8
 
 
 def test_worldmodels_open_loop_alignment():
     """Predicted step 0 is M's output after reading context rows 0..K-1 (it predicts row K); step 1 reads action[K]."""
-    view = tiny_worldmodels()
+    world_model, _ = tiny_worldmodels()
     b, K = batch(T=6), 3
     with torch.no_grad():
-        out = view.open_loop(b["obs"], b["action"], b["is_first"], context=K)
-        z = view.vae.encode(viz_float(b["obs"][:, :K]))[0]
-        ref, state = view.mdnrnn(z, b["action"][:, :K], b["is_first"][:, :K])
+        out = dreams.open_loop(world_model, b["obs"], b["action"], b["is_first"], context=K)
+        z = world_model.vae.encode(viz_float(b["obs"][:, :K]))[0]
+        ref, state = world_model.mdnrnn(z, b["action"][:, :K], b["is_first"][:, :K])
         torch.testing.assert_close(out["reward"][:, 0], ref["reward"][:, -1])
         # Changing the action at row K changes step 1 but not step 0.
         action = b["action"].clone()
         action[:, K] = action[:, K].roll(1, -1)
-        changed = view.open_loop(b["obs"], action, b["is_first"], context=K)
+        changed = dreams.open_loop(world_model, b["obs"], action, b["is_first"], context=K)
     torch.testing.assert_close(changed["reward"][:, 0], out["reward"][:, 0])
     assert not torch.allclose(changed["reward"][:, 1], out["reward"][:, 1])
 
@@ -98,50 +103,49 @@ def viz_float(obs):
     return to_float_image(obs)
 
 
-def save_worldmodels_run(run_dir: Path, view: WorldModelsView) -> None:
-    from scripts.evaluate import save_component, save_controller
+def save_worldmodels_run(run_dir: Path, models: tuple[VMWorldModel, ControllerHead | None]) -> None:
+    from worldmodels.families.vm import save_controller, save_stage
 
-    save_component(run_dir / "vae", "vae", view.vae, dict(in_channels=3, image_size=S, z_dim=Z, depth=4, stages=4))
-    save_component(run_dir / "mdnrnn", "mdnrnn", view.mdnrnn, dict(z_dim=Z, action_dim=A, hidden_size=HIDDEN, num_mixtures=2))
-    if view.params is None:  # no C yet: the dream uses random actions
+    world_model, head = models
+    save_stage(run_dir / "vae", "vae", world_model.vae)
+    save_stage(run_dir / "mdnrnn", "mdnrnn", world_model.mdnrnn)
+    if head is None:  # no C yet: the dream uses random actions
         return
-    save_controller(run_dir / "controller", view.params.numpy(), kind="linear", input_dim=Z + HIDDEN, action_spec=SPEC,
-                    hidden_size=32)
+    save_controller(run_dir / "controller", head.controller, head.params[0])
 
 
-def test_load_view_worldmodels_run_and_component_dir(tmp_path):
-    view = tiny_worldmodels()
-    save_worldmodels_run(tmp_path, view)
+def test_load_dream_models_worldmodels_run_and_component_dir(tmp_path):
+    world_model, head = tiny_worldmodels()
+    save_worldmodels_run(tmp_path, (world_model, head))
     for path in (tmp_path, tmp_path / "vae"):
-        loaded = load_view(path)
-        assert isinstance(loaded, WorldModelsView) and loaded.controller is not None
-        torch.testing.assert_close(loaded.params, view.params)
-        for a, b in zip(loaded.mdnrnn.state_dict().values(), view.mdnrnn.state_dict().values()):
+        loaded, loaded_head = load_dream_models(path)
+        assert isinstance(loaded, VMWorldModel) and isinstance(loaded_head, ControllerHead)
+        torch.testing.assert_close(loaded_head.params, head.params)
+        for a, b in zip(loaded.mdnrnn.state_dict().values(), world_model.mdnrnn.state_dict().values()):
             torch.testing.assert_close(a, b)
 
 
-def test_load_view_dreamer_pretrained_and_ckpt(tmp_path):
-    from worldmodels.checkpoint import save_pretrained
+def test_load_dream_models_dreamer_pretrained_and_ckpt(tmp_path):
+    from worldmodels.pretrained import save_dreamer
 
     module = tiny_dreamer_module()
-    save_pretrained(tmp_path / "pre", {"world_model": module.world_model, "actor": module.actor},
-                    {"family": "dreamer", "env_id": CATCH, **module.hparams})
+    save_dreamer(tmp_path / "pre", {"world_model": module.world_model, "actor": module.actor, "critic": module.critic},
+                 agent_config=module.hparams["config"], env_id=CATCH)
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "last.ckpt")
     for path in (tmp_path / "pre", tmp_path / "last.ckpt"):
-        loaded = load_view(path)
-        assert isinstance(loaded, DreamerView)
-        for a, b in zip(loaded.world_model.state_dict().values(), module.world_model.state_dict().values()):
+        loaded, head = load_dream_models(path)
+        assert isinstance(loaded, DreamerWorldModel) and isinstance(head, ActorHead) and head.sample
+        for a, b in zip(loaded.state_dict().values(), module.world_model.state_dict().values()):
             torch.testing.assert_close(a, b)
 
 
-def test_load_view_refuses_unknown_dirs(tmp_path):
+def test_load_dream_models_refuses_unknown_dirs(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved world model"):
-        load_view(tmp_path)
+        load_dream_models(tmp_path)
 
 
 def test_wm_dream_writes_gifs_and_tensorboard(tmp_path):
-    view = tiny_worldmodels()
-    save_worldmodels_run(tmp_path / "run", view)
+    save_worldmodels_run(tmp_path / "run", tiny_worldmodels())
     out = tmp_path / "dreams"
     K, H = 3, 4
     code = main(["dream", "--checkpoint", str(tmp_path / "run"), "--env", CATCH, "--logdir", str(out), "--context", str(K),

@@ -8,8 +8,11 @@ import torch
 
 from worldmodels.models.distributions import OneHotCategorical, TwoHot, symexp, symlog, unimix_logits
 from worldmodels.models.rssm import RSSM
-from worldmodels.imagination.dreamer import flatten_start, imagine
+from worldmodels.core import flatten_start
+from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.actor_critic import Actor
+from worldmodels.models.world_model import DreamerWorldModel
+from worldmodels.policies import ActorHead
 
 B, T, E, A = 3, 6, 10, 4
 
@@ -58,9 +61,15 @@ def test_rssm_observe_and_imagine_shapes():
     assert rssm.feature(post).shape == (B, T, rssm.feat_dim) == (B, T, 16 + 20)
     states = rssm.imagine({k: v[:, -1] for k, v in post.items()}, torch.randn(B, 7, A))
     assert states["deter"].shape == (B, 7, 16)
-    actor = Actor(rssm.feat_dim, A, discrete=True, hidden=8, layers=1)
-    traj = imagine(rssm, actor, flatten_start(post), horizon=5)
-    assert traj["feat"].shape == (B * T, 6, rssm.feat_dim) and traj["action"].shape == (B * T, 6, A)
+    torch.manual_seed(0)
+    world_model = DreamerWorldModel(obs_shape=(16, 16, 3), action_spec=ActionSpec("discrete", A), deter=16, hidden=16,
+                                    stoch=4, classes=5, depth=4, stages=2, layers=1, num_bins=15)
+    actor = Actor(world_model.feature_dim, A, discrete=True, hidden=8, layers=1)
+    states, _ = world_model.observe(torch.randint(0, 256, (B, T, 16, 16, 3), dtype=torch.uint8), action, is_first)
+    with torch.no_grad():
+        traj = world_model.imagine(flatten_start(states), ActorHead(actor, world_model.action_spec), horizon=5)
+    # Features of s_0 .. s_5; actions a_0 .. a_4 (a_H is never taken, so the trajectory has none).
+    assert traj.feature.shape == (B * T, 6, world_model.feature_dim) and traj.action.shape == (B * T, 5, A)
 
 
 def test_action_alignment_action_t_only_affects_later_states():
@@ -125,7 +134,7 @@ def test_online_rows_follow_store_convention(tmp_path):
             assert not rows["action"][t].any(), "the action stored with a terminal obs is zeros"
             assert rows["is_first"][t + 1] and rows["reward"][t + 1] == 0.0
             continue
-        move = int(rows["action"][t].argmax()) - 1
+        move = int(rows["action"][t]) - 1  # replay rows hold the executed action index (store encoding)
         assert paddle(rows["obs"][t + 1]) == int(np.clip(paddle(rows["obs"][t]) + move, 0, 4))
         checked += 1
     assert checked > 20 and rows["is_first"][0]

@@ -13,7 +13,7 @@ from scripts.finetune import PRESETS, FinetuneConfig, run
 from worldmodels.checkpoint import read_tensors
 from worldmodels.config import apply_overrides
 from worldmodels.envs.toy import CatchEnv
-from worldmodels.pretrained import load_dreamer, load_worldmodels
+from worldmodels.pretrained import from_pretrained
 
 from test_pretrained import tiny_dreamer, tiny_worldmodels
 
@@ -42,8 +42,9 @@ def test_worldmodels_catch_to_pong_reinitialises_only_action_columns(tmp_path, c
     assert result["reinitialised"] == ["mdnrnn.lstm.weight_ih_l0[:, 4:]", "controller (re-trained by CMA-ES)"]
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("wm finetune:")]
     assert len(line) == 1 and "discrete(3) -> discrete(6): re-initialised mdnrnn.lstm.weight_ih_l0[:, 4:]" in line[0]
-    bundle = load_worldmodels(result["pretrained_dir"])
-    assert bundle.env_id == "ALE/Pong-v5" and bundle.mdnrnn.action_dim == 6 and bundle.controller.action_dim == 6
+    bundle = from_pretrained(result["pretrained_dir"], family="worldmodels")
+    assert bundle.env_id == "ALE/Pong-v5" and bundle.components["mdnrnn"].action_dim == 6
+    assert bundle.components["controller"].controller.action_dim == 6
 
 
 def test_dreamer_across_action_spaces_with_frozen_dynamics(tmp_path):
@@ -55,7 +56,7 @@ def test_dreamer_across_action_spaces_with_frozen_dynamics(tmp_path):
     # The new action columns stay trainable inside the frozen RSSM; the copied columns get zero gradient.
     assert result["frozen"] == ["world_model.rssm", "except the new world_model.rssm.img_in.0.weight[:, 16:]"]
     assert result["gradient_steps"] == 4
-    source, tuned = read_tensors(tmp_path / "src")["world_model"], load_dreamer(result["pretrained_dir"])
+    source, tuned = read_tensors(tmp_path / "src")["world_model"], from_pretrained(result["pretrained_dir"], family="dreamer")
     tuned_state = tuned.world_model.state_dict()
     assert torch.equal(tuned_state["rssm.gru.linear.weight"], source["rssm.gru.linear.weight"])  # frozen: unchanged
     assert torch.equal(tuned_state["rssm.img_in.0.weight"][:, :16], source["rssm.img_in.0.weight"][:, :16])
@@ -67,13 +68,14 @@ def test_worldmodels_reward_only_moves_only_the_reward_output(tmp_path):
     tiny_worldmodels(tmp_path / "src")
     result = run(debug(source=str(tmp_path / "src"), run_dir=str(tmp_path / "run"), reward_only=True))
     assert result["reinitialised"] == [] and "vae" in result["frozen"] and "mdnrnn.lstm" in result["frozen"]
-    source, tuned = read_tensors(tmp_path / "src"), load_worldmodels(result["pretrained_dir"])
-    for key, value in tuned.vae.state_dict().items():
+    source, tuned = read_tensors(tmp_path / "src"), from_pretrained(result["pretrained_dir"], family="worldmodels")
+    vae, mdnrnn = tuned.components["vae"], tuned.components["mdnrnn"]
+    for key, value in vae.state_dict().items():
         assert torch.equal(value, source["vae"][key]), key
-    head, saved = tuned.mdnrnn.head.weight, source["mdnrnn"]["head.weight"]  # rows: mixture..., reward (-2), done (-1)
+    head, saved = mdnrnn.head.weight, source["mdnrnn"]["head.weight"]  # rows: mixture..., reward (-2), done (-1)
     assert torch.equal(head[:-2], saved[:-2]) and torch.equal(head[-1], saved[-1])
     assert not torch.equal(head[-2], saved[-2])
-    assert torch.equal(tuned.mdnrnn.lstm.weight_hh_l0, source["mdnrnn"]["lstm.weight_hh_l0"])
+    assert torch.equal(mdnrnn.lstm.weight_hh_l0, source["mdnrnn"]["lstm.weight_hh_l0"])
     assert json.loads((tmp_path / "run" / "finetune.json").read_text())["eval_return"] == result["eval_return"]
 
 
@@ -90,7 +92,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
 
 
 def test_bench_finetune_reports_step_ratio_per_model(tmp_path):
-    from scripts.bench_finetune import PRESETS as BENCH_PRESETS, BenchFinetuneConfig, bench_finetune
+    from scripts.bench_finetune import PRESETS as BENCH_PRESETS, BenchFinetuneConfig, run as bench_finetune
 
     tiny_worldmodels(tmp_path / "src")
     config = apply_overrides(BenchFinetuneConfig(), {**BENCH_PRESETS["debug"], "source": str(tmp_path / "src"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -10,7 +12,13 @@ from worldmodels.controllers.linear import make_controller
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
-from worldmodels.pretrained import (DreamerBundle, WorldModelsBundle, build_dreamer, from_pretrained, load_worldmodels, save_dreamer, save_worldmodels, transfer, vae_sizes)
+import worldmodels
+from worldmodels.families.vm import save_controller, save_stage, vae_sizes
+from worldmodels.models.vm_world_model import VMWorldModel
+from worldmodels.models.world_model import DreamerWorldModel
+from worldmodels.policies import ModelPolicy, RandomPolicy
+from worldmodels.pretrained import build, from_pretrained, save_dreamer, save_worldmodels, transfer
+from worldmodels.registry import FAMILIES, Pretrained
 
 CATCH = ActionSpec("discrete", 3)
 DEBUG_AGENT = {"deter": 16, "hidden": 16, "stoch": 4, "classes": 4, "depth": 4, "stages": 2, "layers": 1, "num_bins": 15}
@@ -26,11 +34,16 @@ def tiny_worldmodels(directory, spec: ActionSpec = CATCH, *, controller: bool = 
     return vae, mdnrnn, params
 
 
+def dreamer_parts(spec: ActionSpec = CATCH) -> dict[str, torch.nn.Module]:
+    return build({"family": "dreamer", "obs_shape": [16, 16, 3], "action_spec": spec.to_dict(), "config": DEBUG_AGENT})
+
+
 def tiny_dreamer(directory, spec: ActionSpec = CATCH):
     torch.manual_seed(0)
-    module = build_dreamer({"obs_shape": [16, 16, 3], "action_spec": spec.to_dict(), "config": DEBUG_AGENT})
-    save_dreamer(directory, module, env_id="worldmodels/Catch-v0", training_steps={"gradient_steps": 2}, metrics={"return": 1.0})
-    return module
+    parts = dreamer_parts(spec)
+    save_dreamer(directory, parts, agent_config=DEBUG_AGENT, env_id="worldmodels/Catch-v0",
+                 training_steps={"gradient_steps": 2}, metrics={"return": 1.0})
+    return parts
 
 
 def test_vae_sizes_read_back_from_layers():
@@ -40,13 +53,16 @@ def test_vae_sizes_read_back_from_layers():
 def test_worldmodels_round_trip_gives_identical_outputs(tmp_path):
     vae, mdnrnn, params = tiny_worldmodels(tmp_path)
     bundle = from_pretrained(tmp_path)
-    assert isinstance(bundle, WorldModelsBundle) and bundle.env_id == "worldmodels/Catch-v0" and bundle.action_spec == CATCH
+    assert isinstance(bundle, Pretrained) and bundle.family == "worldmodels" and isinstance(bundle.world_model, VMWorldModel)
+    assert bundle.env_id == "worldmodels/Catch-v0" and bundle.action_spec == CATCH
+    loaded_vae, loaded_mdnrnn = bundle.components["vae"], bundle.components["mdnrnn"]
     images = torch.rand(2, 3, 16, 16) - 0.5
-    assert torch.equal(bundle.vae.encode(images)[0], vae.eval().encode(images)[0])
-    assert torch.equal(bundle.vae.decode(torch.ones(2, 4)), vae.decode(torch.ones(2, 4)))
+    assert torch.equal(loaded_vae.encode(images)[0], vae.eval().encode(images)[0])
+    assert torch.equal(loaded_vae.decode(torch.ones(2, 4)), vae.decode(torch.ones(2, 4)))
     z, action = torch.randn(2, 5, 4), torch.eye(3)[torch.randint(3, (2, 5))]
-    assert torch.equal(bundle.mdnrnn(z, action)[0]["mu"], mdnrnn.eval()(z, action)[0]["mu"])
-    assert torch.equal(bundle.controller_params, params)
+    assert torch.equal(loaded_mdnrnn(z, action)[0]["mu"], mdnrnn.eval()(z, action)[0]["mu"])
+    assert torch.equal(bundle.components["controller"].params.unsqueeze(0), params)
+    assert isinstance(bundle.policy(), ModelPolicy)
     config = read_config(tmp_path)
     assert config["family"] == "worldmodels" and config["library_version"] and config["format"]
     assert config["sizes"]["mdnrnn"] == {"z_dim": 4, "action_dim": 3, "hidden_size": 8, "num_mixtures": 2}
@@ -55,27 +71,28 @@ def test_worldmodels_round_trip_gives_identical_outputs(tmp_path):
 
 
 def test_dreamer_round_trip_gives_identical_outputs(tmp_path):
-    module = tiny_dreamer(tmp_path).eval()
+    saved = {name: module.eval() for name, module in tiny_dreamer(tmp_path).items()}
     bundle = from_pretrained(tmp_path)
-    assert isinstance(bundle, DreamerBundle) and bundle.obs_shape == (16, 16, 3)
+    assert isinstance(bundle, Pretrained) and bundle.obs_shape == (16, 16, 3)
+    assert isinstance(bundle.world_model, DreamerWorldModel) and isinstance(bundle.policy(), ModelPolicy)
+    loaded = bundle.components
     obs = torch.randint(0, 255, (2, 3, 16, 16, 3), dtype=torch.uint8)
     batch = {"obs": obs, "action": torch.eye(3)[torch.randint(3, (2, 3))], "is_first": torch.tensor([[1, 0, 0]] * 2).bool()}
     torch.manual_seed(1)
-    post, _ = module.world_model.rssm.observe(module.world_model.embed(obs), batch["action"], batch["is_first"])
+    post, _ = saved["world_model"].rssm.observe(saved["world_model"].embed(obs), batch["action"], batch["is_first"])
     torch.manual_seed(1)
     post2, _ = bundle.world_model.rssm.observe(bundle.world_model.embed(obs), batch["action"], batch["is_first"])
     assert torch.equal(post["deter"], post2["deter"]) and torch.equal(post["logits"], post2["logits"])
-    feat = module.world_model.rssm.feature(post)
-    assert torch.equal(module.actor(feat).mode(), bundle.actor(feat).mode())
-    assert torch.equal(module.critic(feat), bundle.module.critic(feat))
-    assert torch.equal(bundle.module.slow_critic(feat), bundle.module.critic(feat))
+    feat = saved["world_model"].rssm.feature(post)
+    assert torch.equal(saved["actor"](feat).mode(), loaded["actor"](feat).mode())
+    assert torch.equal(saved["critic"](feat), loaded["critic"](feat))
 
 
 def test_dreamer_directory_loads_in_the_dream_viewer(tmp_path):
-    from trainers.views import DreamerView, load_view
+    from worldmodels.dreams import load_dream_models
 
     tiny_dreamer(tmp_path)
-    assert isinstance(load_view(tmp_path), DreamerView)
+    assert isinstance(load_dream_models(tmp_path)[0], DreamerWorldModel)
 
 
 def test_mismatched_shape_is_refused_with_one_line(tmp_path):
@@ -85,7 +102,7 @@ def test_mismatched_shape_is_refused_with_one_line(tmp_path):
     save_pretrained(tmp_path, {name: _Holder(state) for name, state in tensors.items()},
                     {k: v for k, v in read_config(tmp_path).items() if k not in ("format", "library_version", "components")})
     with pytest.raises(CheckpointError) as info:
-        load_worldmodels(tmp_path)
+        from_pretrained(tmp_path, family="worldmodels")
     message = str(info.value)
     assert "\n" not in message and "mdnrnn.head.weight" in message and "shape" in message
 
@@ -93,7 +110,7 @@ def test_mismatched_shape_is_refused_with_one_line(tmp_path):
 def test_wrong_family_and_stage_directories_are_refused(tmp_path):
     tiny_dreamer(tmp_path / "d")
     with pytest.raises(CheckpointError, match="family 'dreamer', expected 'worldmodels'"):
-        load_worldmodels(tmp_path / "d")
+        from_pretrained(tmp_path / "d", family="worldmodels")
     save_pretrained(tmp_path / "stage", {"vae": ConvVAE(3, 16, 4, 4, 2)}, {"family": "worldmodels", "kind": "vae"})
     with pytest.raises(CheckpointError, match="export_from_run"):
         from_pretrained(tmp_path / "stage")
@@ -103,39 +120,42 @@ def test_transfer_to_another_action_space_reinitialises_only_action_layers(tmp_p
     tiny_dreamer(tmp_path)
     pong = ActionSpec("discrete", 6)
     torch.manual_seed(5)
-    module = build_dreamer({"obs_shape": [16, 16, 3], "action_spec": pong.to_dict(), "config": DEBUG_AGENT})
-    fresh = module.world_model.rssm.img_in[0].weight.detach().clone()
-    reports = transfer(tmp_path, {"world_model": module.world_model, "actor": module.actor},
+    parts = dreamer_parts(pong)
+    fresh = parts["world_model"].rssm.img_in[0].weight.detach().clone()
+    reports = transfer(tmp_path, {"world_model": parts["world_model"], "actor": parts["actor"]},
                        reinit={"world_model": ("rssm.img_in.0.weight",), "actor": ("mlp.out.",)},
                        keep_columns={"world_model.rssm.img_in.0.weight": 16})
     assert reports["world_model"].reinitialised == ["rssm.img_in.0.weight"]
     assert sorted(reports["actor"].reinitialised) == ["mlp.out.bias", "mlp.out.weight"]
     saved = read_tensors(tmp_path)["world_model"]["rssm.img_in.0.weight"]  # (hidden, 16 + 3)
-    weight = module.world_model.rssm.img_in[0].weight
+    weight = parts["world_model"].rssm.img_in[0].weight
     assert torch.equal(weight[:, :16], saved[:, :16]) and torch.equal(weight[:, 16:], fresh[:, 16:])
-    assert torch.equal(module.world_model.rssm.gru.linear.weight, read_tensors(tmp_path)["world_model"]["rssm.gru.linear.weight"])
+    assert torch.equal(parts["world_model"].rssm.gru.linear.weight, read_tensors(tmp_path)["world_model"]["rssm.gru.linear.weight"])
 
 
 def test_export_from_worldmodels_run_directory(tmp_path):
-    from scripts.evaluate import save_component, save_controller
     from worldmodels.config import save_json_atomic
     from worldmodels.pretrained import export_from_run
 
     run = tmp_path / "run"
     vae, mdnrnn, params = tiny_worldmodels(tmp_path / "ref")
-    save_component(run / "vae", "vae", vae, vae_sizes(vae))
-    save_component(run / "mdnrnn", "mdnrnn", mdnrnn, dict(z_dim=4, action_dim=3, hidden_size=8, num_mixtures=2))
-    save_controller(run / "controller", params[0].numpy(), kind="linear", input_dim=12, action_spec=CATCH, hidden_size=32)
+    save_stage(run / "vae", "vae", vae)
+    save_stage(run / "mdnrnn", "mdnrnn", mdnrnn)
+    save_controller(run / "controller", make_controller("linear", 12, CATCH), params[0])
     (run / "controller" / "DONE").write_text("{}")
     (run / "episodes").mkdir()
     save_json_atomic(run / "episodes" / "store.json", {"env_id": "worldmodels/Catch-v0", "obs_shape": [16, 16, 3],
                                                        "action_spec": CATCH.to_dict()})
     save_json_atomic(run / "config.json", {"vae_steps": 7, "mdnrnn_steps": 9})
     save_json_atomic(run / "eval.json", {"return_mean": 0.25, "returns": [0.25]})
-    bundle = load_worldmodels(export_from_run(run))
+    bundle = from_pretrained(export_from_run(run), family="worldmodels")
     assert bundle.config["training_steps"] == {"vae_steps": 7, "mdnrnn_steps": 9}
     assert bundle.config["metrics"] == {"return_mean": 0.25}
-    assert torch.equal(bundle.controller_params, params)
+    assert torch.equal(bundle.components["controller"].params.unsqueeze(0), params)
+    from_run = worldmodels.load(run)  # the run's stage directories: the same format, through the same loader
+    for name, module in bundle.components.items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(from_run.components[name].state_dict()[key], value), f"{name}.{key}"
 
 
 class _Holder(torch.nn.Module):
@@ -151,8 +171,37 @@ class _Holder(torch.nn.Module):
 
 
 def test_worldmodels_directory_loads_in_the_dream_viewer(tmp_path):
-    from trainers.views import WorldModelsView, load_view
+    from worldmodels.dreams import load_dream_models
+    from worldmodels.policies import ControllerHead
 
     tiny_worldmodels(tmp_path)
-    view = load_view(tmp_path)
-    assert isinstance(view, WorldModelsView) and view.mdnrnn is not None and view.params is not None
+    model, head = load_dream_models(tmp_path)
+    assert isinstance(model, VMWorldModel) and model.mdnrnn is not None and isinstance(head, ControllerHead)
+
+
+def test_registry_is_a_dict_literal_of_both_families():
+    assert sorted(FAMILIES) == ["dreamer", "worldmodels"]
+
+
+def test_a_model_without_a_controller_acts_randomly(tmp_path):
+    tiny_worldmodels(tmp_path, controller=False)
+    assert isinstance(worldmodels.load(tmp_path).policy(), RandomPolicy)
+
+
+def test_an_unknown_name_is_a_one_line_error_naming_where_it_looked():
+    with pytest.raises(FileNotFoundError) as info:
+        worldmodels.load("no-such-model")
+    message = str(info.value)
+    assert "\n" not in message and "checkpoints" in message and "pong-dreamer-tiny" in message
+
+
+@pytest.mark.parametrize("family", ["worldmodels", "dreamer"])
+def test_wm_evaluate_runs_every_family_on_the_one_evaluation_path(tmp_path, family):
+    from scripts.evaluate import EvaluateConfig, run
+    from worldmodels.evaluation import EVAL_KEYS
+
+    (tiny_worldmodels if family == "worldmodels" else tiny_dreamer)(tmp_path / "model")
+    record = run(EvaluateConfig(run_dir=str(tmp_path / "model"), episodes=3, num_envs=2, seed=5, device="cpu"))
+    saved = json.loads((tmp_path / "model" / "eval.json").read_text())
+    assert set(EVAL_KEYS) <= set(saved) and saved == record
+    assert record["env"] == "worldmodels/Catch-v0" and record["episodes"] == len(record["returns"]) == 3

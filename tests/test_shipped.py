@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.checkpoints import SHIPPED, list_checkpoints, run
+from scripts.checkpoints import CONFIG, run
+from worldmodels.registry import SHIPPED, list_checkpoints
 from worldmodels.pretrained import from_pretrained
 
 ROWS = list_checkpoints(SHIPPED)
@@ -26,6 +27,6 @@ def test_each_loads_and_has_a_card_with_metrics(row):
 
 
 def test_wm_checkpoints_prints_one_line_per_model(capsys):
-    run(type("Config", (), {"root": str(SHIPPED)})())
+    run(CONFIG(root=str(SHIPPED)))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == len(ROWS) and all("card:" in line for line in lines)

@@ -8,9 +8,11 @@ constructor, else the first batch of ``trainer.datamodule.val_dataloader()`` (DE
 ``obs (B, T, H, W, C) uint8, action (B, T, A), reward (B, T), terminated (B, T), is_first (B, T)``).
 
 Online training without a val set (Dreamer) falls back to a copy of the first training batch the
-callback sees. The world model is reached through a :class:`~trainers.views.WorldModelView`: ``view_fn(pl_module)``
-if given, else :func:`trainers.views.view_for_module`. Images go to every ``TensorBoardLogger``
-of the trainer (other loggers get the scalars only).
+callback sees. The callbacks render ``(model, head)``: a :class:`~worldmodels.core.WorldModel` (or V
+alone, a ``ConvVAE``) and the latent policy that acts in its dreams (``None``: random actions), given by
+``models_fn(pl_module)`` if set, else by the module's own ``dream_models()``. They draw through
+:mod:`worldmodels.dreams`, i.e. only through the protocol's ``observe`` / ``imagine`` / ``decode``.
+Images go to every ``TensorBoardLogger`` of the trainer (other loggers get the scalars only).
 
 Tags: ``dreams/open_loop/sample_<i>``, ``dreams/reconstruction``, ``dreams/latent_traversal``,
 ``dreams/imagined/sample_<i>``, ``kpi/open_loop_mse_h<h>``, ``kpi/open_loop_psnr_h<h>``,
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import inspect
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
@@ -30,9 +31,18 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from worldmodels import viz
+from worldmodels import dreams, viz
+from worldmodels.core import LatentPolicy
 
-ViewFn = Callable[[LightningModule], Any]  # pl_module -> WorldModelView
+ModelsFn = Callable[[LightningModule], tuple[dreams.DreamModel, LatentPolicy | None]]
+"""``pl_module -> (model, head)``: what a callback renders and who acts in its dreams (``None``: random)."""
+
+
+def dream_models(pl_module: LightningModule) -> tuple[dreams.DreamModel, LatentPolicy | None]:
+    """The module's ``dream_models()`` (``DreamerModule``, ``VAEModule``); other modules need ``models_fn=``."""
+    if not hasattr(pl_module, "dream_models"):
+        raise TypeError(f"{type(pl_module).__name__} has no dream_models(): pass models_fn= to the callback")
+    return pl_module.dream_models()
 
 
 def tensorboard_writers(trainer: Trainer) -> list[Any]:
@@ -84,15 +94,15 @@ def _isolated(pl_module: LightningModule) -> Iterator[None]:
 
 
 class _EveryNSteps(Callback, abc.ABC):
-    """Shared plumbing: step schedule, rank-zero guard, held-out batch, view lookup."""
+    """Shared plumbing: step schedule, rank-zero guard, held-out batch, model lookup."""
 
     def __init__(self, *, every_n_steps: int = 500, batch: Mapping[str, Any] | None = None,
-                 num_samples: int = 2, view_fn: ViewFn | None = None) -> None:
+                 num_samples: int = 2, models_fn: ModelsFn | None = None) -> None:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
-        self.view_fn = view_fn
+        self.models_fn = models_fn
         self._batch = dict(batch) if batch is not None else None
         self._last_bucket = 0
 
@@ -108,12 +118,8 @@ class _EveryNSteps(Callback, abc.ABC):
                 return None
         return {k: v[: self.num_samples] if torch.is_tensor(v) else v for k, v in self._batch.items()}
 
-    def view(self, pl_module: LightningModule) -> Any:
-        if self.view_fn is not None:
-            return self.view_fn(pl_module)
-        from trainers.views import view_for_module
-
-        return view_for_module(pl_module)
+    def models(self, pl_module: LightningModule) -> tuple[dreams.DreamModel, LatentPolicy | None]:
+        return (self.models_fn or dream_models)(pl_module)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
@@ -160,7 +166,8 @@ class OpenLoopCallback(_EveryNSteps):
     def render(self, trainer, pl_module, batch, step):
         obs, action, is_first = _inputs(batch, pl_module.device)
         T = min(obs.shape[1], self.context + self.horizon)
-        out = self.view(pl_module).open_loop(obs[:, :T], action[:, :T], is_first[:, :T], context=self.context)
+        model, _ = self.models(pl_module)
+        out = dreams.open_loop(model, obs[:, :T], action[:, :T], is_first[:, :T], context=self.context)
         true = viz.as_uint8(obs[:, :T])  # (B, T, H, W, C)
         pred = np.concatenate([true[:, : self.context], viz.as_uint8(out["frames"])], axis=1)  # (B, T, H, W, C)
         for writer in tensorboard_writers(trainer):
@@ -179,7 +186,7 @@ class ReconstructionCallback(_EveryNSteps):
     def render(self, trainer, pl_module, batch, step):
         obs = batch["obs"][:, : self.frames_per_sample].to(pl_module.device)  # (B, F, H, W, C)
         real = obs.reshape(-1, *obs.shape[2:])  # (B * F, H, W, C)
-        recon = viz.as_uint8(self.view(pl_module).reconstruct(real))  # (B * F, H, W, C)
+        recon = viz.as_uint8(dreams.reconstruct(self.models(pl_module)[0], real))  # (B * F, H, W, C)
         grid = viz.image_grid(np.stack([viz.as_uint8(real), recon]))  # rows: real, reconstructed
         for writer in tensorboard_writers(trainer):
             viz.add_image_summary(writer, "dreams/reconstruction", grid, step)
@@ -197,22 +204,23 @@ class LatentTraversalCallback(_EveryNSteps):
 
     def render(self, trainer, pl_module, batch, step):
         obs = batch["obs"].to(pl_module.device)  # (B, T, H, W, C)
-        grid = latent_traversal_grid(self.view(pl_module), obs[:1, 0], obs.flatten(0, 1), dims=self.dims,
+        grid = latent_traversal_grid(self.models(pl_module)[0], obs[:1, 0], obs.flatten(0, 1), dims=self.dims,
                                      steps=self.steps, sigma=self.sigma)
         for writer in tensorboard_writers(trainer) if grid is not None else []:
             viz.add_image_summary(writer, "dreams/latent_traversal", grid, step)
 
 
-def latent_traversal_grid(view: Any, frame: torch.Tensor, reference: torch.Tensor, *, dims: int, steps: int,
-                          sigma: float = 3.0) -> np.ndarray | None:
-    """One image of ``view.latent_traversal`` (rows: dims, columns: -sigma..+sigma); None if the view has none.
+def latent_traversal_grid(model: dreams.DreamModel, frame: torch.Tensor, reference: torch.Tensor, *, dims: int,
+                          steps: int, sigma: float = 3.0) -> np.ndarray | None:
+    """One image of :func:`worldmodels.dreams.latent_traversal` (rows: dims, columns: -sigma..+sigma).
 
-    ``frame (1, H, W, C)``; ``reference (N, H, W, C)`` real frames for views that rank latents by their spread.
+    ``frame (1, H, W, C)``; ``reference (N, H, W, C)`` real frames that rank the latents by their spread.
+    ``None`` for families without World Models' V latent (Dreamer).
     """
-    if not hasattr(view, "latent_traversal"):
+    if dreams.vae_of(model) is None:
         return None
-    extra = {"reference": reference} if "reference" in inspect.signature(view.latent_traversal).parameters else {}
-    sweep = viz.as_uint8(view.latent_traversal(frame, dims=dims, steps=steps, sigma=sigma, **extra))
+    sweep = dreams.latent_traversal(model, frame, dims=dims, steps=steps, sigma=sigma, reference=reference)
+    sweep = viz.as_uint8(sweep)
     return viz.image_grid(sweep)  # (dims, steps, H, W, C) -> (H', W', C)
 
 
@@ -230,7 +238,8 @@ class DreamCallback(_EveryNSteps):
     def render(self, trainer, pl_module, batch, step):
         obs, action, is_first = _inputs(batch, pl_module.device)
         K = self.context
-        out = self.view(pl_module).dream(obs[:, :K], action[:, :K], is_first[:, :K], horizon=self.horizon)
+        model, head = self.models(pl_module)
+        out = dreams.dream(model, head, obs[:, :K], action[:, :K], is_first[:, :K], horizon=self.horizon)
         frames = np.concatenate([viz.as_uint8(obs[:, :K]), viz.as_uint8(out["frames"])], axis=1)  # (B, K + H, ...)
         reward = np.concatenate([np.zeros((frames.shape[0], K)), _numpy(out["reward"])], axis=1)  # (B, K + H)
         end = np.concatenate([np.zeros((frames.shape[0], K)), _numpy(out["end"])], axis=1)  # (B, K + H)
@@ -248,7 +257,7 @@ def open_loop_kpis(batch: Mapping[str, torch.Tensor], out: Mapping[str, Any], co
                    horizons: tuple[int, ...] = (1, 5, 15)) -> dict[str, float]:
     """KPIs of one open-loop prediction against the real rows ``context, context + 1, ...``.
 
-    ``out`` is ``WorldModelView.open_loop``'s dict. Predicted step ``j`` (0-based) is row ``context + j``;
+    ``out`` is :func:`worldmodels.dreams.open_loop`'s dict. Predicted step ``j`` (0-based) is row ``context + j``;
     steps at or after the first ``is_first`` past the context belong to another episode and are masked::
 
         row        0 .. context-1 | context   context+1  ...
@@ -294,7 +303,8 @@ class WorldModelKPICallback(_EveryNSteps):
     def render(self, trainer, pl_module, batch, step):
         obs, action, is_first = _inputs(batch, pl_module.device)
         T = min(obs.shape[1], self.context + max(self.horizons))
-        out = self.view(pl_module).open_loop(obs[:, :T], action[:, :T], is_first[:, :T], context=self.context)
+        out = dreams.open_loop(self.models(pl_module)[0], obs[:, :T], action[:, :T], is_first[:, :T],
+                               context=self.context)
         metrics = open_loop_kpis(batch, out, self.context, self.horizons)
         self.last_metrics.update(metrics)
         for logger in trainer.loggers:

@@ -5,15 +5,13 @@ Batches are dicts of tensors (DESIGN.md, "Batches from the data module")::
     obs (B, T, H, W, C) uint8   action (B, T, A) float32   reward (B, T) float32
     terminated / truncated / is_first (B, T) bool
 
-Determinism: the split is a seeded permutation of the store's episodes; training
-windows are drawn by a ``RandomSampler`` with a seeded ``torch.Generator`` that runs in
-the main process, and each window is a pure function of its start. So the batches
+Determinism: the split is a seeded permutation of the store's episodes (``split_episodes``, shared
+with the latent cache); training windows are drawn by a ``RandomSampler`` with a seeded
+``torch.Generator`` that runs in the main process, and each window is a pure function of its start. So the batches
 depend only on the seed, never on ``num_workers``.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import lightning as L
 import numpy as np
@@ -23,6 +21,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from trainers.distributed import shard
 from worldmodels.data.chunks import ChunkDataset
 from worldmodels.data.store import EpisodeStore
+from worldmodels.data.windows import split_episodes
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -81,25 +80,11 @@ class ChunkDataModule(L.LightningDataModule):
             self.val_dataset = ChunkDataset(self.store_dir, self.val_episodes, seq_len=self.seq_len, stride=self.seq_len)
 
     def split(self, store: EpisodeStore) -> tuple[list[str], list[str]]:
-        """Seeded split by episode: ``(train_names, val_names)``, each in store order."""
-        infos = store.episodes
-        if self.val_fraction == 0.0 or len(infos) < 2:
-            return [i.name for i in infos], []
-        order = np.random.default_rng(self.seed).permutation(len(infos))
-        num_val = max(1, int(round(self.val_fraction * len(infos))))
-        val = set(int(k) for k in order[:num_val])
-        # Grow val until it fills one window, as long as train still fills one too.
-        frames = lambda picked: sum(infos[k].length for k in picked)  # noqa: E731
-        extra = iter(int(k) for k in order[num_val:])
-        while frames(val) < self.seq_len:
-            candidate = next(extra, None)
-            if candidate is None or store.num_frames - frames(val | {candidate}) < self.seq_len:
-                warnings.warn(f"store {self.store_dir!r} is too small for a train and a val window of "
-                              f"seq_len={self.seq_len}; training on all {len(infos)} episodes, no validation")
-                return [i.name for i in infos], []
-            val.add(candidate)
-        return ([i.name for k, i in enumerate(infos) if k not in val],
-                [i.name for k, i in enumerate(infos) if k in val])
+        """Seeded split by episode (:func:`split_episodes`): ``(train_names, val_names)``, each in store order."""
+        names = store.names
+        train, val = split_episodes([info.length for info in store.episodes], val_fraction=self.val_fraction,
+                                    seed=self.seed, seq_len=self.seq_len, what=f"store {self.store_dir!r}")
+        return [names[k] for k in train], [names[k] for k in val]
 
     def _loader(self, dataset: ChunkDataset, *, sampler=None) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False,

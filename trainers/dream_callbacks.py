@@ -1,7 +1,8 @@
 """The standard set of dream callbacks for each training stage, so every run logs its dreams and KPIs.
 
     V stage (World Models)      reconstructions, latent traversals
-    M stage (World Models)      open-loop predictions, full dreams, KPI scalars (needs real frames: ``batch``)
+    M stage (World Models)      open-loop predictions, full dreams, KPI scalars (needs real frames: ``batch``,
+                                and V to decode M's latents: ``vae``)
     Dreamer (online)            reconstructions, open-loop predictions, full dreams, KPI scalars
     every stage                 an end-of-stage KPI table + the ``tensorboard --logdir`` line
 
@@ -10,20 +11,32 @@ All are optional behaviour (``every_n_steps=0`` turns them off) and write on ran
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from lightning.pytorch import Callback
 
-from trainers.callbacks import (DreamCallback, KPISummary, LatentTraversalCallback, OpenLoopCallback,
+from trainers.callbacks import (DreamCallback, KPISummary, LatentTraversalCallback, ModelsFn, OpenLoopCallback,
                                 ReconstructionCallback, WorldModelKPICallback)
+from worldmodels.envs.spaces import ActionSpec
+from worldmodels.models.vae import ConvVAE
+from worldmodels.models.vm_world_model import VMWorldModel
+
+
+def with_vae(vae: ConvVAE, action_spec: ActionSpec) -> ModelsFn:
+    """``models_fn`` of the M stage (``MDNRNNModule`` trains on latents, without V): V + its M, random actions."""
+    return lambda module: (VMWorldModel(vae, module.mdnrnn, action_spec), None)
 
 
 def dream_callbacks(stage: str, *, every_n_steps: int, batch: Mapping[str, Any] | None = None,
-                    view_fn: Callable[[Any], Any] | None = None, context: int = 5, horizon: int = 15) -> list[Callback]:
-    """Callbacks for ``stage`` in ``{"vae", "mdnrnn", "dreamer"}``; only the KPI table when ``every_n_steps`` is 0."""
+                    models_fn: ModelsFn | None = None, context: int = 5, horizon: int = 15) -> list[Callback]:
+    """Callbacks for ``stage`` in ``{"vae", "mdnrnn", "dreamer"}``; only the KPI table when ``every_n_steps`` is 0.
+
+    ``models_fn`` (default: the module's ``dream_models()``) gives what the callbacks render; the M stage
+    needs :func:`with_vae`.
+    """
     if every_n_steps <= 0:
         return [KPISummary()]
-    common = dict(every_n_steps=every_n_steps, batch=batch, view_fn=view_fn)
+    common = dict(every_n_steps=every_n_steps, batch=batch, models_fn=models_fn)
     sequence = dict(context=context, horizon=horizon)
     if stage == "vae":
         chosen: list[Callback] = [ReconstructionCallback(**common), LatentTraversalCallback(**common)]

@@ -3,7 +3,12 @@
 One training step on a replayed ``(B, T)`` chunk:
 
 1. world model: Eq. 5 loss on the chunk -> posteriors ``(B, T)``; its own optimiser step.
-2. imagination: all ``B*T`` posteriors (sg) start ``horizon``-step latent rollouts of the actor.
+2. imagination: all ``B*T`` posteriors (sg) start ``horizon``-step latent rollouts of the actor
+   (``world_model.imagine``, the one latent loop; no gradient flows through the dynamics: DreamerV3
+   trains the actor with REINFORCE on discrete and continuous actions)::
+
+       s_0 (replayed posterior, sg) -a_0-> s_1 -a_1-> ... s_H       a_k ~ π(.|s_k), clipped to the space
+       traj.feature (N, H+1, F)   traj.action (N, H, A)   traj.reward, traj.cont (N, H): r_1..r_H, c_1..c_H
 3. critic: two-hot loss toward λ-returns (Eq. 7) + slow-critic regulariser; its own optimiser step.
 4. actor: REINFORCE with percentile-normalised advantages + entropy (Eq. 11); its own optimiser step.
 
@@ -24,12 +29,13 @@ import torch
 from trainers.callbacks import log_return_vs_env_steps
 from trainers.losses import weighted_sum
 from worldmodels.config import arg, from_dict, to_dict
+from worldmodels.core import State, flatten_start
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.imagination.dreamer import flatten_start, imagine
-from worldmodels.models.actor_critic import (Actor, Critic, ReturnNormalizer, actor_loss, critic_loss, ema_update,
+from worldmodels.families.dreamer import build as build_dreamer
+from worldmodels.models.actor_critic import (ReturnNormalizer, actor_loss, critic_loss, ema_update,
                                              lambda_return, trajectory_weight)
-from worldmodels.models.rssm import State
 from worldmodels.models.world_model import DreamerWorldModel
+from worldmodels.policies import ActorHead
 
 OPTIMISERS_PER_STEP = 3
 # DreamerV3 loss scales (Eq. 5: β_pred = 1, β_dyn = 0.5, β_rep = 0.1; Eq. 11: η = 3e-4).
@@ -89,37 +95,24 @@ class DreamerModule(L.LightningModule):
         self.save_hyperparameters({"obs_shape": list(obs_shape), "action_spec": spec.to_dict(), "config": to_dict(cfg)})
         self.action_spec, self.config = spec, cfg
         self.loss_scales = parse_loss_scales(cfg.loss_scales)
-        self.world_model = DreamerWorldModel(obs_shape=tuple(obs_shape), action_spec=spec, deter=cfg.deter,
-                                      hidden=cfg.hidden, stoch=cfg.stoch, classes=cfg.classes, depth=cfg.depth,
-                                      stages=cfg.stages, layers=cfg.layers, unimix=cfg.unimix,
-                                      free_nats=cfg.free_nats, num_bins=cfg.num_bins)
-        feat = self.world_model.rssm.feat_dim
-        self.actor = Actor(feat, spec.dim, discrete=spec.discrete, hidden=cfg.hidden, layers=cfg.layers,
-                           unimix=cfg.unimix)
-        self.critic = Critic(feat, hidden=cfg.hidden, layers=cfg.layers, num_bins=cfg.num_bins)
+        # The loader's builder (worldmodels.families.dreamer.build): the modules are constructed in one place.
+        parts = build_dreamer({"obs_shape": list(obs_shape), "action_spec": spec.to_dict(), "config": to_dict(cfg)})
+        self.world_model: DreamerWorldModel = parts["world_model"]
+        self.actor, self.critic = parts["actor"], parts["critic"]
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.return_norm = ReturnNormalizer(decay=cfg.return_norm_decay)
         self.replay: Any = None  # the online dataset, attached by the caller; its state rides in checkpoints
         self._pending_replay_state: dict | None = None
 
-    # ------------------------------------------------------------------ acting
+    # ------------------------------------------------------------------ acting (ModelPolicy(world_model, actor_head()))
 
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: State | None, prev_action: torch.Tensor | None,
-            *, sample: bool = True) -> tuple[torch.Tensor, State]:
-        """One policy step in the real env: uint8 ``obs`` (N, H, W, C), ``is_first`` (N,) -> action (N, A), state.
+    def actor_head(self, *, sample: bool = True) -> ActorHead:
+        """The actor as a latent policy (samples, or the mode with ``sample=False``); acts inside the space."""
+        return ActorHead(self.actor, self.action_spec, sample=sample)
 
-        ``prev_action`` is the action taken at the previous obs (row convention: action[t-1]).
-        """
-        N = obs.shape[0]
-        rssm = self.world_model.rssm
-        if state is None or prev_action is None:
-            state, prev_action = rssm.initial(N), torch.zeros(N, self.action_spec.dim, device=obs.device)
-        embed = self.world_model.embed(obs)  # (N, E)
-        post, _ = rssm.obs_step(state, prev_action, embed, is_first)
-        dist = self.actor(rssm.feature(post))
-        action = dist.sample() if sample else dist.mode()  # (N, A)
-        return action.detach(), post
+    def dream_models(self) -> tuple[DreamerWorldModel, ActorHead]:
+        """What the dream callbacks render: the world model and the actor acting in it."""
+        return self.world_model, self.actor_head()
 
     # ------------------------------------------------------------------ training
 
@@ -158,13 +151,13 @@ class DreamerModule(L.LightningModule):
 
     def actor_critic_losses(self, post: State, terminated: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
         """Imagine from every posterior in ``post`` (B, T, ...) and return the actor/critic parts (unweighted)."""
-        cfg, wm = self.config, self.world_model
+        cfg = self.config
         start = flatten_start(post)  # (N, ...) with N = B*T, detached
-        traj = imagine(wm.rssm, self.actor, start, cfg.horizon)  # feat (N, H+1, F), action (N, H+1, A)
-        feat, action = traj["feat"], traj["action"]
-        with torch.no_grad():
-            reward = wm.reward.mean(wm.reward(feat[:, 1:]))  # (N, H): r_1..r_H
-            cont = wm.cont.prob(wm.cont(feat[:, 1:]))  # (N, H): c_1..c_H
+        start["action"] = start["deter"].new_zeros(start["deter"].shape[0], self.action_spec.dim)  # the actor picks a_0
+        with torch.no_grad():  # REINFORCE: no gradient through the imagined dynamics
+            traj = self.world_model.imagine(start, self.actor_head(), cfg.horizon)
+            feat, action = traj.feature, traj.action  # (N, H+1, F), (N, H, A)
+            reward, cont = traj.reward, traj.cont  # (N, H): r_1..r_H, c_1..c_H, the heads at s_1..s_H
             start_cont = 1.0 - terminated.reshape(-1, 1).float()  # (N, 1): c_0 from data
             value = self.critic.mean(self.critic(feat))  # (N, H+1)
             slow_value = self.slow_critic.mean(self.slow_critic(feat))  # (N, H+1)
@@ -172,7 +165,7 @@ class DreamerModule(L.LightningModule):
             weight = trajectory_weight(torch.cat([start_cont, cont], 1), gamma=cfg.gamma)[:, :-1]  # (N, H)
             self.return_norm.update(returns)
             scale = self.return_norm.scale()
-        parts = actor_loss(self.actor, feat[:, :-1], action[:, :-1], returns, value[:, :-1], weight, scale)
+        parts = actor_loss(self.actor, feat[:, :-1], action, returns, value[:, :-1], weight, scale)
         parts.update(critic_loss(self.critic, feat[:, :-1], returns, slow_value[:, :-1], weight))
         metrics = {"return": returns.mean(), "return_scale": scale, "value": value.mean(), "reward": reward.mean(),
                    "entropy": -parts["entropy"].detach()}

@@ -3,61 +3,66 @@
 The Trainer drives the loop: ``trainer.fit(module, train_dataloaders=DataLoader(OnlineReplay(...),
 batch_size=None))``. Before yielding batch ``k`` the dataset steps its envs with the agent's current
 policy until ``env_steps >= prefill + (k + 1) * B * T / replay_ratio``, so ``replay_ratio`` is
-replayed steps per env (agent) step, as in DreamerV3. The first ``prefill`` steps use random actions.
-Action repeat is the env's ``frameskip`` option; all counters here are agent steps.
+replayed steps per env (agent) step, as in DreamerV3. The first ``prefill`` steps use uniform random
+actions inside the action space. Action repeat is the env's ``frameskip`` option; all counters here are
+agent steps.
 
-Rows follow DESIGN.md. With NEXT_STEP autoreset, one vector step appends one row per env::
+Acting is the one env loop, :class:`~worldmodels.driver.Driver` (one policy call per vector step, every
+env at once); the replay and the episode store are its hooks, so both hold the action the env EXECUTED,
+in the store's encoding (int index, or the clipped float vector). Rows follow DESIGN.md::
 
-    current:  obs[t], reward[t], terminated[t], truncated[t], is_first[t]   (from the previous step)
-    act:      action[t] = π(obs[t])            (zeros when obs[t] ends the episode: the env ignores it)
-    append:   row t = (obs[t], action[t], reward[t], terminated[t], truncated[t], is_first[t])
-    step:     -> obs[t+1], reward[t+1], ...;  is_first[t+1] = terminated[t] or truncated[t]
+    row t = (obs[t], action[t] taken at obs[t], reward[t] arriving at obs[t], terminated[t], truncated[t], is_first[t])
+    last row of an episode: action zeros (index 0)          row 0: reward 0
 
 Every env keeps a contiguous stream of rows in a ring buffer; chunks are windows of one stream and
-may cross episode boundaries (``is_first`` marks them). Finished episodes are also written to the
-:class:`EpisodeStore`, and reloaded into replay on resume. ``state_dict`` holds the env-step and
-batch counters and the sampler RNG state; the module saves it inside its checkpoints.
+may cross episode boundaries (``is_first`` marks them); sampled actions are converted to the model
+encoding (:meth:`ActionSpec.to_model`). Finished episodes are also written to the
+:class:`EpisodeStore` (:class:`~worldmodels.data.collect.StoreWriter`), and reloaded into replay on
+resume. ``state_dict`` holds the env-step and batch counters and the sampler RNG state; the module
+saves it inside its checkpoints.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from worldmodels.core import Policy
+from worldmodels.data.collect import StoreWriter, resume_seed
 from worldmodels.data.store import EpisodeStore
+from worldmodels.driver import ROW_FIELDS, Driver
 from worldmodels.envs import make_vector
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
-from worldmodels.models.rssm import State
-
-FIELDS = ("obs", "action", "reward", "terminated", "truncated", "is_first")
-
-
-class Agent(Protocol):
-    device: torch.device
-
-    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: State | None, prev_action: torch.Tensor | None,
-            *, sample: bool = True) -> tuple[torch.Tensor, State]: ...
+from worldmodels.policies import RandomPolicy
 
 
 class StreamReplay:
-    """``streams`` ring buffers of rows; samples ``(T,)`` windows uniformly over all valid positions."""
+    """``streams`` ring buffers of rows (store encoding); samples ``(T,)`` windows uniformly over all valid positions.
 
-    def __init__(self, *, streams: int, capacity: int, obs_shape: tuple[int, ...], action_dim: int) -> None:
+    A driver hook: :meth:`on_row` appends the row of env ``i`` to stream ``i``.
+    """
+
+    def __init__(self, *, streams: int, capacity: int, obs_shape: tuple[int, ...], action_spec: ActionSpec) -> None:
         self.capacity = max(1, capacity // streams)
-        shapes = {"obs": (obs_shape, np.uint8), "action": ((action_dim,), np.float32), "reward": ((), np.float32),
-                  "terminated": ((), bool), "truncated": ((), bool), "is_first": ((), bool)}
+        self.action_spec = action_spec
+        action_shape = () if action_spec.discrete else (action_spec.dim,)
+        shapes = {"obs": (obs_shape, np.uint8), "action": (action_shape, action_spec.store_dtype()),
+                  "reward": ((), np.float32), "terminated": ((), bool), "truncated": ((), bool), "is_first": ((), bool)}
         self.data = [{k: np.zeros((self.capacity, *s), d) for k, (s, d) in shapes.items()} for _ in range(streams)]
         self.count = [0] * streams  # rows ever written per stream
 
     def add(self, stream: int, row: dict[str, np.ndarray]) -> None:
         position = self.count[stream] % self.capacity
-        for key in FIELDS:
+        for key in ROW_FIELDS:
             self.data[stream][key][position] = row[key]
         self.count[stream] += 1
+
+    def on_row(self, env_index: int, row: dict[str, np.ndarray]) -> None:
+        self.add(env_index, row)
 
     def __len__(self) -> int:
         return sum(min(c, self.capacity) for c in self.count)
@@ -66,24 +71,28 @@ class StreamReplay:
         return any(min(c, self.capacity) >= length for c in self.count)
 
     def sample(self, rng: np.random.Generator, batch: int, length: int) -> dict[str, torch.Tensor]:
+        """``batch`` windows of ``length`` rows as ``(B, T, ...)`` tensors; ``action (B, T, A)`` in model encoding."""
         windows = np.array([max(0, min(c, self.capacity) - length + 1) for c in self.count])
         if windows.sum() == 0:
             raise RuntimeError(f"replay holds no window of {length} rows yet (rows per stream: {self.count})")
         streams = rng.choice(len(windows), size=batch, p=windows / windows.sum())
-        out = {k: [] for k in FIELDS}
+        out = {k: [] for k in ROW_FIELDS}
         for stream in streams:
             oldest = max(0, self.count[stream] - self.capacity)
             start = oldest + int(rng.integers(windows[stream]))
             index = np.arange(start, start + length) % self.capacity
-            for key in FIELDS:
+            for key in ROW_FIELDS:
                 out[key].append(self.data[stream][key][index])
-        return {k: torch.from_numpy(np.stack(v)) for k, v in out.items()}  # (B, T, ...)
+        batch_out = {k: torch.from_numpy(np.stack(v)) for k, v in out.items()}  # (B, T, ...)
+        batch_out["action"] = self.action_spec.to_model(batch_out["action"])  # (B, T, A) float32
+        return batch_out
 
 
 class OnlineReplay(IterableDataset):
-    """Acts in ``num_envs`` envs with ``agent`` and yields replay batches of ``(batch_size, seq_len)`` chunks."""
+    """Acts in ``num_envs`` envs with ``agent`` (a :class:`~worldmodels.core.Policy`, set before iterating past
+    the prefill) and yields replay batches of ``(batch_size, seq_len)`` chunks."""
 
-    def __init__(self, env_id: str, agent: Agent | None, *, num_envs: int = 1, batch_size: int = 16, seq_len: int = 64,
+    def __init__(self, env_id: str, agent: Policy | None, *, num_envs: int = 1, batch_size: int = 16, seq_len: int = 64,
                  replay_ratio: float = 32.0, prefill: int = 1000, capacity: int = 100_000, seed: int = 0,
                  store_dir: str | None = None, env_options: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -95,7 +104,7 @@ class OnlineReplay(IterableDataset):
         self.obs_shape = tuple(self.env.single_observation_space.shape)
         self.action_spec = ActionSpec.from_space(self.env.single_action_space)
         self.replay = StreamReplay(streams=num_envs, capacity=capacity, obs_shape=self.obs_shape,
-                                   action_dim=self.action_spec.dim)
+                                   action_spec=self.action_spec)
         self.store = None if store_dir is None else EpisodeStore.create(
             store_dir, env_id=env_id, obs_shape=self.obs_shape, action_spec=self.action_spec)
         self.rng = np.random.default_rng(seed)
@@ -103,7 +112,7 @@ class OnlineReplay(IterableDataset):
         self.batches = 0
         self.episodes = 0
         self._recent_returns: list[float] = []
-        self._started = False
+        self.driver: Driver | None = None
 
     # ------------------------------------------------------------------ state in checkpoints
 
@@ -140,14 +149,20 @@ class OnlineReplay(IterableDataset):
         """Reload stored episodes into replay (resume), then reset the envs with a step-dependent seed."""
         if self.store is not None and len(self.store) > 0 and len(self.replay) == 0:
             self._reload_store()
-        obs, _ = self.env.reset(seed=self.seed + self.env_steps)
-        n = self.num_envs
-        self._current = {"obs": obs, "reward": np.zeros(n, np.float32), "terminated": np.zeros(n, bool),
-                         "truncated": np.zeros(n, bool), "is_first": np.ones(n, bool)}
-        self._episode: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]
-        self._policy_state: State | None = None
-        self._prev_action: torch.Tensor | None = None
-        self._started = True
+        hooks: list[Any] = [self.replay, self]
+        if self.store is not None:
+            hooks.append(StoreWriter(self.store, seed=self.seed))
+        # The prefill's random stream depends on the step it starts from, so a resume does not replay it.
+        self.prefill_policy = RandomPolicy(self.action_spec, seed=resume_seed(self.seed, self.env_steps))
+        self.driver = Driver(self.env, self._policy_now(), hooks=hooks)
+        self.driver.reset(seed=self.seed + self.env_steps)
+
+    def _policy_now(self) -> Policy:
+        if self.env_steps < self.prefill:
+            return self.prefill_policy
+        if self.agent is None:
+            raise RuntimeError("OnlineReplay has no agent to act after the prefill; set replay.agent to a Policy")
+        return self.agent
 
     def _reload_store(self) -> None:
         """Lay the most recent stored episodes (as many as replay holds) end to end over the streams."""
@@ -159,67 +174,30 @@ class OnlineReplay(IterableDataset):
             budget -= info.length
         for index, info in enumerate(reversed(chosen)):
             episode = self.store.load(info.name)
-            action = self.action_spec.to_model(np.asarray(episode.action)).numpy()
             for t in range(len(episode)):
                 self.replay.add(index % self.num_envs, {
-                    "obs": episode.obs[t], "action": action[t], "reward": episode.reward[t],
+                    "obs": episode.obs[t], "action": episode.action[t], "reward": episode.reward[t],
                     "terminated": episode.terminated[t], "truncated": episode.truncated[t], "is_first": t == 0})
 
-    def _random_actions(self) -> np.ndarray:
-        n, spec = self.num_envs, self.action_spec
-        if spec.discrete:
-            return np.eye(spec.dim, dtype=np.float32)[self.rng.integers(spec.dim, size=n)]
-        return self.rng.uniform(-1.0, 1.0, size=(n, spec.dim)).astype(np.float32)
-
-    def _policy_actions(self) -> np.ndarray:
-        device = self.agent.device
-        obs = torch.as_tensor(self._current["obs"], device=device)
-        is_first = torch.as_tensor(self._current["is_first"], device=device)
-        if self._policy_state is None:  # first policy step (after prefill or resume): start from scratch
-            is_first = torch.ones_like(is_first)
-        action, self._policy_state = self.agent.act(obs, is_first, self._policy_state, self._prev_action)
-        self._prev_action = action
-        return action.float().cpu().numpy()
+    def on_episode(self, env_index: int, episode: dict[str, np.ndarray], complete: bool) -> None:
+        """Driver hook: count every finished episode and keep its return for :meth:`metrics`."""
+        self.episodes += 1
+        self._recent_returns.append(float(episode["reward"].sum(dtype=np.float64)))
 
     def step(self) -> None:
-        """One vector step: choose actions, append one row per env, step the envs."""
-        cur = self._current
-        action = self._random_actions() if self.env_steps < self.prefill else self._policy_actions()  # (N, A)
-        done = cur["terminated"] | cur["truncated"]
-        action[done] = 0.0  # the env ignores it (NEXT_STEP autoreset); row convention: last row zeros
-        for i in range(self.num_envs):
-            row = {k: np.array(cur[k][i]) for k in ("obs", "reward", "terminated", "truncated", "is_first")}
-            row["action"] = action[i]
-            self.replay.add(i, row)
-            self._episode[i].append(row)
-            if done[i]:
-                self._finish_episode(i)
-        obs, reward, terminated, truncated, _ = self.env.step(self.action_spec.to_env(torch.from_numpy(action)))
-        self._current = {"obs": obs, "reward": np.asarray(reward, np.float32), "terminated": np.asarray(terminated),
-                         "truncated": np.asarray(truncated), "is_first": done}
+        """One vector step of every env (random during the prefill, then the agent)."""
+        if self.driver is None:
+            self._start()
+        policy = self._policy_now()
+        if self.driver.policy is not policy:
+            self.driver.policy = policy  # its carry starts fresh: is_first for every env on its first call
+        self.driver.step()
         self.env_steps += self.num_envs
-
-    def _finish_episode(self, i: int) -> None:
-        rows = self._episode[i]
-        self._episode[i] = []
-        self.episodes += 1
-        episode_return = float(sum(r["reward"] for r in rows))
-        self._recent_returns.append(episode_return)
-        if self.store is None or not rows[0]["is_first"]:
-            return  # an episode begun before a resume is incomplete; only whole episodes are stored
-        action = np.stack([r["action"] for r in rows])
-        if self.action_spec.discrete:
-            action = action.argmax(-1)
-            action[-1] = 0
-        self.store.add_episode(np.stack([r["obs"] for r in rows]), action,
-                               np.array([r["reward"] for r in rows], np.float32),
-                               np.array([r["terminated"] for r in rows]), np.array([r["truncated"] for r in rows]),
-                               seed=self.seed)
 
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        if not self._started:
+        if self.driver is None:
             self._start()
         chunk = self.batch_size * self.seq_len
         while True:

@@ -44,6 +44,10 @@ class VAEModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.vae(images)
 
+    def dream_models(self) -> tuple[ConvVAE, None]:
+        """What the dream callbacks render: V alone (reconstructions and latent traversals; no M, no policy yet)."""
+        return self.vae, None
+
     def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
         obs = batch["obs"]  # (B, T, H, W, C) uint8 -- every frame is an independent sample
         images = to_float_image(rearrange(obs, "b t h w c -> (b t) h w c"))  # (N, C, H, W)

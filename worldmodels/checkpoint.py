@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import worldmodels
+from worldmodels.version import __version__
 
 FORMAT = "worldmodels-pretrained/1"
 WEIGHTS_NAME = "model.safetensors"
@@ -58,7 +58,7 @@ def save_pretrained(directory: str | Path, components: Mapping[str, nn.Module], 
             tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
     payload = {
         "format": FORMAT,
-        "library_version": worldmodels.__version__,
+        "library_version": __version__,
         "components": sorted(components),
         **config,
     }

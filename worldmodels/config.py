@@ -132,3 +132,8 @@ def save_json_atomic(path: str | Path, payload: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     tmp.replace(path)
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """Only the values that were set (not ``None``), so that defaults downstream apply to the others."""
+    return {key: value for key, value in values.items() if value is not None}

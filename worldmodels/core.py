@@ -195,5 +195,10 @@ def index_state(states: State, index: Any) -> State:
     return {key: value[index] for key, value in states.items()}
 
 
+def flatten_start(states: State) -> State:
+    """Filtered states ``(B, T, ...)`` -> detached start states ``(B*T, ...)``: every one starts an imagination."""
+    return {key: value.detach().flatten(0, 1) for key, value in states.items()}
+
+
 def state_device(state: State) -> torch.device:
     return state["action"].device

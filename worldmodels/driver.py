@@ -61,6 +61,7 @@ class Driver:
         self.action_spec = ActionSpec.from_space(env.single_action_space)
         self._policy = policy
         self.policy_state: Any = None
+        self._fresh_carry = True  # the policy's next call starts its carry (reset, or a new policy)
         self.steps = 0  # env (agent) steps taken, summed over envs
         self.episodes = 0
         self.current: dict[str, np.ndarray] | None = None
@@ -73,7 +74,7 @@ class Driver:
 
     @policy.setter
     def policy(self, policy: Policy) -> None:
-        self._policy, self.policy_state = policy, None
+        self._policy, self.policy_state, self._fresh_carry = policy, None, True
 
     def reset(self, seed: int | Sequence[int] | None = None) -> None:
         """Reset every env (sub-env ``i`` gets ``seed + i``, or ``seed[i]``); running episodes are dropped."""
@@ -82,15 +83,15 @@ class Driver:
         self.current = {"obs": np.asarray(obs), "reward": np.zeros(n, np.float32), "terminated": np.zeros(n, bool),
                         "truncated": np.zeros(n, bool), "is_first": np.ones(n, bool)}
         self._rows = [[] for _ in range(n)]
-        self.policy_state = None
+        self.policy_state, self._fresh_carry = None, True
 
     def _actions(self) -> tuple[np.ndarray, np.ndarray]:
         """``(model actions (E, A), env actions (E,) or (E, A))`` for the current rows."""
         cur = self.current
         obs = torch.as_tensor(cur["obs"], device=self.device)
         is_first = torch.as_tensor(cur["is_first"], device=self.device)
-        if self.policy_state is None:  # a fresh carry must not read state from before it existed
-            is_first = torch.ones_like(is_first)
+        if self._fresh_carry:  # a fresh carry must not read state from before it existed
+            is_first, self._fresh_carry = torch.ones_like(is_first), False
         action, self.policy_state = self._policy.act(obs, is_first, self.policy_state)
         env_action = np.asarray(self.action_spec.to_env(action.detach()))
         done = cur["terminated"] | cur["truncated"]
@@ -139,3 +140,31 @@ class Driver:
         stop_episodes = None if episodes is None else self.episodes + episodes
         while (stop_steps is None or self.steps < stop_steps) and (stop_episodes is None or self.episodes < stop_episodes):
             self.step()
+
+
+class _FirstEnvRows:
+    """Keeps the rows of sub-env 0 (the hook :func:`record_episode` runs)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, np.ndarray]] = []
+
+    def on_row(self, env_index: int, row: dict[str, np.ndarray]) -> None:
+        if env_index == 0:
+            self.rows.append({k: np.array(v) for k, v in row.items()})
+
+
+def record_episode(env: gym.vector.VectorEnv, policy: Policy, *, max_rows: int, seed: int | None = None,
+                   device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Sub-env 0's first episode after ``reset(seed)`` as ``(L, ...)`` store-encoded arrays, ``L <= max_rows``.
+
+    An episode cut at ``max_rows`` gets a zero action on its last row, as every stored last row has.
+    """
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    keep = _FirstEnvRows()
+    driver = Driver(env, policy, hooks=[keep], device=device)
+    driver.reset(seed=seed)
+    while len(keep.rows) < max_rows and not (keep.rows and (keep.rows[-1]["terminated"] or keep.rows[-1]["truncated"])):
+        driver.step()
+    keep.rows[-1]["action"] = np.zeros_like(keep.rows[-1]["action"])
+    return episode_arrays(keep.rows)

@@ -135,7 +135,10 @@ class ActorHead:
 
     def act_latent(self, feature: torch.Tensor) -> torch.Tensor:
         dist = self.actor(feature)
-        return clip_to_space(self.action_spec, dist.sample() if self.sample else dist.mode())
+        action = (dist.sample() if self.sample else dist.mode()).detach()  # acting: no straight-through gradient
+        if self.action_spec.discrete:  # exactly one-hot (the straight-through sample carries float round-off)
+            return F.one_hot(action.argmax(-1), self.action_spec.dim).to(action.dtype)
+        return clip_to_space(self.action_spec, action)
 
 
 class ControllerHead:
@@ -166,7 +169,12 @@ class ModelPolicy:
     def __init__(self, world_model: WorldModel, head: LatentPolicy, *, device: torch.device | str | None = None) -> None:
         self.world_model, self.head = world_model, head
         self.action_spec = world_model.action_spec
-        self.device = torch.device(device) if device is not None else _module_device(world_model)
+        self._device = torch.device(device) if device is not None else None
+
+    @property
+    def device(self) -> torch.device:
+        """``device``, else wherever the world model's weights are NOW (a Trainer may move them after this is built)."""
+        return self._device if self._device is not None else _module_device(self.world_model)
 
     def initial(self, batch_size: int) -> PolicyState:
         return None

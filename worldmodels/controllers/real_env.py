@@ -6,9 +6,9 @@ Per env step, for every sub-env (Ha & Schmidhuber 2018, Fig. 8 / Sec. 3.3)::
     a_t = C([z_t, h_t])  --> env.step(a_t)
     M reads (z_t, a_t) --> h_{t+1}
 
-``run_episodes`` plays exactly ``episodes`` episodes on a gymnasium ``VectorEnv`` with
-NEXT_STEP autoreset, in waves of ``num_envs``; episode ``j`` is reset with seed
-``seed + j``, so two policies run with the same ``seed`` face the same starts.
+That loop is :class:`~worldmodels.policies.ModelPolicy` over :class:`~worldmodels.models.vm_world_model.VMWorldModel`
+with a :class:`~worldmodels.policies.ControllerHead`, played by :func:`worldmodels.evaluation.run_episodes`
+(episode ``j`` resets with ``seed + j``, in waves of ``num_envs``).
 """
 
 from __future__ import annotations
@@ -19,76 +19,24 @@ import numpy as np
 import torch
 
 from worldmodels.controllers.linear import PopulationController
-from worldmodels.models.conv import to_float_image
+from worldmodels.core import Policy
+from worldmodels.evaluation import run_episodes
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
-
-EnvPolicy = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``policy(obs (E, H, W, C) uint8, is_first (E,) bool) -> env actions (E,) or (E, A)`` (as in data/collect.py)."""
-
-
-class WorldModelPolicy:
-    """V + M + C acting in E envs at once; ``params (E, N)`` gives each env its own controller weights."""
-
-    def __init__(self, vae: ConvVAE, mdnrnn: MDNRNN, controller: PopulationController, params: torch.Tensor) -> None:
-        self.vae, self.mdnrnn, self.controller, self.params = vae, mdnrnn, controller, params
-        self.device = params.device
-        self.state = mdnrnn.initial_state(params.shape[0], self.device)  # (E, H) x2
-
-    @torch.no_grad()
-    def __call__(self, obs: np.ndarray, is_first: np.ndarray) -> np.ndarray:
-        E = obs.shape[0]
-        frames = torch.as_tensor(np.asarray(obs), device=self.device)  # (E, H, W, C) uint8
-        z, _ = self.vae.encode(to_float_image(frames))  # (E, Z) posterior mean: lower-noise than a sample
-        keep = (~torch.as_tensor(np.asarray(is_first), device=self.device)).float().unsqueeze(-1)  # (E, 1)
-        h, c = self.state[0] * keep, self.state[1] * keep  # reset M where an episode starts
-        features = torch.cat([z, h], dim=-1).unsqueeze(1)  # (E, 1, Z + H)
-        action = self.controller(self.params, features).squeeze(1)  # (E, A) model-side
-        _, self.state = self.mdnrnn.step(z, action, (h, c))
-        assert action.shape[0] == E
-        return self.controller.action_spec.to_env(action)
-
-
-def run_episodes(vec_env, make_policy: Callable[[np.ndarray], EnvPolicy], *, episodes: int, seed: int,
-                 max_steps: int | None = None) -> np.ndarray:
-    """Returns ``(episodes,)`` undiscounted returns. ``make_policy(job_ids (E,))`` builds the policy for one wave.
-
-    In the last wave, sub-envs beyond ``episodes`` replay the last job and their results are dropped.
-    """
-    num_envs = vec_env.num_envs
-    returns = np.zeros(episodes, dtype=np.float64)
-    for wave_start in range(0, episodes, num_envs):
-        jobs = np.minimum(np.arange(wave_start, wave_start + num_envs), episodes - 1)  # (E,)
-        policy = make_policy(jobs)
-        obs, _ = vec_env.reset(seed=seed + wave_start)  # sub-env i -> seed + wave_start + i
-        done = np.zeros(num_envs, dtype=bool)
-        total = np.zeros(num_envs, dtype=np.float64)
-        is_first = np.ones(num_envs, dtype=bool)
-        steps = 0
-        while not done.all() and (max_steps is None or steps < max_steps):
-            actions = policy(obs, is_first)
-            obs, reward, terminated, truncated, _ = vec_env.step(actions)
-            total += np.where(done, 0.0, np.asarray(reward, dtype=np.float64))
-            done |= np.asarray(terminated) | np.asarray(truncated)  # NEXT_STEP autoreset: later steps ignored
-            is_first = np.zeros(num_envs, dtype=bool)
-            steps += 1
-        count = min(num_envs, episodes - wave_start)
-        returns[wave_start:wave_start + count] = total[:count]
-    return returns
-
-
-def random_policy_factory(vec_env, seed: int) -> Callable[[np.ndarray], EnvPolicy]:
-    """Uniform random actions from the vector action space, seeded once."""
-    vec_env.action_space.seed(seed)
-    return lambda jobs: (lambda obs, is_first: vec_env.action_space.sample())
+from worldmodels.models.vm_world_model import VMWorldModel
+from worldmodels.policies import ControllerHead, ModelPolicy
 
 
 def world_model_policy_factory(vae: ConvVAE, mdnrnn: MDNRNN, controller: PopulationController, params: torch.Tensor,
-                               *, repeats: int = 1) -> Callable[[np.ndarray], EnvPolicy]:
-    """Job ``j`` runs candidate ``j // repeats`` of ``params (P, N)``."""
-    def make(jobs: Sequence[int]) -> EnvPolicy:
+                               *, repeats: int = 1) -> Callable[[np.ndarray], Policy]:
+    """``make(job_ids (E,)) -> Policy`` for one wave: job ``j`` runs candidate ``j // repeats`` of ``params (P, N)``."""
+    # V's posterior mean, not a sample, in the real env: the choice this evaluation always made (lower noise
+    # than z ~ q(z|x); M's dreams still sample).
+    world_model = VMWorldModel(vae, mdnrnn, controller.action_spec, sample_latent=False)
+
+    def make(jobs: Sequence[int]) -> Policy:
         index = torch.as_tensor(np.asarray(jobs) // repeats, device=params.device)
-        return WorldModelPolicy(vae, mdnrnn, controller, params[index])
+        return ModelPolicy(world_model, ControllerHead(controller, params[index]))  # one candidate per sub-env
     return make
 
 

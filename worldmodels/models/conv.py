@@ -82,7 +82,9 @@ class ConvEncoder(nn.Module):
                 f"got {tuple(images.shape)}"
             )
         lead = images.shape[:-3]
-        x = images.reshape(-1, *images.shape[-3:])  # (N, C, S, S)
+        # NHWC memory (free for uint8 NHWC observations, see to_float_image): oneDNN's NHWC convolutions
+        # are ~1.7x faster than NCHW on CPU, and ChannelLayerNorm then normalises contiguous rows.
+        x = images.reshape(-1, *images.shape[-3:]).contiguous(memory_format=torch.channels_last)  # (N, C, S, S)
         x = self.net(x)  # (N, C', s, s)
         return x.reshape(*lead, self.out_dim)
 
@@ -124,7 +126,7 @@ class ConvDecoder(nn.Module):
         lead = features.shape[:-1]
         x = self.project(features.reshape(-1, features.shape[-1]))  # (N, C' * s * s)
         x = rearrange(x, "n (c h w) -> n c h w", c=self.top_channels, h=self.side, w=self.side)
-        x = self.net(x)  # (N, C, S, S)
+        x = self.net(x.contiguous(memory_format=torch.channels_last))  # NHWC memory, as in ConvEncoder  # (N, C, S, S)
         return x.reshape(*lead, self.out_channels, self.image_size, self.image_size)
 
 

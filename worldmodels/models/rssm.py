@@ -31,6 +31,7 @@ States are dicts of tensors: ``deter (B, D)``, ``stoch (B, S, K)`` one-hot, ``lo
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from worldmodels.models.distributions import OneHotCategorical, unimix_logits
@@ -41,7 +42,8 @@ State = dict[str, torch.Tensor]
 class LayerNormGRUCell(nn.Module):
     """GRU cell with one joint Linear + LayerNorm over ``concat(x, h)`` (DreamerV3's GRU).
 
-    ``update = sigmoid(u - 1)`` biases the cell to keep its state early in training.
+    ``update = sigmoid(u - 1)`` biases the cell to keep its state early in training. The gates are
+    fused into few kernels: ``h' = lerp(h, tanh(sigmoid(r) * c), update)`` (= ``u c + (1 - u) h``).
     """
 
     def __init__(self, input_dim: int, hidden_dim: int) -> None:
@@ -53,10 +55,8 @@ class LayerNormGRUCell(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         parts = self.norm(self.linear(torch.cat([x, h], -1)))  # (B, 3D)
         reset, cand, update = parts.chunk(3, -1)
-        reset = torch.sigmoid(reset)
-        cand = torch.tanh(reset * cand)
-        update = torch.sigmoid(update - 1.0)
-        return update * cand + (1.0 - update) * h
+        cand = torch.tanh(torch.sigmoid(reset) * cand)
+        return torch.lerp(h, cand, torch.sigmoid(update - 1.0))
 
 
 def _dense(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -64,7 +64,15 @@ def _dense(in_dim: int, out_dim: int) -> nn.Sequential:
 
 
 class RSSM(nn.Module):
-    """RSSM with a LayerNorm GRU and ``stoch x classes`` straight-through categorical latents."""
+    """RSSM with a LayerNorm GRU and ``stoch x classes`` straight-through categorical latents.
+
+    Two first Linears act on concatenations of a recurrent and a non-recurrent input:
+    ``img_in`` on ``concat(z_{t-1}, a_{t-1})`` and ``obs_out`` on ``concat(h_t, embed_t)``. Their weights
+    stay one tensor each (checkpoint keys unchanged) but are applied as two column blocks, so
+    :meth:`observe` projects all T actions and embeddings in one batched matmul before its time loop
+    and only the recurrent halves run per step. The prior head ``img_out`` is not on the filtering
+    recursion (z_t comes from the posterior), so :meth:`observe` applies it once to all T states.
+    """
 
     def __init__(self, *, embed_dim: int, action_dim: int, deter: int = 512, hidden: int = 512, stoch: int = 32,
                  classes: int = 32, unimix: float = 0.01) -> None:
@@ -102,30 +110,52 @@ class RSSM(nn.Module):
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
         return OneHotCategorical(logits).sample()
 
+    # ------------------------------------------------------------------ the two halves of the concat Linears
+
+    def _action_part(self, action: torch.Tensor) -> torch.Tensor:
+        """``(..., A)`` -> ``(..., H)``: the action columns of ``img_in``'s Linear."""
+        return F.linear(action, self.img_in[0].weight[:, self.stoch_dim * self.classes:])
+
+    def _embed_part(self, embed: torch.Tensor) -> torch.Tensor:
+        """``(..., E)`` -> ``(..., H)``: the embedding columns of ``obs_out``'s first Linear."""
+        return F.linear(embed, self.obs_out[0][0].weight[:, self.deter_dim:])
+
+    def _recurrent(self, state: State, action_part: torch.Tensor) -> torch.Tensor:
+        """``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})`` given ``action_part = _action_part(a_{t-1})`` (B, H) -> (B, D)."""
+        stoch = state["stoch"].reshape(state["stoch"].shape[0], -1)  # (B, S*K)
+        linear, norm, act = self.img_in
+        x = act(norm(F.linear(stoch, linear.weight[:, :stoch.shape[-1]]) + action_part))  # (B, H)
+        return self.gru(x, state["deter"])
+
+    def _posterior_logits(self, deter: torch.Tensor, embed_part: torch.Tensor) -> torch.Tensor:
+        """``q(z_t | h_t, x_t)`` logits (B, S, K) given ``embed_part = _embed_part(embed_t)`` (B, H)."""
+        (linear, norm, act), out = self.obs_out
+        return self._logits(out(act(norm(F.linear(deter, linear.weight[:, :self.deter_dim]) + embed_part))))
+
     # ------------------------------------------------------------------ single steps
 
     def img_step(self, state: State, prev_action: torch.Tensor) -> State:
         """Prior step ``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})``, ``ẑ_t ~ p(. | h_t)``. ``prev_action`` (B, A)."""
-        stoch = state["stoch"].reshape(state["stoch"].shape[0], -1)  # (B, S*K)
-        x = self.img_in(torch.cat([stoch, prev_action.to(stoch.dtype)], -1))  # (B, H)
-        deter = self.gru(x, state["deter"])  # (B, D)
+        deter = self._recurrent(state, self._action_part(prev_action.to(state["deter"].dtype)))  # (B, D)
         logits = self._logits(self.img_out(deter))  # (B, S, K)
         return {"deter": deter, "stoch": self._sample(logits), "logits": logits}
 
     def reset(self, state: State, prev_action: torch.Tensor, is_first: torch.Tensor) -> tuple[State, torch.Tensor]:
         """Replace the state by the initial state and ``prev_action`` by zeros where ``is_first`` (B,)."""
         keep = (~is_first.bool()).to(prev_action.dtype)  # (B,)
-        init = self.initial(prev_action.shape[0])
-        state = {k: torch.where(is_first.bool().view(-1, *([1] * (v.dim() - 1))), init[k].to(v.dtype), v)
-                 for k, v in state.items()}
-        return state, prev_action * keep.unsqueeze(-1)
+        return self._reset_state(state, is_first, self.initial(prev_action.shape[0])), prev_action * keep.unsqueeze(-1)
+
+    @staticmethod
+    def _reset_state(state: State, is_first: torch.Tensor, init: State) -> State:
+        first = is_first.bool()
+        return {k: torch.where(first.view(-1, *([1] * (v.dim() - 1))), init[k].to(v.dtype), v) for k, v in state.items()}
 
     def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor,
                  is_first: torch.Tensor) -> tuple[State, State]:
         """One filtering step -> ``(posterior, prior)`` at t. ``embed`` (B, E) of obs[t], ``is_first`` (B,)."""
         state, prev_action = self.reset(state, prev_action, is_first)
         prior = self.img_step(state, prev_action)
-        logits = self._logits(self.obs_out(torch.cat([prior["deter"], embed.to(prior["deter"].dtype)], -1)))
+        logits = self._posterior_logits(prior["deter"], self._embed_part(embed.to(prior["deter"].dtype)))
         post = {"deter": prior["deter"], "stoch": self._sample(logits), "logits": logits}
         return post, prior
 
@@ -133,7 +163,7 @@ class RSSM(nn.Module):
 
     def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
                 state: State | None = None, prev_action: torch.Tensor | None = None) -> tuple[State, State]:
-        """Filter a chunk -> ``(posteriors, priors)``, each ``(B, T, ...)``.
+        """Filter a chunk -> ``(posteriors, priors)``, each ``(B, T, ...)``; T :meth:`obs_step` calls, batched.
 
         ``embed`` (B, T, E) of obs[t]; ``action`` (B, T, A) in row convention (action[t] taken at
         obs[t]); ``is_first`` (B, T). Step t consumes ``action[t-1]`` (``prev_action`` at t = 0,
@@ -142,18 +172,32 @@ class RSSM(nn.Module):
         B, T = embed.shape[:2]
         assert action.shape[:2] == (B, T) and is_first.shape == (B, T), (
             f"observe: embed {tuple(embed.shape)}, action {tuple(action.shape)}, is_first {tuple(is_first.shape)}")
-        if state is None:
-            state = self.initial(B)
+        dtype = self.initial_deter.dtype
+        init = self.initial(B)
+        state = init if state is None else state
         if prev_action is None:
-            prev_action = torch.zeros(B, self.action_dim, device=embed.device, dtype=action.dtype)
-        prev_actions = torch.cat([prev_action.unsqueeze(1), action[:, :-1]], 1)  # (B, T, A): action[t-1]
-        posts, priors = [], []
+            prev_action = torch.zeros(B, self.action_dim, device=embed.device, dtype=dtype)
+        prev_actions = torch.cat([prev_action.unsqueeze(1).to(dtype), action[:, :-1].to(dtype)], 1)  # (B, T, A)
+        is_first = is_first.bool()
+        # Everything off the recursion, for all T at once: the reset's zeroed prev_action, the action
+        # and embedding halves of the concat Linears.
+        action_part = self._action_part(prev_actions * (~is_first).unsqueeze(-1).to(dtype))  # (B, T, H)
+        embed_part = self._embed_part(embed.to(dtype))  # (B, T, H)
+        resets = is_first.any(0).tolist()  # one host read, not one per step
+        deters, stochs, logits = [], [], []
         for t in range(T):
-            state, prior = self.obs_step(state, prev_actions[:, t], embed[:, t], is_first[:, t])
-            posts.append(state)
-            priors.append(prior)
-        stack = lambda seq: {k: torch.stack([s[k] for s in seq], 1) for k in seq[0]}  # noqa: E731
-        return stack(posts), stack(priors)
+            if resets[t]:
+                state = self._reset_state(state, is_first[:, t], init)
+            deter = self._recurrent(state, action_part[:, t])  # (B, D)
+            post_logits = self._posterior_logits(deter, embed_part[:, t])  # (B, S, K)
+            state = {"deter": deter, "stoch": self._sample(post_logits), "logits": post_logits}
+            deters.append(deter)
+            stochs.append(state["stoch"])
+            logits.append(post_logits)
+        deter = torch.stack(deters, 1)  # (B, T, D)
+        prior_logits = self._logits(self.img_out(deter))  # (B, T, S, K)
+        post = {"deter": deter, "stoch": torch.stack(stochs, 1), "logits": torch.stack(logits, 1)}
+        return post, {"deter": deter, "stoch": self._sample(prior_logits), "logits": prior_logits}
 
     def imagine(self, state: State, actions: torch.Tensor) -> State:
         """Open-loop prior rollout from ``state`` (B, ...) under ``actions`` (B, H, A) -> states (B, H, ...).

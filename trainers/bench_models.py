@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 
+import lightning as L
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
-from scripts.bench_config import BenchConfig, machine_info, steps_and_warmup
+from trainers.bench_config import BenchConfig, machine_info, steps_and_warmup
+from trainers.bench_fixtures import FixedBatches, synthetic_batch
+from trainers.datamodule import ChunkDataModule
+from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
+from trainers.dreamer_run import PRESETS as DREAMER_PRESETS
+from trainers.dreamer_run import DreamerRunConfig
+from trainers.performance import compile_dreamer, default_precision, loader_options, use_channels_last
+from trainers.worldmodels_config import PRESETS as WM_PRESETS
+from trainers.worldmodels_config import WorldModelsConfig
+from trainers.worldmodels_stages import mdnrnn_module, vae_module
 from worldmodels import profiling
+from worldmodels.config import build_config, from_dict, to_dict
+from worldmodels.core import index_state
+from worldmodels.data.store import EpisodeStore
+from worldmodels.envs.spaces import ActionSpec
+from worldmodels.imagination.cmaes_dream import bench_dream
+from worldmodels.policies import RandomPolicy
 
 
-def _setup(config: BenchConfig) -> tuple["torch.device", str]:  # noqa: F821 - torch is imported lazily
+def _setup(config: BenchConfig) -> tuple[torch.device, str]:
     """Device, Lightning precision; applies ``--threads``."""
-    import torch
-
-    from trainers.performance import default_precision
-
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     device = profiling.resolve_device(config.device)
@@ -37,13 +52,9 @@ def time_training_steps(module, batch: dict, *, device, precision: str, steps: i
 
     ``optimiser_steps``: optimiser steps per batch (``global_step`` counts each). The clock reads after
     every batch (after a CUDA sync), so repeat ``k`` spans batches ``warmup + k*steps .. warmup + (k+1)*steps``::
-
         stamps[0] = train start, stamps[i + 1] = end of batch i
     """
-    import lightning as L
-    from torch.utils.data import DataLoader
 
-    from scripts.bench_fixtures import FixedBatches
 
     stamps: list[float] = []
 
@@ -72,19 +83,11 @@ def time_training_steps(module, batch: dict, *, device, precision: str, steps: i
 
 
 def _wm_config(config: BenchConfig):
-    from scripts.worldmodels_pipeline import CONFIG as WM_CONFIG
-    from scripts.worldmodels_pipeline import PRESETS as WM_PRESETS
-    from worldmodels.config import build_config
-
-    return build_config(WM_CONFIG, {}, presets=WM_PRESETS, preset=config.wm_preset)
+    return build_config(WorldModelsConfig, {}, presets=WM_PRESETS, preset=config.wm_preset)
 
 
 def _dreamer_config(config: BenchConfig):
-    from scripts.dreamer import CONFIG as DREAMER_CONFIG
-    from scripts.dreamer import PRESETS as DREAMER_PRESETS
-    from worldmodels.config import build_config
-
-    return build_config(DREAMER_CONFIG, {}, presets=DREAMER_PRESETS, preset=config.dreamer_preset)
+    return build_config(DreamerRunConfig, {}, presets=DREAMER_PRESETS, preset=config.dreamer_preset)
 
 
 def bench_worldmodels(config: BenchConfig) -> dict:
@@ -93,10 +96,7 @@ def bench_worldmodels(config: BenchConfig) -> dict:
     Sizes from the World Models preset (``paper``: z 32, depth 32, batch 100 frames; LSTM 256, 5 mixtures,
     100 sequences of 999 steps). Random uint8 frames / Gaussian latents; 3 continuous actions (CarRacing).
     """
-    import torch
 
-    from trainers.mdnrnn_module import MDNRNNModule
-    from trainers.vae_module import VAEModule
 
     device, precision = _setup(config)
     steps, warmup = steps_and_warmup(config, "worldmodels")
@@ -105,19 +105,15 @@ def bench_worldmodels(config: BenchConfig) -> dict:
     torch.manual_seed(config.seed)
 
     B, side = wm.vae_batch_size, wm.image_size
-    vae = VAEModule(image_size=side, z_dim=wm.z_dim, depth=wm.vae_depth, stages=wm.vae_stages,
-                    kl_tolerance=wm.kl_tolerance, learning_rate=wm.vae_lr)
+    vae = vae_module(wm)
     if device.type == "cuda":
-        from trainers.performance import use_channels_last
-
         use_channels_last(vae)
     frames = {"obs": torch.randint(0, 256, (B, 1, side, side, 3), generator=generator, dtype=torch.uint8)}
     vae_seconds = time_training_steps(vae, frames, device=device, precision=precision, steps=steps, warmup=warmup,
                                       repeats=config.repeats)
 
     B, T, Z, A = wm.mdnrnn_batch_size, wm.mdnrnn_seq_len, wm.z_dim, 3
-    mdn = MDNRNNModule(z_dim=Z, action_dim=A, hidden_size=wm.hidden_size, num_mixtures=wm.num_mixtures,
-                       learning_rate=wm.mdnrnn_lr)
+    mdn = mdnrnn_module(wm, A)
     is_first = torch.zeros(B, T, dtype=torch.bool)
     is_first[:, 0] = True
     latents = {"mu": torch.randn(B, T, Z, generator=generator), "logvar": torch.full((B, T, Z), -2.0),
@@ -138,12 +134,6 @@ def bench_worldmodels(config: BenchConfig) -> dict:
 
 def _dreamer_module(config: BenchConfig, action_dim: int = 6):
     """A DreamerModule at the Dreamer preset's sizes (discrete actions, like ALE's minimal sets)."""
-    import torch
-
-    from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
-    from worldmodels.config import from_dict, to_dict
-    from worldmodels.envs.spaces import ActionSpec
-
     run_config = _dreamer_config(config)
     torch.manual_seed(config.seed)
     side = run_config.image_size
@@ -154,19 +144,12 @@ def _dreamer_module(config: BenchConfig, action_dim: int = 6):
 
 def bench_dreamer_step(config: BenchConfig) -> dict:
     """One DreamerV3 training step (world model, imagination from all B*T posteriors, actor, critic)."""
-    from trainers.dreamer_module import OPTIMISERS_PER_STEP
-    from scripts.bench_fixtures import synthetic_batch
-
     device, precision = _setup(config)
     steps, warmup = steps_and_warmup(config, "dreamer")
     module, run_config = _dreamer_module(config)
     if device.type == "cuda":
-        from trainers.performance import use_channels_last
-
         use_channels_last(module)
     if config.compile:
-        from trainers.performance import compile_dreamer
-
         compile_dreamer(module)
     B, T, H = run_config.batch_size, run_config.seq_len, run_config.horizon
     batch = synthetic_batch(B, T, run_config.image_size, module.action_spec.dim, seed=config.seed)
@@ -180,33 +163,26 @@ def bench_dreamer_step(config: BenchConfig) -> dict:
 
 
 def bench_imagine(config: BenchConfig) -> dict:
-    """Dreamer imagination alone: ``N = B*T`` start states rolled ``horizon`` prior steps with the actor."""
-    import torch
-
-    from worldmodels.imagination.dreamer import imagine
-
+    """Dreamer imagination alone: ``N = B*T`` start states rolled ``horizon`` prior steps with the actor
+    (``world_model.imagine``, including the reward and continue heads the actor-critic reads)."""
     device, precision = _setup(config)
     steps, warmup = steps_and_warmup(config, "imagine")
     module, run_config = _dreamer_module(config)
     module = module.to(device).eval()
     if config.compile:
-        from trainers.performance import compile_dreamer
-
         compile_dreamer(module)
-    rssm, actor = module.world_model.rssm, module.actor
+    world_model, head = module.world_model, module.actor_head()
     N, H = run_config.batch_size * run_config.seq_len, run_config.horizon
     with torch.no_grad():  # a spread of start states: the initial state after a few random-action prior steps
-        start = rssm.initial(N)
-        for _ in range(3):
-            action = torch.nn.functional.one_hot(torch.randint(0, rssm.action_dim, (N,), device=device),
-                                                 rssm.action_dim).float()
-            start = rssm.img_step(start, action)
+        warm = world_model.imagine(world_model.initial(N), RandomPolicy(world_model.action_spec, 0, device), 3)
+        start = index_state(warm.states, (slice(None), -1))  # (N, ...)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
     profiling.reset_peak_memory(device)
 
+    @torch.no_grad()
     def rollout() -> None:
         with autocast:
-            imagine(rssm, actor, start, H)
+            world_model.imagine(start, head, H)
 
     seconds = profiling.time_repeats(rollout, steps=steps, repeats=config.repeats, warmup=warmup, device=device)
     return _record("imagine", config, device, steps=steps, warmup=warmup, precision=precision,
@@ -216,8 +192,6 @@ def bench_imagine(config: BenchConfig) -> dict:
 
 def bench_dream_controller(config: BenchConfig) -> dict:
     """Controller-in-dream rate (population 64 x 16 repeats x T): the family's ``bench_dream``, repeated."""
-    from worldmodels.imagination.dream import bench_dream
-
     device, _ = _setup(config)  # bench_dream runs in fp32
     steps, _ = steps_and_warmup(config, "dream")  # bench_dream warms up itself (a 5-step rollout)
     wm = _wm_config(config)
@@ -243,12 +217,7 @@ def bench_loader(config: BenchConfig) -> dict:
     ``np.load(mmap_mode="r")`` like a real one). Compare ``frames_per_s`` with the ``worldmodels`` record's
     ``vae.frames_per_s``: the loader keeps the step fed when it delivers more.
     """
-    import tempfile
 
-    from trainers.datamodule import ChunkDataModule
-    from trainers.performance import loader_options
-    from worldmodels.data.store import EpisodeStore
-    from worldmodels.envs.spaces import ActionSpec
 
     device, _ = _setup(config)
     steps, warmup = steps_and_warmup(config, "loader")

@@ -9,9 +9,13 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+import ale_py
+import gymnasium
 import numpy as np
+import torch
 
 from worldmodels.config import arg
+from worldmodels.envs import EnvOptions, agent_frameskip, make_vector
 
 KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader")
 # Timed iterations per repeat and untimed warm-up iterations, per kind, when --steps / --warmup are not given.
@@ -28,8 +32,8 @@ class BenchConfig:
     compile: bool = arg(False, "torch.compile Dreamer's hot modules (RSSM steps, conv encoder/decoder, heads, actor, "
                                "critic) before timing the dreamer and imagine kinds")
     threads: int = arg(0, "torch CPU threads (0 = torch's default)")
-    wm_preset: str = arg("paper", "World Models size preset (scripts/worldmodels_pipeline.py PRESETS)")
-    dreamer_preset: str = arg("S", "Dreamer size preset (scripts/dreamer.py PRESETS)")
+    wm_preset: str = arg("paper", "World Models size preset (trainers/worldmodels_config.py PRESETS)")
+    dreamer_preset: str = arg("S", "Dreamer size preset (trainers/dreamer_run.py PRESETS)")
     env_id: str = arg("ALE/Pong-v5", "gymnasium env id for the collection benchmark")
     num_envs: int = arg(8, "parallel environments in the vector env")
     steps: Optional[int] = arg(None, "timed iterations per repeat (None = per-kind default, see DEFAULT_STEPS)")
@@ -55,10 +59,6 @@ PRESETS: dict[str, dict] = {
 
 def machine_info() -> dict:
     """Where a figure came from: CPU count, Python and library versions."""
-    import ale_py
-    import gymnasium
-    import torch
-
     return {
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -92,12 +92,6 @@ def bench_collection(
     """
     if min(num_envs, steps, repeats) < 1 or warmup < 0:
         raise ValueError(f"num_envs, steps and repeats must be >= 1 and warmup >= 0, got {num_envs}, {steps}, {repeats}, {warmup}")
-    from worldmodels.envs import (  # lazy: importing envs pulls in ALE
-        EnvOptions,
-        agent_frameskip,
-        make_vector,
-    )
-
     vector = make_vector(env_id, num_envs, image_size=image_size, seed=seed)
     frameskip = agent_frameskip(env_id, EnvOptions(image_size=image_size))
     try:

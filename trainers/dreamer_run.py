@@ -1,0 +1,166 @@
+"""The online DreamerV3 run (Hafner et al. 2023): its config and presets, the agent + replay, the Trainer, fit and evaluation.
+
+``wm dreamer`` (``scripts/dreamer.py``) and ``wm finetune`` drive these. ``wm dreamer --env ALE/Pong-v5 --preset tiny --steps 100000 --run-dir runs/pong`` logs to TensorBoard
+under ``RUN_DIR/tb``, keeps ``RUN_DIR/checkpoints/last.ckpt`` (agent + replay position), writes finished
+episodes to ``RUN_DIR/episodes`` (an EpisodeStore) and resumes from ``last.ckpt`` when rerun.
+
+Presets (64x64 images, 4 conv stages; parameter counts for 6 actions, slow critic excluded)::
+
+    debug  deter 32,   hidden 32,  4x4 latents, depth 8,  1 layer   16x16 images, 2 stages (tests, CI)
+    tiny   deter 128,  hidden 128, 16x16,       depth 16, 1 layer   1.9M, CPU-sized
+    S      deter 512,  hidden 256, 32x32,       depth 32, 2 layers  12.9M ~ DreamerV3 "12M" (units 256)
+    M      deter 1024, hidden 512, 32x32,       depth 32, 2 layers  24.7M ~ DreamerV3 "25M"
+    L      deter 1536, hidden 512, 32x32,       depth 64, 3 layers  50.9M ~ DreamerV3 "50M"
+
+DreamerV3's published sizes (12M, 25M, 50M, ... in the 2025 paper; XS-XL of arXiv v1) use a
+block-diagonal GRU; ours is a dense LayerNorm GRU, so the presets match the parameter budgets
+with smaller recurrent widths rather than copying the widths.
+
+``tests/test_dreamer_models.py::test_preset_param_counts`` prints and pins the parameter counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from trainers.checkpoint_io import AtomicCheckpointIO
+from trainers.distributed import lightning_strategy, rank_seed
+from trainers.dream_callbacks import dream_callbacks
+from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
+from trainers.online import OnlineReplay
+from trainers.performance import use_channels_last
+from worldmodels.config import arg, from_dict, given, to_dict
+from worldmodels.envs import make_vector
+from worldmodels.envs.toy import register_toy_envs
+from worldmodels.evaluation import evaluate_against_random
+from worldmodels.policies import ActorHead, ModelPolicy
+
+
+@dataclass
+class DreamerRunConfig(DreamerAgentConfig):
+    """Agent hyperparameters (inherited) plus the env, replay and run settings."""
+
+    env: str = arg("worldmodels/Catch-v0", "gymnasium env id (ALE/Pong-v5, CarRacing-v3, worldmodels/Catch-v0, ...)")
+    steps: int = arg(100_000, "agent (env) steps to train for, prefill included; frames = steps * frameskip")
+    run_dir: str = arg("runs/dreamer", "TensorBoard logs, checkpoints/last.ckpt, episodes/ and results.json")
+    image_size: int = arg(64, "observation side in pixels (multiple of 2**stages)")
+    frameskip: Optional[int] = arg(None, "action repeat; None = env default (4 for ALE)")
+    num_envs: int = arg(1, "parallel envs stepped by the online dataset")
+    batch_size: int = arg(16, "replayed chunks per gradient step (B)")
+    seq_len: int = arg(64, "chunk length (T)")
+    replay_ratio: float = arg(32.0, "replayed steps per env step (B*T per gradient step)")
+    prefill: int = arg(2500, "random-action env steps before training")
+    capacity: int = arg(100_000, "replay capacity in rows (all envs)")
+    seed: int = arg(0, "seed of torch, envs and the replay sampler")
+    eval_episodes: int = arg(10, "episodes of the trained actor (and of a random policy on the same seeds)")
+    eval_sample: bool = arg(False, "evaluate with sampled actions instead of the actor's mode")
+    accelerator: str = arg("auto", "Lightning accelerator (auto, cpu, gpu)")
+    precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on GPU, 32-true on CPU")
+    checkpoint_every: int = arg(1000, "gradient steps between checkpoints")
+    log_every: int = arg(50, "gradient steps between log rows")
+    dream_every: int = arg(1000, "gradient steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off")
+    devices: int = arg(1, "devices (processes) per node; > 1 trains with DDP, each rank with its own envs and replay")
+    num_nodes: int = arg(1, "nodes for multi-node DDP (launch with torchrun or srun, see README)")
+    strategy: str = arg("auto", "Lightning strategy: auto, ddp (per rank: env seed + 1000*rank, episodes-rank<r>/)")
+    threads: int = arg(0, "torch CPU threads per process (0 = torch's default; 1 is much faster on a busy 2-core CPU)")
+
+
+PRESETS: dict[str, dict] = {
+    "debug": {"deter": 32, "hidden": 32, "stoch": 4, "classes": 4, "depth": 8, "stages": 2, "layers": 1,
+              "image_size": 16, "batch_size": 4, "seq_len": 8, "horizon": 5, "prefill": 200,
+              "replay_ratio": 32.0, "capacity": 20_000, "checkpoint_every": 100, "log_every": 10,
+              "eval_episodes": 5},
+    "tiny": {"deter": 128, "hidden": 128, "stoch": 16, "classes": 16, "depth": 16, "stages": 4, "layers": 1,
+             "image_size": 64, "batch_size": 8, "seq_len": 32},
+    "S": {"deter": 512, "hidden": 256, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
+          "image_size": 64, "batch_size": 16, "seq_len": 64},
+    "M": {"deter": 1024, "hidden": 512, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
+          "image_size": 64, "batch_size": 16, "seq_len": 64},
+    "L": {"deter": 1536, "hidden": 512, "stoch": 32, "classes": 32, "depth": 64, "stages": 4, "layers": 3,
+          "image_size": 64, "batch_size": 16, "seq_len": 64},
+}
+
+
+def env_options(config: DreamerRunConfig) -> dict:
+    """The env options of training and evaluation (an unset frameskip keeps the env's default)."""
+    return {"image_size": config.image_size, **given(frameskip=config.frameskip)}
+
+
+def build(config: DreamerRunConfig, *, store_dir: str | None = None,
+          rank: int = 0) -> tuple[DreamerModule, OnlineReplay]:
+    """The agent and its online replay dataset, attached to each other.
+
+    ``rank`` (DDP): envs and the replay sampler use ``seed + 1000 * rank``, so ranks collect and replay
+    different data; the weights start equal anyway (DDP broadcasts rank 0's at the start of fit).
+    """
+    register_toy_envs()
+    torch.manual_seed(config.seed)
+    replay = OnlineReplay(config.env, None, num_envs=config.num_envs, batch_size=config.batch_size,
+                          seq_len=config.seq_len, replay_ratio=config.replay_ratio, prefill=config.prefill,
+                          capacity=config.capacity, seed=rank_seed(config.seed, rank), store_dir=store_dir,
+                          env_options=env_options(config))
+    module = DreamerModule(obs_shape=replay.obs_shape, action_spec=replay.action_spec,
+                           config=from_dict(DreamerAgentConfig, to_dict(config)))
+    replay.agent = ModelPolicy(module.world_model, ActorHead(module.actor, module.action_spec))
+    module.attach_replay(replay)
+    return module, replay
+
+
+def gradient_steps(config: DreamerRunConfig) -> int:
+    """Gradient steps that make the dataset reach ``config.steps`` env steps at ``replay_ratio``."""
+    return math.ceil(max(0, config.steps - config.prefill) * config.replay_ratio / (config.batch_size * config.seq_len))
+
+
+def evaluate(module: DreamerModule, env_id: str, *, episodes: int, seed: int, options: dict,
+             sample: bool = False) -> dict:
+    """The actor (its mode, or samples) vs uniform random on the same seeds ``seed + j``: the eval.json record."""
+    policy = ModelPolicy(module.world_model, ActorHead(module.actor, module.action_spec, sample=sample))
+    env = make_vector(env_id, 1, seed=seed, **options)
+    try:
+        return evaluate_against_random(env, policy, env_id=env_id, episodes=episodes, seed=seed, device=module.device)
+    finally:
+        env.close()
+
+
+def on_gpu(config: DreamerRunConfig) -> bool:
+    """Whether the run trains on a GPU (bf16 precision, channels-last convolutions, pinned batches)."""
+    return torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+
+
+def make_trainer(config: DreamerRunConfig, run_dir: Path, *, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """The one Trainer set-up for online Dreamer training (``wm dreamer``, ``wm finetune``)."""
+    precision = config.precision or ("bf16-mixed" if on_gpu(config) else "32-true")
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                  every_n_train_steps=config.checkpoint_every * OPTIMISERS_PER_STEP)
+    return L.Trainer(
+        plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
+        max_steps=gradient_steps(config) * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step
+        max_epochs=-1, accelerator=config.accelerator, precision=precision,
+        devices=config.devices, num_nodes=config.num_nodes,
+        # three backward passes per step, each through one part (world model / actor / critic)
+        strategy=lightning_strategy(config.strategy, find_unused_parameters=True),
+        logger=TensorBoardLogger(str(run_dir), name="tb", version=0),
+        callbacks=[checkpoints, *dream_callbacks("dreamer", every_n_steps=config.dream_every * OPTIMISERS_PER_STEP),
+                   *callbacks],
+        log_every_n_steps=config.log_every, enable_progress_bar=False, enable_model_summary=False,
+    )
+
+
+def fit_online(trainer: L.Trainer, module: DreamerModule, replay: OnlineReplay, config: DreamerRunConfig) -> None:
+    """Fit on the online replay, resuming from ``last.ckpt``; the final state (replay position included) is saved."""
+    gpu = on_gpu(config)
+    if gpu:
+        use_channels_last(module)
+    last = Path(config.run_dir) / "checkpoints" / "last.ckpt"
+    trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None, pin_memory=gpu),
+                ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    trainer.save_checkpoint(str(last), weights_only=False)

@@ -1,0 +1,162 @@
+"""The one loader: every family's checkpoints, in every layout, read by :func:`load` from a dict literal.
+
+:data:`FAMILIES` maps a family name to how its modules are built from JSON sizes and put together::
+
+    build(config) -> {component: nn.Module}            fresh modules, sizes from config.json
+    world_model(components, config) -> WorldModel       the family's core.WorldModel over those modules
+    head(components, config, sample=) -> LatentPolicy   its acting head (None: the model cannot act)
+    is_run(path), read_layout(path) -> (config, tensors) its training-run layout, read as the exchange format
+
+What :func:`load` accepts (all torch + safetensors; no Lightning is imported and nothing is unpickled)::
+
+    NAME                       a shipped model, checkpoints/NAME next to the package (e.g. "pong-dreamer-tiny")
+    DIR/config.json            a whole-model directory of any family (model.safetensors + config.json)
+    RUN/vae/ ... RUN/controller/   a `wm worldmodels` run (or one of its stage directories)
+    RUN/checkpoints/last.ckpt  a `wm dreamer` run, or the .ckpt itself (read with weights_only=True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from worldmodels.checkpoint import CheckpointError, load_into, read_config
+from worldmodels.core import LatentPolicy, Policy, WorldModel
+from worldmodels.envs.spaces import ActionSpec
+from worldmodels.families import dreamer, vm
+from worldmodels.policies import ModelPolicy, RandomPolicy
+
+# checkpoints/ sits next to the package in the source tree (and in an editable install).
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one family's checkpoints become modules, a world model and a policy."""
+
+    build: Callable[..., dict[str, nn.Module]]
+    world_model: Callable[[Mapping[str, nn.Module], Mapping[str, Any]], WorldModel | None]
+    head: Callable[..., LatentPolicy | None]
+    is_run: Callable[[Path], bool]
+    read_layout: Callable[[Path], tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]]
+
+
+FAMILIES: dict[str, Family] = {
+    vm.WORLDMODELS: Family(vm.build, vm.world_model, vm.head, vm.is_run, vm.read_layout),
+    dreamer.DREAMER: Family(dreamer.build, dreamer.world_model, dreamer.head, dreamer.is_run, dreamer.read_layout),
+}
+WHOLE_MODEL_KEYS = ("sizes", "action_spec", "obs_shape", "env_id")
+
+
+@dataclass
+class Pretrained:
+    """A loaded model: its world model, its components by name, and what it was trained on."""
+
+    family: str
+    world_model: WorldModel | None  # None only for a World Models run that has trained V alone so far
+    components: dict[str, nn.Module]
+    action_spec: ActionSpec
+    obs_shape: tuple[int, ...]
+    env_id: str
+    env_options: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def policy(self, *, sample: bool = False, seed: int | None = None) -> Policy:
+        """The model acting in a real env (C, or the actor's mode; ``sample=True`` samples); random without one."""
+        head = FAMILIES[self.family].head(self.components, self.config, sample=sample)
+        if head is None:
+            return RandomPolicy(self.action_spec, seed=seed)
+        return ModelPolicy(self.world_model, head)
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A path as given if it exists, else the shipped model of that name; a one-line error otherwise."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    for candidate in (SHIPPED / str(name_or_path), SHIPPED.parent / str(name_or_path)):  # NAME or checkpoints/NAME
+        if (candidate / "config.json").is_file():
+            return candidate
+    shipped = sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").is_file()) if SHIPPED.is_dir() else []
+    raise FileNotFoundError(f"{name_or_path}: no such checkpoint path, and no shipped model of that name in {SHIPPED} "
+                            f"(shipped: {shipped or 'none found there'})")
+
+
+def list_checkpoints(root: str | Path = SHIPPED) -> list[dict]:
+    """One row per pretrained directory under ``root``: name, family, env, size, metrics, card path."""
+    rows = []
+    for directory in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        if not (directory / "config.json").is_file():
+            continue
+        try:
+            config = read_config(directory)
+        except CheckpointError as error:
+            rows.append({"name": directory.name, "error": str(error)})
+            continue
+        size_mb = sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 2**20
+        rows.append(
+            {
+                "name": directory.name,
+                "path": str(directory),
+                "family": config.get("family"),
+                "env_id": config.get("env_id"),
+                "steps": config.get("training_steps"),
+                "size_mb": round(size_mb, 2),
+                "metrics": config.get("metrics", {}),
+                "card": str(directory / "README.md") if (directory / "README.md").is_file() else None,
+            }
+        )
+    return rows
+
+
+def family_and_root(path: Path) -> tuple[str, Path]:
+    """Which family a path holds and the directory (or .ckpt) its layout is read from."""
+    for name, family in FAMILIES.items():
+        if family.is_run(path):
+            return name, path
+    if (path / "config.json").is_file():
+        config = read_config(path)
+        name = config.get("family")
+        if name not in FAMILIES:
+            raise CheckpointError(f"{path / 'config.json'}: family {name!r}; expected one of {sorted(FAMILIES)}")
+        if "kind" in config:  # one stage directory of a run: read the whole run
+            if not FAMILIES[name].is_run(path.parent):
+                raise CheckpointError(f"{path}: a single {config['kind']!r} stage directory outside a run; load the "
+                                      f"run directory, or export it with export_from_run")
+            return name, path.parent
+        return name, path
+    raise FileNotFoundError(f"{path}: holds no config.json, vae/ or checkpoints/last.ckpt; not a saved world model")
+
+
+def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
+    """Any family's model from a shipped name, a whole-model directory or a training run (see the module doc)."""
+    name, root = family_and_root(resolve(name_or_path))
+    config, tensors = FAMILIES[name].read_layout(root)
+    return assemble(name, config, tensors, device=device, path=root)
+
+
+def assemble(name: str, config: dict[str, Any], tensors: Mapping[str, Mapping[str, torch.Tensor]], *,
+             device: str | torch.device = "cpu", path: Path | None = None) -> Pretrained:
+    """Build the family's modules from ``config``, fill them with ``tensors`` (shapes must match exactly)."""
+    where = path if path is not None else "checkpoint"
+    missing = [key for key in WHOLE_MODEL_KEYS if key not in config]
+    if missing:
+        raise CheckpointError(f"{where}: config lacks {missing}; not a whole {name} model (a single stage directory? "
+                              f"load its run, or export it with export_from_run)")
+    family = FAMILIES[name]
+    components = family.build(config)
+    for component, module in components.items():
+        if component not in tensors:
+            raise CheckpointError(f"{where}: no {component!r} component (has {sorted(tensors)})")
+        load_into(module, tensors[component], component=component)
+        module.to(device).eval()
+    spec = ActionSpec.from_dict(config["action_spec"])
+    options = {"image_size": int(config["obs_shape"][0]), **config.get("env_options", {})}
+    return Pretrained(family=name, world_model=family.world_model(components, config), components=components,
+                      action_spec=spec, obs_shape=tuple(config["obs_shape"]), env_id=config["env_id"],
+                      env_options=options, config=config, path=path)
