@@ -32,7 +32,7 @@ test: setup
 	$(PY) -m pytest -q
 
 # The import-linter contracts of pyproject.toml (layers scripts > trainers > worldmodels, no cycles);
-# tests/test_layers.py runs the same check inside `make test`.
+# tests/unit/test_layers.py runs the same check inside `make test`.
 lint: setup
 	$(VENV)/bin/lint-imports
 

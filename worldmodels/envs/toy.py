@@ -6,7 +6,7 @@ the bottom row moves left, stays or moves right. When the ball reaches the botto
 row the episode ends with reward +1 if the paddle is under it, else -1.
 
 A uniformly random policy catches the ball in roughly a quarter of episodes on the
-default 10x5 board (mean return about -0.6, checked by ``tests/test_toy_env.py``),
+default 10x5 board (mean return about -0.6, checked by ``tests/unit/worldmodels/test_toy_env.py``),
 while the optimal policy always catches it (return +1), so a learned policy has a
 wide margin to show.
 

@@ -15,7 +15,7 @@ from worldmodels.config import apply_overrides
 from worldmodels.envs.toy import CatchEnv
 from worldmodels.pretrained import from_pretrained
 
-from test_pretrained import tiny_dreamer, tiny_worldmodels
+from model_fixtures import tiny_dreamer, tiny_worldmodels
 
 WIDE_CATCH = "test/WideCatch-v0"
 

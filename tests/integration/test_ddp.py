@@ -1,6 +1,6 @@
 """Lightning DDP on CPU (gloo), 2 processes: both families' data sharding / seeding and parameter sync.
 
-Each case runs ``tests/ddp_run.py`` in a subprocess (Lightning's launcher re-executes it for rank 1) and
+Each case runs ``tests/support/ddp_run.py`` in a subprocess (Lightning's launcher re-executes it for rank 1) and
 reads the ``RUN_DIR/ranks/rank<r>.json`` files a :class:`~trainers.distributed.RankReport` wrote:
 
 - both ranks stepped: same ``global_step``, the expected count;
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240  # each case takes ~20-50 s on 2 busy cores; the bound only stops a hung rendezvous
 
 
@@ -28,7 +28,7 @@ def _launch(*args: str) -> list[dict]:
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
     run_dir = Path(args[1])
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "ddp_run.py"), *args], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "support" / "ddp_run.py"), *args], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode == 0, f"ddp run failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     reports = [json.loads((run_dir / "ranks" / f"rank{r}.json").read_text()) for r in range(2)]
@@ -47,7 +47,7 @@ def _check_common(reports: list[dict], expected_steps: int) -> None:
 
 def test_dreamer_ddp_two_ranks(tmp_path):
     reports = _launch("dreamer", str(tmp_path / "run"))
-    _check_common(reports, expected_steps=4 * 3)  # 4 gradient steps x 3 optimisers (see tests/ddp_run.py)
+    _check_common(reports, expected_steps=4 * 3)  # 4 gradient steps x 3 optimisers (see tests/support/ddp_run.py)
     # Per-rank replay: each rank wrote its own episode store, results only from rank zero.
     assert (tmp_path / "run" / "episodes-rank0" / "store.json").exists()
     assert (tmp_path / "run" / "episodes-rank1" / "store.json").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 from worldmodels.checkpoint import load_lightning_checkpoint
 from worldmodels.data.store import EpisodeStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CATCH_ROWS = 10  # a Catch episode: the ball falls 9 rows -> 10 stored rows (DESIGN.md row convention)
 
 

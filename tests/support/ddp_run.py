@@ -1,7 +1,7 @@
-"""Train one family for a few steps under Lightning DDP with a :class:`RankReport`; run by ``tests/test_ddp.py``.
+"""Train one family for a few steps under Lightning DDP with a :class:`RankReport`; run by ``tests/integration/test_ddp.py``.
 
-    python tests/ddp_run.py dreamer RUN_DIR [--devices 2]
-    python tests/ddp_run.py vae RUN_DIR --store STORE_DIR [--devices 2]
+    python tests/support/ddp_run.py dreamer RUN_DIR [--devices 2]
+    python tests/support/ddp_run.py vae RUN_DIR --store STORE_DIR [--devices 2]
 
 Lightning's DDP launcher re-executes this same command line once per extra rank (with ``LOCAL_RANK`` set),
 so every rank builds its own data and writes ``RUN_DIR/ranks/rank<r>.json`` at the end of fit.
