@@ -13,6 +13,7 @@ from worldmodels import envs
 from worldmodels.config import arg
 from worldmodels.data.collect import collect_episodes, store_spec_for
 from worldmodels.data.store import EpisodeStore, ensure_writable_dir, read_spec
+from worldmodels.locking import exclusive_lock
 
 POLICIES = ("random", "sticky", "hold")  # the names of worldmodels.policies.RANDOM_POLICIES
 
@@ -20,14 +21,14 @@ POLICIES = ("random", "sticky", "hold")  # the names of worldmodels.policies.RAN
 @dataclass
 class CollectConfig:
     env: str = arg("ALE/Pong-v5", "gymnasium env id to collect from")
-    episodes: int = arg(10, "target total number of episodes in the store (a rerun only adds the missing ones)")
+    episodes: int = arg(10, "target total number of episodes in the store (a rerun only adds the missing ones)", minimum=1)
     policy: str = arg("random", "behaviour policy: uniform random, sticky random (repeats its last action with prob 0.9), "
                       "or hold (the paper's: each random action held for 1-10 steps)",
                       choices=POLICIES)
     out: str = arg("data/episodes", "episode store directory (created if missing)")
-    num_envs: int = arg(8, "parallel environments stepped as one vector env")
-    seed: int = arg(0, "seed for env resets and the random policy; same seed, same store")
-    image_size: int = arg(64, "observations are resized to image_size x image_size RGB")
+    num_envs: int = arg(8, "parallel environments stepped as one vector env", minimum=1)
+    seed: int = arg(0, "seed for env resets and the random policy; same seed, same store", minimum=0)
+    image_size: int = arg(64, "observations are resized to image_size x image_size RGB", minimum=16, maximum=1024)
 
 
 CONFIG = CollectConfig
@@ -52,17 +53,18 @@ def validate(config: CollectConfig) -> None:
 
 
 def run(config: CollectConfig) -> dict:
-    """Validate, make the vector env, collect up to the target total; returns the collection stats."""
+    """Validate, lock the store, make the vector env, collect up to the target total; returns the collection stats."""
     validate(config)
-    vec_env = envs.make_vector(  # looked up on the module at call time (tests stub it)
-        config.env, config.num_envs, image_size=config.image_size, seed=config.seed)
-    try:
-        spec = store_spec_for(vec_env, config.env)
-        store = EpisodeStore.create(config.out, env_id=spec.env_id, obs_shape=spec.obs_shape,
-                                    action_spec=spec.action_spec)
-        stats = collect_episodes(vec_env, store, episodes=config.episodes, policy=config.policy, seed=config.seed)
-    finally:
-        vec_env.close()
+    with exclusive_lock(config.out, what="episode store"):  # a second writer would overshoot with duplicates
+        vec_env = envs.make_vector(  # looked up on the module at call time (tests stub it)
+            config.env, config.num_envs, image_size=config.image_size, seed=config.seed)
+        try:
+            spec = store_spec_for(vec_env, config.env)
+            store = EpisodeStore.create(config.out, env_id=spec.env_id, obs_shape=spec.obs_shape,
+                                        action_spec=spec.action_spec)
+            stats = collect_episodes(vec_env, store, episodes=config.episodes, policy=config.policy, seed=config.seed)
+        finally:
+            vec_env.close()
     if stats.episodes == 0:
         print(f"store {config.out} already holds {stats.total_episodes} episodes (target {config.episodes}); nothing to do")
     else:

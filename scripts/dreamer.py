@@ -3,24 +3,28 @@
 ``wm dreamer --env ALE/Pong-v5 --preset tiny --steps 100000 --run-dir runs/pong`` logs to TensorBoard
 under ``RUN_DIR/tb``, keeps ``RUN_DIR/checkpoints/last.ckpt`` (agent + replay position), writes finished
 episodes to ``RUN_DIR/episodes`` (an EpisodeStore), ``RUN_DIR/eval.json`` (the one evaluation schema) and
-``RUN_DIR/results.json``, and resumes from ``last.ckpt`` when rerun. The config, presets (sizes and
+``RUN_DIR/results.json``, and resumes from ``last.ckpt`` when rerun (a finished run, rerun with
+the same config, is left as it is). The config, presets (sizes and
 parameter counts), Trainer and fit are :mod:`trainers.dreamer_run`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
 import lightning as L
-import torch
 
-from trainers.distributed import rank_store_dir
+from trainers.distributed import is_rank_zero, rank_store_dir
 from trainers.dreamer_run import PRESETS, DreamerRunConfig, build, env_options, evaluate, fit_online, gradient_steps, make_trainer
+from trainers.performance import keep_cpu_heap
+from worldmodels import profiling
 from worldmodels.config import save_json_atomic, to_dict
 from worldmodels.envs import is_atari
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
+from worldmodels.locking import exclusive_lock
 from worldmodels.models.conv import check_image_size
 
 CONFIG = DreamerRunConfig
@@ -29,6 +33,24 @@ __all__ = ["CONFIG", "DEFAULT_PRESET", "PRESETS", "DreamerRunConfig", "run"]
 
 
 def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> dict:
+    """:func:`train` while holding the run directory's and its episode store's locks (rank zero; others share them)."""
+    if not is_rank_zero():
+        return train(config, callbacks=callbacks)
+    run_dir = Path(config.run_dir)
+    with exclusive_lock(run_dir, what="run directory"), exclusive_lock(run_dir / "episodes", what="episode store"):
+        return train(config, callbacks=callbacks)
+
+
+def finished_result(run_dir: Path, config: DreamerRunConfig) -> dict | None:
+    """``results.json`` of a run in ``run_dir`` that finished with exactly ``config``, else ``None``."""
+    try:
+        same = json.loads((run_dir / "config.json").read_text()) == to_dict(config)
+        return json.loads((run_dir / "results.json").read_text()) if same else None
+    except (OSError, ValueError):
+        return None
+
+
+def train(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> dict:
     """Train, then (rank zero only) evaluate against random and write ``eval.json`` + ``results.json``.
 
     Under DDP (``--devices``/``--num-nodes``/``--strategy ddp``) every rank runs this function: each acts
@@ -39,10 +61,14 @@ def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> di
     register_toy_envs()
     is_atari(config.env)  # an unknown env id is a one-line error before the Trainer or any env starts
     check_image_size(config.image_size, config.stages)
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+    keep_cpu_heap()  # activations reuse heap blocks instead of fresh pages each step (trainers/performance.py)
+    profiling.set_threads(config.threads, rows=config.batch_size * config.seq_len, width=config.hidden)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    finished = finished_result(run_dir, config)
+    if finished is not None:  # resuming a finished fit would still step the envs once and re-draw the evaluation
+        print(f"wm dreamer: {run_dir} already finished with this config ({finished['env_steps']} env steps); nothing to do")
+        return finished
     steps = gradient_steps(config)
     trainer = make_trainer(config, run_dir, callbacks=callbacks)
     # The Trainer knows this process's rank from the launcher's environment before fit starts.

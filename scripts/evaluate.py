@@ -9,6 +9,7 @@ random_returns, random_mean, random_std) into the run directory, or ``--out``, a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -25,12 +26,13 @@ from worldmodels.registry import SHIPPED, load
 class EvaluateConfig:
     run_dir: str = arg("runs/worldmodels", "a run directory, an exported model directory or a shipped model name")
     env: str = arg("", "env id; empty = the env the model was trained on")
-    out: str = arg("", "eval.json path; empty = RUN_DIR/eval.json (for a shipped model: ./eval.json)")
-    episodes: int = arg(20, "evaluation episodes (the paper reports 100)")
-    seed: int = arg(10_000, "episode j resets with seed + j; the random baseline uses the same seeds")
-    num_envs: int = arg(8, "parallel envs stepped as one vector env")
-    max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps (None = the model's / env default)")
-    frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = the model's / env default)")
+    out: str = arg("", "eval.json path; empty = RUN_DIR/eval.json (for a shipped model: ./eval.json; for another "
+                       "--env than the model's: eval-<ENV>.json there)")
+    episodes: int = arg(20, "evaluation episodes (the paper reports 100)", minimum=1)
+    seed: int = arg(10_000, "episode j resets with seed + j; the random baseline uses the same seeds", minimum=0)
+    num_envs: int = arg(8, "parallel envs stepped as one vector env", minimum=1)
+    max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps (None = the model's / env default)", minimum=1)
+    frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = the model's / env default)", minimum=1)
     sample: bool = arg(False, "Dreamer: sample the actor's actions instead of taking its mode")
     device: str = arg("auto", "torch device of the model: auto, cpu or cuda")
 
@@ -50,7 +52,10 @@ def run(config: EvaluateConfig) -> dict:
                             num_envs=config.num_envs, max_episode_steps=config.max_episode_steps,
                             frameskip=config.frameskip, sample=config.sample, device=device)
     root = model.path.parent.parent if model.path.suffix == ".ckpt" else model.path  # a .ckpt's run directory
-    path = Path(config.out) if config.out else Path("eval.json") if SHIPPED in root.parents else root / "eval.json"
+    # The run's own eval.json is for its own env: another env's evaluation goes next to it, never over it.
+    other_env = config.env and config.env != model.env_id
+    name = f"eval-{re.sub(r'[^A-Za-z0-9.-]+', '_', config.env)}.json" if other_env else "eval.json"
+    path = Path(config.out) if config.out else Path(name) if SHIPPED in root.parents else root / name
     write_eval(path, record)
     print(f"wm evaluate: {summary_line(record)} (same seeds) -> {path}")
     return record

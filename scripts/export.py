@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -21,21 +22,24 @@ import torch
 
 from scripts import dream
 from worldmodels.checkpoint import read_config
-from worldmodels.config import arg, save_json_atomic
+from worldmodels.config import arg, directory_problem, save_json_atomic
 from worldmodels.pretrained import export_from_run
 
 HELDOUT_SEED = 987_654  # never a collection, training or evaluation seed of any preset
+EXPORT_FILES = ("model.safetensors", "config.json", "README.md")  # what an export writes
+EXPORTED_FROM = "exported_from"  # config.json key: the resolved run directory an export came from
 
 
 @dataclass
 class ExportConfig:
     run_dir: str = arg("", "a finished `wm worldmodels` or `wm dreamer` run directory")
-    out: str = arg("", "pretrained directory to write (e.g. checkpoints/NAME)")
+    out: str = arg("", "pretrained directory to write (e.g. checkpoints/NAME); empty = RUN_DIR/export",
+                   check=lambda c: directory_problem(c.out))
     train_command: str = arg("", "the exact command that trained the run, quoted in the model card")
     wall_time: str = arg("", "wall time of that command as measured (e.g. '5 min 24 s'), quoted in the card")
-    heldout_episodes: int = arg(8, "fresh random-policy episodes for the held-out prediction error")
-    context: int = arg(5, "real context frames before the open-loop prediction")
-    horizon: int = arg(15, "predicted frames after the context (KPIs at 1, 5 and 15)")
+    heldout_episodes: int = arg(8, "fresh random-policy episodes for the held-out prediction error", minimum=1)
+    context: int = arg(5, "real context frames before the open-loop prediction", minimum=1)
+    horizon: int = arg(15, "predicted frames after the context (KPIs at 1, 5 and 15)", minimum=1)
 
 
 CONFIG = ExportConfig
@@ -98,11 +102,34 @@ working examples of the format, not as competitive agents.
 """
 
 
+def check_out(out: Path, run_dir: Path) -> None:
+    """Refuse to overwrite any file in ``out`` unless ``out`` holds a previous export of this same run.
+
+    Without ``--out`` the export used to land in the current directory: from the repo root it would have
+    replaced the project's README.md and config.json.
+    """
+    existing = [name for name in EXPORT_FILES if (out / name).exists()]
+    if not existing:
+        return
+    try:
+        previous = json.loads((out / "config.json").read_text()).get(EXPORTED_FROM)
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous != str(run_dir.resolve()):
+        raise ValueError(f"--out {str(out)!r} already holds {', '.join(existing)}, not an export of {str(run_dir)!r}; "
+                         "give a new or empty directory (or leave --out empty for RUN_DIR/export)")
+
+
 def run(config: ExportConfig) -> dict:
-    run_dir, out = Path(config.run_dir), Path(config.out)
+    run_dir = Path(config.run_dir)
+    out = Path(config.out) if config.out else run_dir / "export"
+    config = dataclasses.replace(config, out=str(out))  # the model card quotes where it went
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--run-dir {config.run_dir!r} is not a directory; give a finished wm worldmodels / wm dreamer run")
+    check_out(out, run_dir)
     export_from_run(run_dir, out)
+    # Marks the directory as this run's export, so that a rerun may overwrite it and nothing else.
+    save_json_atomic(out / "config.json", {**read_config(out), EXPORTED_FROM: str(run_dir.resolve())})
     with tempfile.TemporaryDirectory() as logdir:
         heldout = dream.run(dream.DreamConfig(checkpoint=str(out), logdir=logdir, context=config.context,
                                               horizon=config.horizon, episodes=config.heldout_episodes,

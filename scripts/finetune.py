@@ -10,8 +10,11 @@ when rerun, and the result is exported to ``RUN_DIR/pretrained``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from trainers.finetune import FinetuneConfig, finetune
 from worldmodels.envs.spaces import ActionSpec
+from worldmodels.locking import exclusive_lock
 
 CONFIG = FinetuneConfig
 CLI_ALIASES = {"--from": "source"}  # `from` is a Python keyword, so the field is `source`
@@ -24,7 +27,9 @@ PRESETS: dict[str, dict] = {
 
 def run(config: FinetuneConfig) -> dict:
     """Fine-tune, print what was re-initialised and frozen; returns ``finetune.json``'s dict."""
-    result = finetune(config)
+    with exclusive_lock(config.run_dir, what="run directory"), \
+            exclusive_lock(Path(config.run_dir) / "episodes", what="episode store"):
+        result = finetune(config)
     source, target = ActionSpec.from_dict(result["source_action_spec"]), ActionSpec.from_dict(result["action_spec"])
     line = (f"action space {source.kind}({source.dim}) -> {target.kind}({target.dim}): re-initialised "
             f"{', '.join(result['reinitialised']) or 'nothing'}" if result["action_space_changed"] else

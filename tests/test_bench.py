@@ -80,3 +80,37 @@ def test_loader_benchmark_record():
     assert set(record["workers"]) == {"0", "1"}
     for stats in record["workers"].values():
         _check_spread(stats["frames_per_s"], repeats=2)
+
+
+def test_s_v1_preset_parses_for_bench_and_dreamer(capsys):
+    """sheeprl's dreamer_v3_S widths: `wm bench --dreamer-preset S-v1` and `wm dreamer --preset S-v1` accept them."""
+    from trainers.bench_models import _dreamer_config
+
+    bench = build_config(CONFIG, {"what": "dreamer", "dreamer_preset": "S-v1"})
+    sizes = _dreamer_config(bench)
+    widths = (sizes.deter, sizes.hidden, sizes.depth, sizes.stoch, sizes.classes, sizes.layers)
+    assert widths == (512, 512, 32, 32, 32, 2)
+    assert (sizes.batch_size, sizes.seq_len, sizes.image_size) == (16, 64, 64)
+    assert cli.main(["bench", "--what", "dreamer", "--dreamer-preset", "S-v1", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["dreamer_preset"] == "S-v1"
+    assert cli.main(["dreamer", "--preset", "S-v1", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["deter"], printed["hidden"], printed["depth"], printed["layers"]) == (512, 512, 32, 2)
+
+
+def test_threads_auto_picks_a_usable_count():
+    import os
+
+    import torch
+
+    from worldmodels import profiling
+
+    before = torch.get_num_threads()
+    try:
+        chosen = profiling.set_threads("auto", rows=64, width=32)
+        assert 1 <= chosen <= len(os.sched_getaffinity(0)) and torch.get_num_threads() == chosen
+        assert profiling.set_threads("1") == 1 and profiling.set_threads(0) == 1  # 0 keeps the current count
+        with pytest.raises(ValueError, match="'auto' or an integer"):
+            profiling.set_threads("two")
+    finally:
+        torch.set_num_threads(before)

@@ -72,6 +72,59 @@ def test_rssm_observe_and_imagine_shapes():
     assert traj.feature.shape == (B * T, 6, world_model.feature_dim) and traj.action.shape == (B * T, 5, A)
 
 
+def test_categorical_samples_follow_the_probabilities():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    dist = OneHotCategorical(probs.log().expand(100_000, 4))
+    samples = dist.sample(torch.Generator().manual_seed(0))
+    # 100k draws: the standard error of a frequency is <= 0.0016, so 0.01 is > 6 standard errors.
+    torch.testing.assert_close(samples.mean(0), probs, atol=0.01, rtol=0.0)
+    again = dist.sample(torch.Generator().manual_seed(0))
+    assert torch.equal(samples, again)  # seeded generator -> same draws
+
+
+def test_batched_observe_matches_per_step_obs_step(monkeypatch):
+    """observe lifts the action/embedding halves of its Linears and the prior head out of the time loop;
+    it must equal T plain obs_step calls (resets mid-chunk, a given start state and prev_action)."""
+    monkeypatch.setattr(OneHotCategorical, "sample", lambda self, generator=None: self.mode())  # deterministic
+    rssm = make_rssm()
+    embed, action = torch.randn(B, T, E), torch.randn(B, T, A)
+    is_first = torch.zeros(B, T, dtype=torch.bool)
+    is_first[0, 2] = is_first[1, 4] = True
+    start = rssm.img_step(rssm.initial(B), torch.randn(B, A))
+    prev_action = torch.randn(B, A)
+    post, prior = rssm.observe(embed, action, is_first, start, prev_action)
+    state, posts, priors = start, [], []
+    for t in range(T):
+        step_action = prev_action if t == 0 else action[:, t - 1]
+        state, step_prior = rssm.obs_step(state, step_action, embed[:, t], is_first[:, t])
+        posts.append(state)
+        priors.append(step_prior)
+    for key in ("deter", "stoch", "logits"):
+        torch.testing.assert_close(post[key], torch.stack([s[key] for s in posts], 1), atol=1e-5, rtol=0.0)
+        torch.testing.assert_close(prior[key], torch.stack([s[key] for s in priors], 1), atol=1e-5, rtol=0.0)
+
+
+def test_fused_channel_layer_norm_silu_matches_the_unfused_pair():
+    """The conv stacks' fused LayerNorm + SiLU (keeps less for backward) has the same values and gradients."""
+    from worldmodels.models.conv import ChannelLayerNorm, _LayerNormSiLU
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: _LayerNormSiLU.apply(a[0].permute(0, 2, 3, 1), a[1], a[2], 1e-5),
+                                    (x, weight, bias))
+    norm = ChannelLayerNorm(5, silu=True)
+    images = torch.randn(4, 5, 6, 6).to(memory_format=torch.channels_last).requires_grad_()
+    fused = norm(images)
+    unfused = torch.nn.functional.silu(norm.norm(images.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+    torch.testing.assert_close(fused, unfused)
+    grads = torch.autograd.grad(fused.square().sum(), (images, norm.norm.weight, norm.norm.bias))
+    expected = torch.autograd.grad(unfused.square().sum(), (images, norm.norm.weight, norm.norm.bias))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
 def test_action_alignment_action_t_only_affects_later_states():
     """Row t's action is taken at obs[t] and leads to obs[t+1]: it may change states t+1.., never 0..t."""
     rssm = make_rssm()
@@ -145,10 +198,11 @@ def test_online_rows_follow_store_convention(tmp_path):
 
 # DreamerV3 arXiv v1 Table B.1: S 18M, M 37M, L 77M parameters (64x64 images); allow +-10%.
 # DreamerV3 parameter budgets: S ~ 12M, M ~ 25M, L ~ 50M (within 10%, our dense GRU vs their block GRU).
-PARAM_RANGES = {"S": (11e6, 13.5e6), "M": (22.5e6, 27.5e6), "L": (45e6, 55e6)}
+# S-v1 = DreamerV3 arXiv v1 "S" / sheeprl's dreamer_v3_S (dense 512): 18M within 10%.
+PARAM_RANGES = {"S": (11e6, 13.5e6), "S-v1": (16.2e6, 19.8e6), "M": (22.5e6, 27.5e6), "L": (45e6, 55e6)}
 
 
-@pytest.mark.parametrize("preset", ["debug", "tiny", "S", "M", "L"])
+@pytest.mark.parametrize("preset", ["debug", "tiny", "S", "S-v1", "M", "L"])
 def test_preset_param_counts(preset, capsys):
     from scripts.dreamer import CONFIG, PRESETS
     from trainers.dreamer_module import DreamerAgentConfig, DreamerModule

@@ -10,6 +10,7 @@ import torch
 
 from scripts.cli import main as wm_main
 from scripts.worldmodels_pipeline import PRESETS, WorldModelsConfig, run
+from trainers.worldmodels_stages import dream_horizon
 from worldmodels.checkpoint import load_lightning_checkpoint
 from worldmodels.config import apply_overrides
 from worldmodels.data.store import EpisodeStore
@@ -86,3 +87,18 @@ def test_dream_trained_controller_beats_random_in_real_env(tmp_path):
     # for random play; the optimum is 20. Measured: 20.0 +- 0.0 vs random 0.3 +- 4.3.
     assert result["return_mean"] >= 10.0, result
     assert result["return_mean"] > result["random_mean"] + 5.0, result
+
+
+def test_cpu_preset_is_general_and_the_dream_lasts_as_long_as_the_env_allows():
+    """The cpu preset names no env-specific setting: the dream horizon comes from the env's time limit."""
+    cpu = PRESETS["cpu"]
+    assert set(cpu) <= {f.name for f in dataclasses.fields(WorldModelsConfig)}
+    assert not {"env", "dream_horizon", "max_episode_steps", "frameskip", "image_size"} & set(cpu)
+    assert cpu["eval_episodes"] == 100 and cpu["temperature"] == 1.15 and cpu["controller_env"] == "dream"
+    config = apply_overrides(WorldModelsConfig(), cpu, source="cpu preset")
+    assert config.dream_horizon is None
+    # Catch-v0 is registered with a 100-step limit; --max-episode-steps and --frameskip change it in agent steps.
+    assert dream_horizon(dataclasses.replace(config, env=CATCH_ID)) == 100
+    assert dream_horizon(dataclasses.replace(config, env=CATCH_ID, max_episode_steps=30, frameskip=2)) == 30
+    assert dream_horizon(dataclasses.replace(config, env=CATCH_ID, frameskip=2)) == 50
+    assert dream_horizon(dataclasses.replace(config, env=CATCH_ID, dream_horizon=7)) == 7

@@ -31,7 +31,8 @@ class BenchConfig:
     precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on CUDA, 32-true on CPU")
     compile: bool = arg(False, "torch.compile Dreamer's hot modules (RSSM steps, conv encoder/decoder, heads, actor, "
                                "critic) before timing the dreamer and imagine kinds")
-    threads: int = arg(0, "torch CPU threads (0 = torch's default)")
+    threads: str = arg("0", "torch CPU threads: 'auto' = the fastest count measured now (worldmodels.profiling."
+                            "auto_threads), 0 = torch's default, n = exactly n")
     wm_preset: str = arg("paper", "World Models size preset (trainers/worldmodels_config.py PRESETS)")
     dreamer_preset: str = arg("S", "Dreamer size preset (trainers/dreamer_run.py PRESETS)")
     env_id: str = arg("ALE/Pong-v5", "gymnasium env id for the collection benchmark")
@@ -53,6 +54,7 @@ PRESETS: dict[str, dict] = {
               "image_size": 16, "dream_horizon": 16, "repeats": 2},
     "tiny": {"wm_preset": "tiny", "dreamer_preset": "tiny", "dream_horizon": 200},
     "S": {"wm_preset": "paper", "dreamer_preset": "S"},
+    "S-v1": {"wm_preset": "paper", "dreamer_preset": "S-v1"},
     "paper": {"wm_preset": "paper", "dreamer_preset": "S"},
 }
 

@@ -17,7 +17,7 @@ from trainers.datamodule import ChunkDataModule
 from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
 from trainers.dreamer_run import PRESETS as DREAMER_PRESETS
 from trainers.dreamer_run import DreamerRunConfig
-from trainers.performance import compile_dreamer, default_precision, loader_options, use_channels_last
+from trainers.performance import compile_dreamer, default_precision, keep_cpu_heap, loader_options, use_channels_last
 from trainers.worldmodels_config import PRESETS as WM_PRESETS
 from trainers.worldmodels_config import WorldModelsConfig
 from trainers.worldmodels_stages import mdnrnn_module, vae_module
@@ -31,9 +31,9 @@ from worldmodels.policies import RandomPolicy
 
 
 def _setup(config: BenchConfig) -> tuple[torch.device, str]:
-    """Device, Lightning precision; applies ``--threads``."""
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+    """Device, Lightning precision; applies ``--threads`` and :func:`keep_cpu_heap` (as ``wm dreamer`` does)."""
+    keep_cpu_heap()
+    profiling.set_threads(config.threads)
     device = profiling.resolve_device(config.device)
     return device, config.precision or default_precision(device)
 

@@ -82,6 +82,12 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + SEED_STRIDE * rank
 
 
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed of one stage of a run, derived from the run seed and the stage name (not drawn from a shared stream),
+    so a stage that starts in a fresh process after a kill starts from the same random state as in an uninterrupted run."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{stage}".encode()).digest()[:4], "little")
+
+
 def rank_store_dir(base: str | Path, rank: int, world_size: int) -> Path:
     """Episode store of ``rank``: ``base`` itself on one process, ``base-rank<r>`` under DDP (one writer per store)."""
     base = Path(base)

@@ -27,6 +27,7 @@ import lightning as L
 import torch
 
 from trainers.callbacks import log_return_vs_env_steps
+from trainers.guards import check_update
 from trainers.losses import weighted_sum
 from worldmodels.config import arg, from_dict, to_dict
 from worldmodels.core import State, flatten_start
@@ -47,28 +48,28 @@ DEFAULT_LOSS_SCALES = {"rec": 1.0, "reward": 1.0, "cont": 1.0, "dyn": 0.5, "rep"
 class DreamerAgentConfig:
     """Agent hyperparameters; defaults follow DreamerV3 (arXiv v1, Table B.1 / Sec. B) at size S."""
 
-    deter: int = arg(512, "GRU (deterministic state) units")
-    hidden: int = arg(512, "hidden units of every MLP layer")
-    stoch: int = arg(32, "number of categorical latents")
-    classes: int = arg(32, "classes per categorical latent")
-    depth: int = arg(32, "conv channels of the first encoder stage (doubles per stage)")
-    stages: int = arg(4, "conv stages; the image side must be a multiple of 2**stages")
-    layers: int = arg(2, "hidden layers of the reward/continue heads, actor and critic")
-    unimix: float = arg(0.01, "uniform mix of latent and actor categoricals")
-    free_nats: float = arg(1.0, "free bits: KL terms below this many nats are not penalised")
-    num_bins: int = arg(255, "two-hot bins over symlog [-20, 20] for reward and value")
-    horizon: int = arg(15, "imagination horizon")
-    gamma: float = arg(0.997, "discount (DreamerV3: 1 - 1/333)")
-    lam: float = arg(0.95, "λ of the λ-return (Eq. 7)")
-    slow_critic_decay: float = arg(0.98, "EMA decay of the slow critic used as regulariser")
-    return_norm_decay: float = arg(0.99, "EMA decay of the 5th-95th return percentile range")
-    model_lr: float = arg(1e-4, "world model Adam learning rate")
-    actor_lr: float = arg(3e-5, "actor Adam learning rate")
-    critic_lr: float = arg(3e-5, "critic Adam learning rate")
-    adam_eps: float = arg(1e-8, "Adam epsilon (all three optimisers)")
-    model_grad_clip: float = arg(1000.0, "world model gradient-norm clip")
-    actor_grad_clip: float = arg(100.0, "actor gradient-norm clip")
-    critic_grad_clip: float = arg(100.0, "critic gradient-norm clip")
+    deter: int = arg(512, "GRU (deterministic state) units", minimum=1)
+    hidden: int = arg(512, "hidden units of every MLP layer", minimum=1)
+    stoch: int = arg(32, "number of categorical latents", minimum=1)
+    classes: int = arg(32, "classes per categorical latent", minimum=2)
+    depth: int = arg(32, "conv channels of the first encoder stage (doubles per stage)", minimum=1)
+    stages: int = arg(4, "conv stages; the image side must be a multiple of 2**stages", minimum=1)
+    layers: int = arg(2, "hidden layers of the reward/continue heads, actor and critic", minimum=1)
+    unimix: float = arg(0.01, "uniform mix of latent and actor categoricals", minimum=0, maximum=1)
+    free_nats: float = arg(1.0, "free bits: KL terms below this many nats are not penalised", minimum=0)
+    num_bins: int = arg(255, "two-hot bins over symlog [-20, 20] for reward and value", minimum=2)
+    horizon: int = arg(15, "imagination horizon", minimum=1)
+    gamma: float = arg(0.997, "discount (DreamerV3: 1 - 1/333)", above=0, maximum=1)
+    lam: float = arg(0.95, "λ of the λ-return (Eq. 7)", minimum=0, maximum=1)
+    slow_critic_decay: float = arg(0.98, "EMA decay of the slow critic used as regulariser", minimum=0, maximum=1)
+    return_norm_decay: float = arg(0.99, "EMA decay of the 5th-95th return percentile range", minimum=0, maximum=1)
+    model_lr: float = arg(1e-4, "world model Adam learning rate", above=0)
+    actor_lr: float = arg(3e-5, "actor Adam learning rate", above=0)
+    critic_lr: float = arg(3e-5, "critic Adam learning rate", above=0)
+    adam_eps: float = arg(1e-8, "Adam epsilon (all three optimisers)", above=0)
+    model_grad_clip: float = arg(1000.0, "world model gradient-norm clip", above=0)
+    actor_grad_clip: float = arg(100.0, "actor gradient-norm clip", above=0)
+    critic_grad_clip: float = arg(100.0, "critic gradient-norm clip", above=0)
     loss_scales: dict = arg(dict(DEFAULT_LOSS_SCALES), "weights of the named loss parts (dict or 'rec=1,dyn=0.5,...')")
 
 
@@ -127,14 +128,13 @@ class DreamerModule(L.LightningModule):
         batch["is_first"] = is_first
 
         model_parts, post, model_metrics = self.world_model.loss(batch)
-        model_loss = weighted_sum(model_parts, self.loss_scales)
-        self._update(model_opt, model_loss, cfg.model_grad_clip)
+        model_loss = self._update(model_opt, model_parts, cfg.model_grad_clip, part="model")
 
         ac_parts, imag_metrics = self.actor_critic_losses(post, batch["terminated"])
         actor_parts = {k: ac_parts[k] for k in ("policy", "entropy")}
         critic_parts = {k: ac_parts[k] for k in ("value", "value_slow")}
-        self._update(actor_opt, weighted_sum(actor_parts, self.loss_scales), cfg.actor_grad_clip)
-        self._update(critic_opt, weighted_sum(critic_parts, self.loss_scales), cfg.critic_grad_clip)
+        self._update(actor_opt, actor_parts, cfg.actor_grad_clip, part="actor")
+        self._update(critic_opt, critic_parts, cfg.critic_grad_clip, part="critic")
         ema_update(self.slow_critic, self.critic, cfg.slow_critic_decay)
 
         logs = {f"train/loss/{k}": v.detach() for k, v in {**model_parts, **ac_parts}.items()}
@@ -171,11 +171,18 @@ class DreamerModule(L.LightningModule):
                    "entropy": -parts["entropy"].detach()}
         return parts, metrics
 
-    def _update(self, optimizer, loss: torch.Tensor, clip: float) -> None:
+    def _update(self, optimizer, parts: dict[str, torch.Tensor], clip: float, *, part: str) -> torch.Tensor:
+        """One optimiser step on the weighted ``parts``; a non-finite loss or gradient stops training before it."""
+        loss = weighted_sum(parts, self.loss_scales)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        # A diverged world model often shows first in the actor's loss: the hint names every rate.
+        check_update(self.trainer, optimizer, loss, lambda: parts,
+                     where=f"dreamer step {self.global_step // OPTIMISERS_PER_STEP}, {part} update",
+                     hint="a lower --model-lr / --actor-lr / --critic-lr usually fixes this")
         optimizer.step()
+        return loss
 
     # ------------------------------------------------------------------ checkpoints of the replay position
 

@@ -32,13 +32,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from trainers.checkpoint_io import AtomicCheckpointIO
+from trainers.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from trainers.distributed import lightning_strategy, rank_seed
 from trainers.dream_callbacks import dream_callbacks
 from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
 from trainers.online import OnlineReplay
 from trainers.performance import use_channels_last
-from worldmodels.config import arg, from_dict, given, to_dict
+from worldmodels.config import arg, directory_problem, from_dict, given, to_dict
 from worldmodels.envs import make_vector
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import evaluate_against_random
@@ -50,28 +50,34 @@ class DreamerRunConfig(DreamerAgentConfig):
     """Agent hyperparameters (inherited) plus the env, replay and run settings."""
 
     env: str = arg("worldmodels/Catch-v0", "gymnasium env id (ALE/Pong-v5, CarRacing-v3, worldmodels/Catch-v0, ...)")
-    steps: int = arg(100_000, "agent (env) steps to train for, prefill included; frames = steps * frameskip")
-    run_dir: str = arg("runs/dreamer", "TensorBoard logs, checkpoints/last.ckpt, episodes/ and results.json")
-    image_size: int = arg(64, "observation side in pixels (multiple of 2**stages)")
-    frameskip: Optional[int] = arg(None, "action repeat; None = env default (4 for ALE)")
-    num_envs: int = arg(1, "parallel envs stepped by the online dataset")
-    batch_size: int = arg(16, "replayed chunks per gradient step (B)")
-    seq_len: int = arg(64, "chunk length (T)")
-    replay_ratio: float = arg(32.0, "replayed steps per env step (B*T per gradient step)")
-    prefill: int = arg(2500, "random-action env steps before training")
-    capacity: int = arg(100_000, "replay capacity in rows (all envs)")
-    seed: int = arg(0, "seed of torch, envs and the replay sampler")
-    eval_episodes: int = arg(10, "episodes of the trained actor (and of a random policy on the same seeds)")
+    steps: int = arg(100_000, "agent (env) steps to train for, prefill included; frames = steps * frameskip", minimum=1)
+    run_dir: str = arg("runs/dreamer", "TensorBoard logs, checkpoints/last.ckpt, episodes/ and results.json",
+                       check=lambda c: directory_problem(c.run_dir))
+    image_size: int = arg(64, "observation side in pixels (multiple of 2**stages)", minimum=16, maximum=1024)
+    frameskip: Optional[int] = arg(None, "action repeat; None = env default (4 for ALE)", minimum=1)
+    num_envs: int = arg(1, "parallel envs stepped by the online dataset", minimum=1)
+    batch_size: int = arg(16, "replayed chunks per gradient step (B)", minimum=1)
+    seq_len: int = arg(64, "chunk length (T)", minimum=2)
+    replay_ratio: float = arg(32.0, "replayed steps per env step (B*T per gradient step)", above=0)
+    prefill: int = arg(2500, "random-action env steps before training", minimum=0,
+                       check=lambda c: None if c.prefill < c.steps else "must be below --steps, or no gradient step runs")
+    # Each env's stream holds capacity // num_envs rows; a stream shorter than one window would never yield a batch.
+    capacity: int = arg(100_000, "replay capacity in rows (all envs)", minimum=1,
+                        check=lambda c: None if c.capacity // c.num_envs >= c.seq_len else
+                        f"must hold one --seq-len window per env: at least seq_len * num_envs = {c.seq_len * c.num_envs}")
+    seed: int = arg(0, "seed of torch, envs and the replay sampler", minimum=0)
+    eval_episodes: int = arg(10, "episodes of the trained actor (and of a random policy on the same seeds)", minimum=1)
     eval_sample: bool = arg(False, "evaluate with sampled actions instead of the actor's mode")
-    accelerator: str = arg("auto", "Lightning accelerator (auto, cpu, gpu)")
+    accelerator: str = arg("auto", "Lightning accelerator (auto, cpu, gpu)", choices=("auto", "cpu", "gpu", "cuda"))
     precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on GPU, 32-true on CPU")
-    checkpoint_every: int = arg(1000, "gradient steps between checkpoints")
-    log_every: int = arg(50, "gradient steps between log rows")
-    dream_every: int = arg(1000, "gradient steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off")
-    devices: int = arg(1, "devices (processes) per node; > 1 trains with DDP, each rank with its own envs and replay")
-    num_nodes: int = arg(1, "nodes for multi-node DDP (launch with torchrun or srun, see README)")
+    checkpoint_every: int = arg(1000, "gradient steps between checkpoints", minimum=1)
+    log_every: int = arg(50, "gradient steps between log rows", minimum=1)
+    dream_every: int = arg(1000, "gradient steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off", minimum=0)
+    devices: int = arg(1, "devices (processes) per node; > 1 trains with DDP, each rank with its own envs and replay", minimum=1)
+    num_nodes: int = arg(1, "nodes for multi-node DDP (launch with torchrun or srun, see README)", minimum=1)
     strategy: str = arg("auto", "Lightning strategy: auto, ddp (per rank: env seed + 1000*rank, episodes-rank<r>/)")
-    threads: int = arg(0, "torch CPU threads per process (0 = torch's default; 1 is much faster on a busy 2-core CPU)")
+    threads: str = arg("0", "torch CPU threads per process: 'auto' = the fastest count measured at start-up "
+                            "(worldmodels.profiling.auto_threads), 0 = torch's default, n = exactly n")
 
 
 PRESETS: dict[str, dict] = {
@@ -83,6 +89,9 @@ PRESETS: dict[str, dict] = {
              "image_size": 64, "batch_size": 8, "seq_len": 32},
     "S": {"deter": 512, "hidden": 256, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
           "image_size": 64, "batch_size": 16, "seq_len": 64},
+    # DreamerV3 arXiv v1 "S" = sheeprl's dreamer_v3_S (dense 512, 17.9M parameters): equal work for side-by-side speed.
+    "S-v1": {"deter": 512, "hidden": 512, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
+             "image_size": 64, "batch_size": 16, "seq_len": 64},
     "M": {"deter": 1024, "hidden": 512, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
           "image_size": 64, "batch_size": 16, "seq_len": 64},
     "L": {"deter": 1536, "hidden": 512, "stoch": 32, "classes": 32, "depth": 64, "stages": 4, "layers": 3,
@@ -161,6 +170,11 @@ def fit_online(trainer: L.Trainer, module: DreamerModule, replay: OnlineReplay, 
     if gpu:
         use_channels_last(module)
     last = Path(config.run_dir) / "checkpoints" / "last.ckpt"
+    resume = resume_checkpoint(last)  # falls back to the previous checkpoint when last.ckpt is damaged
+    if resume is None and replay.store is not None:
+        # A run killed before its first checkpoint left episodes no checkpoint knows of: this run plays those env
+        # steps again from step 0, so they would be stored and replayed twice. (A resume sets aside the same way.)
+        replay.store.set_aside_after(0)
     trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None, pin_memory=gpu),
-                ckpt_path=str(last) if last.exists() else None, weights_only=True)
+                ckpt_path=str(resume) if resume else None, weights_only=True)
     trainer.save_checkpoint(str(last), weights_only=False)

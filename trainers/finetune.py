@@ -33,7 +33,7 @@ from trainers.worldmodels_config import WorldModelsConfig
 from trainers.worldmodels_stages import (fit_stage, load_stage, mdnrnn_datamodule, mdnrnn_module, stage_collect,
                                          stage_controller, vae_datamodule, vae_module)
 from worldmodels.checkpoint import read_config
-from worldmodels.config import apply_overrides, arg, from_dict, save_json_atomic, to_dict
+from worldmodels.config import apply_overrides, arg, directory_problem, from_dict, save_json_atomic, to_dict
 from worldmodels.data.latents import encode_store
 from worldmodels.envs import make
 from worldmodels.envs.spaces import ActionSpec
@@ -52,13 +52,14 @@ class FinetuneConfig:
     env: str = arg("", "target env id; empty = the checkpoint's own env (continue training on new data)")
     freeze: str = arg("none", "submodules kept fixed: encoder (V / RSSM encoder) or dynamics (LSTM / RSSM)", choices=FREEZE_CHOICES)
     reward_only: bool = arg(False, "re-fit only the reward head (all else frozen), then re-train the controller / actor")
-    steps: int = arg(1000, "optimiser steps: World Models V and M each; Dreamer gradient steps")
-    run_dir: str = arg("runs/finetune", "artifacts, checkpoints and pretrained/ of the fine-tuned model; rerun to resume")
+    steps: int = arg(1000, "optimiser steps: World Models V and M each; Dreamer gradient steps", minimum=1)
+    run_dir: str = arg("runs/finetune", "artifacts, checkpoints and pretrained/ of the fine-tuned model; rerun to resume",
+                       check=lambda c: directory_problem(c.run_dir))
     family_preset: str = arg("tiny", "the family script's preset for training settings (batch, sequence, CMA-ES, eval); sizes come from the checkpoint")
-    episodes: int = arg(0, "World Models: random episodes collected in the target env (0 = the preset's)")
-    max_episode_steps: int = arg(0, "env option: truncate episodes after this many agent steps (0 = the preset's / env default)")
-    learning_rate: float = arg(0.0, "learning rate of V, M and the Dreamer world model (0 = the preset's)")
-    seed: int = arg(0, "seed for collection, training and evaluation")
+    episodes: int = arg(0, "World Models: random episodes collected in the target env (0 = the preset's)", minimum=0)
+    max_episode_steps: int = arg(0, "env option: truncate episodes after this many agent steps (0 = the preset's / env default)", minimum=0)
+    learning_rate: float = arg(0.0, "learning rate of V, M and the Dreamer world model (0 = the preset's)", minimum=0)
+    seed: int = arg(0, "seed for collection, training and evaluation", minimum=0)
     device: str = arg("auto", "torch device (World Models) / accelerator (Dreamer): auto, cpu, cuda/gpu")
 
 

@@ -27,12 +27,14 @@ class MDNRNNModule(L.LightningModule):
         num_mixtures: int = 5,
         learning_rate: float = 1e-3,
         loss_scales: dict[str, float] | None = None,
+        done_pos_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.mdnrnn = MDNRNN(z_dim, action_dim, hidden_size, num_mixtures)
         self.learning_rate = learning_rate
         self.loss_scales = dict(loss_scales or DEFAULT_LOSS_SCALES)
+        self.done_pos_weight = done_pos_weight  # BCE weight of the rare terminal rows (MDNRNN.loss)
 
     def forward(self, z: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor | None = None):
         return self.mdnrnn(z, action, is_first)
@@ -41,7 +43,8 @@ class MDNRNNModule(L.LightningModule):
         mu, logvar = batch["mu"].float(), batch["logvar"].float()  # (B, T, Z)
         B, T, _ = mu.shape
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)  # (B, T, Z) fresh sample per batch
-        parts = self.mdnrnn.loss(z, batch["action"].float(), batch["reward"].float(), batch["terminated"], batch["is_first"])
+        parts = self.mdnrnn.loss(z, batch["action"].float(), batch["reward"].float(), batch["terminated"], batch["is_first"],
+                                  done_pos_weight=self.done_pos_weight)
         loss = weighted_sum(parts, self.loss_scales)
         for key, value in parts.items():
             self.log(f"{stage}/loss/{key}", value, batch_size=B, on_epoch=True, on_step=stage == "train",

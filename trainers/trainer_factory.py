@@ -15,8 +15,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from trainers.checkpoint_io import AtomicCheckpointIO
+from trainers.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from trainers.distributed import lightning_strategy
+from trainers.guards import FiniteGuard
 
 
 def stage_trainer(*, run_dir: str | Path, stage_dir: Path, name: str, max_steps: int, device: torch.device,
@@ -30,7 +31,8 @@ def stage_trainer(*, run_dir: str | Path, stage_dir: Path, name: str, max_steps:
         devices=devices, num_nodes=num_nodes, strategy=lightning_strategy(strategy),
         use_distributed_sampler=False,  # the data modules shard episodes by rank themselves
         logger=TensorBoardLogger(str(Path(run_dir) / "tb"), name=name, version=0),
-        callbacks=[ModelCheckpoint(dirpath=stage_dir / "ckpt", save_last=True, save_top_k=0,
+        callbacks=[FiniteGuard(name, hint="a lower learning rate usually fixes this"),  # before any checkpoint of a bad step
+                   ModelCheckpoint(dirpath=stage_dir / "ckpt", save_last=True, save_top_k=0,
                                    every_n_train_steps=checkpoint_every), *callbacks],
         limit_val_batches=val_batches, log_every_n_steps=min(50, max(1, max_steps // 10)),
         enable_progress_bar=False, enable_model_summary=False,
@@ -38,9 +40,9 @@ def stage_trainer(*, run_dir: str | Path, stage_dir: Path, name: str, max_steps:
 
 
 def fit_resuming(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, stage_dir: Path) -> None:
-    """``trainer.fit``, resuming from ``stage_dir/ckpt/last.ckpt`` when a killed run left one."""
-    last = stage_dir / "ckpt" / "last.ckpt"
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    """``trainer.fit``, resuming from ``stage_dir/ckpt/last.ckpt`` (or the previous one, if it is damaged) when a killed run left one."""
+    resume = resume_checkpoint(stage_dir / "ckpt" / "last.ckpt")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
 
 
 def last_metric(trainer: L.Trainer, key: str) -> float:

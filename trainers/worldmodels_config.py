@@ -9,60 +9,68 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from worldmodels.config import arg, given
+from worldmodels.config import arg, directory_problem, given
 from worldmodels.data.store import ensure_writable_dir
 from worldmodels.envs import is_atari
 from worldmodels.models.conv import check_image_size
+from worldmodels.profiling import resolve_device
+
+DEFAULT_DREAM_HORIZON = 1000  # dream steps when neither --dream-horizon nor the env sets a time limit (paper CarRacing)
 
 
 @dataclass
 class WorldModelsConfig:
     env: str = arg("CarRacing-v3", "gymnasium env id (discrete or Box actions)")
-    run_dir: str = arg("runs/worldmodels", "directory for every stage's artifacts; rerun to resume")
-    seed: int = arg(0, "seed for collection, training and CMA-ES")
+    run_dir: str = arg("runs/worldmodels", "directory for every stage's artifacts; rerun to resume",
+                       check=lambda c: directory_problem(c.run_dir))
+    seed: int = arg(0, "seed for collection, training and CMA-ES", minimum=0)
     device: str = arg("auto", "torch device: auto, cpu or cuda")
-    threads: int = arg(0, "torch CPU threads (0 = torch's default; 1 avoids thread thrashing on a busy, small CPU)")
-    image_size: int = arg(64, "observation side (multiple of 16)")
-    max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps")
-    frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = env default)")
+    threads: int = arg(0, "torch CPU threads (0 = torch's default; 1 avoids thread thrashing on a busy, small CPU)", minimum=0)
+    image_size: int = arg(64, "observation side (multiple of 16)", minimum=16, maximum=1024)
+    max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps", minimum=1)
+    frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = env default)", minimum=1)
     collect_policy: str = arg("random", "collection policy: random (uniform), sticky (repeats its last action w.p. 0.9) "
                               "or hold (the paper's: each random action held for 1-10 steps)",
                               choices=("random", "sticky", "hold"))
-    episodes: int = arg(10_000, "random-policy episodes to collect (paper: 10,000 CarRacing rollouts)")
-    num_envs: int = arg(8, "parallel envs for collection, real-env fitness and evaluation")
-    val_fraction: float = arg(0.1, "fraction of episodes held out for validation (V and M)")
-    z_dim: int = arg(32, "V latent size (paper: 32)")
-    vae_depth: int = arg(32, "V conv depth of the first stage (paper: 32)")
-    vae_stages: int = arg(4, "V stride-2 conv stages (paper: 4); image_size must be a multiple of 2**stages")
-    kl_tolerance: float = arg(0.5, "V free bits: KL floor per latent dimension (paper: 0.5)")
-    vae_steps: int = arg(20_000, "V optimiser steps")
-    vae_batch_size: int = arg(100, "V frames per batch (paper: 100)")
-    vae_lr: float = arg(1e-4, "V Adam learning rate (paper: 1e-4)")
-    hidden_size: int = arg(256, "M LSTM size (paper: 256)")
-    num_mixtures: int = arg(5, "M Gaussian mixture components (paper: 5)")
-    mdnrnn_steps: int = arg(20_000, "M optimiser steps")
-    mdnrnn_batch_size: int = arg(100, "M sequences per batch (paper: 100)")
-    mdnrnn_seq_len: int = arg(100, "M sequence length per chunk")
-    mdnrnn_lr: float = arg(1e-3, "M Adam learning rate (paper: 1e-3)")
+    episodes: int = arg(10_000, "random-policy episodes to collect (paper: 10,000 CarRacing rollouts)", minimum=1)
+    num_envs: int = arg(8, "parallel envs for collection, real-env fitness and evaluation", minimum=1)
+    val_fraction: float = arg(0.1, "fraction of episodes held out for validation (V and M)", minimum=0,
+                              check=lambda c: None if c.val_fraction < 1 else "must be below 1 (the held-out fraction)")
+    z_dim: int = arg(32, "V latent size (paper: 32)", minimum=1)
+    vae_depth: int = arg(32, "V conv depth of the first stage (paper: 32)", minimum=1)
+    vae_stages: int = arg(4, "V stride-2 conv stages (paper: 4); image_size must be a multiple of 2**stages", minimum=1)
+    kl_tolerance: float = arg(0.5, "V free bits: KL floor per latent dimension (paper: 0.5)", minimum=0)
+    vae_steps: int = arg(20_000, "V optimiser steps", minimum=1)
+    vae_batch_size: int = arg(100, "V frames per batch (paper: 100)", minimum=1)
+    vae_lr: float = arg(1e-4, "V Adam learning rate (paper: 1e-4)", above=0)
+    hidden_size: int = arg(256, "M LSTM size (paper: 256)", minimum=1)
+    num_mixtures: int = arg(5, "M Gaussian mixture components (paper: 5)", minimum=1)
+    mdnrnn_steps: int = arg(20_000, "M optimiser steps", minimum=1)
+    mdnrnn_batch_size: int = arg(100, "M sequences per batch (paper: 100)", minimum=1)
+    mdnrnn_seq_len: int = arg(100, "M sequence length per chunk", minimum=2)
+    mdnrnn_lr: float = arg(1e-3, "M Adam learning rate (paper: 1e-3)", above=0)
+    done_pos_weight: float = arg(10.0, "M's done loss: BCE weight of the rare terminal rows (reference Doom code: "
+                                 "restart_factor 10; 1 = plain BCE, under which M barely ever predicts a death)", above=0)
     controller: str = arg("linear", "controller: linear on [z, h] (paper) or a one-hidden-layer mlp", choices=("linear", "mlp"))
-    controller_hidden: int = arg(32, "mlp controller hidden units")
+    controller_hidden: int = arg(32, "mlp controller hidden units", minimum=1)
     controller_env: str = arg("dream", "where CMA-ES evaluates C: dream (inside M) or real (V+M in the real env)", choices=("dream", "real"))
-    population: int = arg(64, "CMA-ES population (paper: 64)")
-    repeats: int = arg(16, "rollouts per candidate per generation (paper: 16)")
-    generations: int = arg(300, "CMA-ES generations")
-    sigma0: float = arg(0.1, "CMA-ES initial step size")
-    dream_horizon: int = arg(1000, "dream rollout length in steps (stopped early by M's predicted episode end)")
-    temperature: float = arg(1.15, "dream sampling temperature tau (paper, Doom: 1.15)")
+    population: int = arg(64, "CMA-ES population (paper: 64)", minimum=2)
+    repeats: int = arg(16, "rollouts per candidate per generation (paper: 16)", minimum=1)
+    generations: int = arg(300, "CMA-ES generations", minimum=1)
+    sigma0: float = arg(0.1, "CMA-ES initial step size", above=0)
+    dream_horizon: Optional[int] = arg(None, "dream rollout length in steps, stopped early by M's predicted episode end "
+                                            "(None = the env's time limit in agent steps, e.g. TakeCover 2,100, else 1000)", minimum=1)
+    temperature: float = arg(1.15, "dream sampling temperature tau (paper, Doom: 1.15)", above=0)
     sample_done: bool = arg(False, "sample the dream's episode end from sigmoid(done_logit) instead of thresholding at 0.5")
-    final_repeats: int = arg(256, "rollouts to re-rank the best candidate against the CMA-ES mean at the end")
-    real_max_steps: Optional[int] = arg(None, "real-env fitness: cap on steps per episode")
-    eval_episodes: int = arg(100, "real-env evaluation episodes (paper: 100)")
-    dream_every: int = arg(500, "optimiser steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off")
-    checkpoint_every: int = arg(500, "Lightning checkpoint interval in optimiser steps")
-    val_batches: int = arg(8, "validation batches per V / M validation pass")
-    loader_workers: int = arg(0, "DataLoader worker processes feeding V (0 = main process; 1-4 keep a GPU fed)")
-    devices: int = arg(1, "devices (processes) per node for the V and M stages; > 1 trains them with DDP")
-    num_nodes: int = arg(1, "nodes for multi-node DDP of V and M (launch with torchrun or srun, see README)")
+    final_repeats: int = arg(256, "rollouts to re-rank the best candidate against the CMA-ES mean at the end", minimum=1)
+    real_max_steps: Optional[int] = arg(None, "real-env fitness: cap on steps per episode", minimum=1)
+    eval_episodes: int = arg(100, "real-env evaluation episodes (paper: 100)", minimum=1)
+    dream_every: int = arg(500, "optimiser steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off", minimum=0)
+    checkpoint_every: int = arg(500, "Lightning checkpoint interval in optimiser steps", minimum=1)
+    val_batches: int = arg(8, "validation batches per V / M validation pass", minimum=0)
+    loader_workers: int = arg(0, "DataLoader worker processes feeding V (0 = main process; 1-4 keep a GPU fed)", minimum=0)
+    devices: int = arg(1, "devices (processes) per node for the V and M stages; > 1 trains them with DDP", minimum=1)
+    num_nodes: int = arg(1, "nodes for multi-node DDP of V and M (launch with torchrun or srun, see README)", minimum=1)
     strategy: str = arg("auto", "Lightning strategy for V and M: auto or ddp (each rank trains on its own episode shard)")
     precision: Optional[str] = arg(None, "Lightning precision of V; None = bf16-mixed on CUDA, 32-true on CPU "
                                          "(M always trains in 32-true: its LSTM + mixture NLL are untested in bf16)")
@@ -70,7 +78,8 @@ class WorldModelsConfig:
 
 # Flat overrides of the defaults, applied in order defaults -> preset -> flags; no preset inherits from another.
 # debug: CI-sized, seconds. tiny: ~3-6 min on 2 CPU cores (CarRacing-v3 or ALE/Pong-v5) and prints real return vs
-# random. paper: Ha & Schmidhuber's CarRacing sizes; the paper trained CarRacing's C in the REAL env
+# random. cpu: C trained only in the dream, on any pixel env, in about an hour on 2 CPU cores (100 evaluation
+# episodes). paper: Ha & Schmidhuber's CarRacing sizes; the paper trained CarRacing's C in the REAL env
 # (add --controller-env real) and Doom's in the dream (the default here).
 PRESETS: dict[str, dict] = {
     "debug": dict(episodes=8, num_envs=2, image_size=32, z_dim=8, vae_depth=8, vae_steps=4, vae_batch_size=4,
@@ -81,6 +90,19 @@ PRESETS: dict[str, dict] = {
                  vae_batch_size=32, vae_lr=1e-3, hidden_size=64, num_mixtures=5, mdnrnn_steps=1200, mdnrnn_batch_size=16,
                  mdnrnn_seq_len=32, population=16, repeats=8, generations=30, dream_horizon=200, final_repeats=32,
                  eval_episodes=8, checkpoint_every=400, val_batches=4),
+    # cpu: sized from throughput measured on 2 shared cores with VizdoomTakeCover-v1 (the paper's dream-trained task),
+    # one torch thread: collection ~840 agent steps/s (2 envs), V 0.14 s/step (32 frames, depth 32), encoding
+    # ~1,300 frames/s, M 0.12-0.15 s/step (32 x 100 rows, LSTM 256), dream ~50k row-steps/s (32 x 8 rows: ~10 s
+    # per generation at TakeCover's 2,100-step horizon). So ~5 + 9 + 3 + 8 + 20 min, then 100 + 100 real episodes.
+    # Env-specific settings are left to the env: the dream lasts its time limit (dream_horizon None).
+    # sample_done: with M's done thresholded at 0.5 the dream fitness reached the horizon within ~30 generations
+    # (mean 1,800 of 2,100) while the real return stayed below random's (216 vs 252, 20 episodes); sampled deaths keep
+    # the dream return in the real range (~250 at the start), so the fitness still ranks candidates.
+    "cpu": dict(device="cpu", threads=1, controller_env="dream", collect_policy="hold", episodes=800, num_envs=2,
+                z_dim=32, vae_depth=32, vae_steps=4000, vae_batch_size=32, vae_lr=1e-3, hidden_size=256, num_mixtures=5,
+                mdnrnn_steps=4000, mdnrnn_batch_size=32, mdnrnn_seq_len=100, population=32, repeats=8, generations=100,
+                temperature=1.15, sample_done=True, final_repeats=64, eval_episodes=100, dream_every=1000,
+                checkpoint_every=500, val_batches=4),
     "paper": dict(episodes=10_000, num_envs=16, z_dim=32, vae_depth=32, vae_batch_size=100, vae_lr=1e-4, vae_steps=100_000,
                   hidden_size=256, num_mixtures=5, mdnrnn_batch_size=100, mdnrnn_seq_len=999, mdnrnn_steps=20_000,
                   population=64, repeats=16, generations=1000, dream_horizon=1000, eval_episodes=100),
@@ -97,6 +119,7 @@ def validate(config: WorldModelsConfig) -> None:
     """One-line errors for settings that would fail only after collection: sizes, counts, the run directory."""
     is_atari(config.env)  # unknown env id: one-line error naming close matches
     check_image_size(config.image_size, config.vae_stages)
+    resolve_device(config.device)  # `--device tpu` or cuda without a GPU: one line now, not after collection
     for name in ("episodes", "num_envs", "z_dim", "hidden_size", "num_mixtures", "population", "repeats",
                  "eval_episodes"):
         if getattr(config, name) < 1:

@@ -17,6 +17,7 @@ The stage directories are the exchange format's World Models layout (:mod:`world
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -34,15 +35,16 @@ from trainers.mdnrnn_module import MDNRNNModule
 from trainers.performance import default_precision, use_channels_last
 from trainers.trainer_factory import fit_resuming, last_metric, stage_trainer
 from trainers.vae_module import VAEModule
-from trainers.worldmodels_config import WorldModelsConfig, env_options
-from worldmodels.config import save_json_atomic
+from trainers.worldmodels_config import DEFAULT_DREAM_HORIZON, WorldModelsConfig, env_options
+from worldmodels.config import given, save_json_atomic
 from worldmodels.controllers.cmaes import train_cmaes
 from worldmodels.controllers.linear import make_controller
 from worldmodels.controllers.real_env import real_fitness
 from worldmodels.data.collect import collect_episodes, store_spec_for
 from worldmodels.data.latents import load_latents, start_latents
 from worldmodels.data.store import EpisodeStore
-from worldmodels.envs import make_vector
+from worldmodels.envs import agent_frameskip, make, make_vector
+from worldmodels.envs.options import resolve_options
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.families.vm import DONE, read_layout, save_controller, save_stage
 from worldmodels.imagination.cmaes_dream import dream_fitness
@@ -62,7 +64,8 @@ def vae_module(config: WorldModelsConfig) -> VAEModule:
 def mdnrnn_module(config: WorldModelsConfig, action_dim: int, *, loss_scales: dict | None = None) -> MDNRNNModule:
     """M's LightningModule with the config's sizes."""
     return MDNRNNModule(z_dim=config.z_dim, action_dim=action_dim, hidden_size=config.hidden_size,
-                        num_mixtures=config.num_mixtures, learning_rate=config.mdnrnn_lr, loss_scales=loss_scales)
+                        num_mixtures=config.num_mixtures, learning_rate=config.mdnrnn_lr, loss_scales=loss_scales,
+                        done_pos_weight=config.done_pos_weight)
 
 
 def vae_datamodule(config: WorldModelsConfig, store_dir: Path) -> ChunkDataModule:
@@ -165,12 +168,28 @@ def stage_mdnrnn(config: WorldModelsConfig, latent_dir: Path, action_spec: Actio
     return load_stage(config, "mdnrnn")
 
 
+def dream_horizon(config: WorldModelsConfig) -> int:
+    """Dream steps per rollout: ``--dream-horizon``, else the env's time limit in agent steps, else the default.
+
+    A dream longer than the real episode can be would reward surviving past a limit the real env enforces.
+    """
+    if config.dream_horizon is not None:
+        return config.dream_horizon
+    env = make(config.env, **env_options(config))
+    try:
+        limit = env.spec.max_episode_steps if env.spec is not None else None  # env steps (frameskip included)
+    finally:
+        env.close()
+    frameskip = agent_frameskip(config.env, resolve_options(config.image_size, given(frameskip=config.frameskip)))
+    return limit // frameskip if limit else DEFAULT_DREAM_HORIZON
+
+
 def stage_controller(config: WorldModelsConfig, vae: ConvVAE, mdnrnn: MDNRNN, latent_dir: Path,
                      action_spec: ActionSpec) -> dict:
     """CMA-ES on C, with fitness from the dream (default) or the real env; exports the chosen parameters."""
     out = Path(config.run_dir) / "controller"
-    if (out / DONE).exists():
-        return {}
+    if (out / DONE).exists():  # the DONE marker holds the selection summary: a rerun reports the same one
+        return json.loads((out / DONE).read_text())
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     controller = make_controller(config.controller, config.z_dim + config.hidden_size, action_spec,
@@ -179,10 +198,12 @@ def stage_controller(config: WorldModelsConfig, vae: ConvVAE, mdnrnn: MDNRNN, la
     if config.controller_env == "dream":
         start_mu, start_logvar = (x.to(device) for x in start_latents(load_latents(latent_dir)))
         world_model = VMWorldModel(vae, mdnrnn, action_spec, temperature=config.temperature)
+        horizon = dream_horizon(config)
+        print(f"dream horizon {horizon} steps, temperature {config.temperature}")
 
         def fitness(params: torch.Tensor, repeats: int = config.repeats) -> torch.Tensor:
             return dream_fitness(world_model, controller, params, start_mu, start_logvar, repeats=repeats,
-                                 horizon=config.dream_horizon, sample_done=config.sample_done)
+                                 horizon=horizon, sample_done=config.sample_done)
     else:
         vec_env = make_vector(config.env, config.num_envs, seed=config.seed, **env_options(config))
         # Built once: each call moves on to fresh episode seeds.

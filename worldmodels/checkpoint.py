@@ -3,7 +3,10 @@
 A pretrained directory holds exactly two files::
 
     DIR/model.safetensors   every tensor, keyed "<component>.<parameter name>"
-    DIR/config.json         {"format", "family", "library_version", "components", ...}
+    DIR/config.json         {"format", "family", "library_version", "components", "sha256", ...}
+
+``sha256`` maps ``model.safetensors`` to its digest; loading verifies it when present (checkpoints written
+before it existed have none) and refuses NaN / inf weights, and saving refuses them too.
 
 ``save_pretrained`` writes both through temp files + ``os.replace`` so a kill never
 leaves a half-written checkpoint. ``load_pretrained`` parses only the safetensors
@@ -17,6 +20,7 @@ Lightning ``.ckpt`` files are for exact resume only and are read by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from worldmodels.finite import NonFiniteError
 from worldmodels.version import __version__
 
 FORMAT = "worldmodels-pretrained/1"
@@ -35,8 +40,29 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
+SHA256_KEY = "sha256"  # config.json: {file name: hex digest}; older checkpoints have none and load unverified
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message says which file and what is wrong."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _expected_sha256(directory: Path) -> str | None:
+    """The weights' digest recorded in ``config.json``, if any (malformed configs are :func:`read_config`'s to report)."""
+    try:
+        recorded = json.loads((directory / CONFIG_NAME).read_text()).get(SHA256_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded.get(WEIGHTS_NAME) if isinstance(recorded, dict) else None
 
 
 @dataclass
@@ -56,15 +82,19 @@ def save_pretrained(directory: str | Path, components: Mapping[str, nn.Module], 
         for key, value in module.state_dict().items():
             # safetensors refuses shared / non-contiguous storage; clone makes each tensor its own.
             tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    bad = next((key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()), None)
+    if bad is not None:  # a diverged model must never become a checkpoint that looks like a result
+        raise NonFiniteError(f"{directory}: refusing to write a model with non-finite weights ({bad} holds NaN or inf)")
+    tmp_weights = directory / f".{WEIGHTS_NAME}.tmp"
+    tmp_config = directory / f".{CONFIG_NAME}.tmp"
+    save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
     payload = {
         "format": FORMAT,
         "library_version": __version__,
         "components": sorted(components),
         **config,
+        SHA256_KEY: {WEIGHTS_NAME: file_sha256(tmp_weights)},  # verified by read_tensors: a flipped bit is refused
     }
-    tmp_weights = directory / f".{WEIGHTS_NAME}.tmp"
-    tmp_config = directory / f".{CONFIG_NAME}.tmp"
-    save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
     tmp_config.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     for tmp in (tmp_weights, tmp_config):
         with open(tmp, "rb") as handle:
@@ -93,6 +123,10 @@ def read_tensors(directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a pretrained directory holds {WEIGHTS_NAME} and {CONFIG_NAME}")
+    expected = _expected_sha256(Path(directory))
+    if expected is not None and file_sha256(path) != expected:
+        raise CheckpointError(f"{path}: SHA-256 differs from the one in {CONFIG_NAME}; the file is corrupt or was changed "
+                              "after it was written (re-export or re-download it)")
     try:
         flat = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
@@ -103,6 +137,8 @@ def read_tensors(directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
         ) from None
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in flat.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"{path}: tensor {key} holds NaN or inf; refusing a diverged model")
         component, _, name = key.partition(".")
         grouped.setdefault(component, {})[name] = value
     return grouped

@@ -5,7 +5,10 @@ carries a one-line help string. :func:`add_config_args` turns a config class int
 argparse options (``--field-name``), and :func:`build_config` turns parsed
 arguments back into a config instance:
 
-    defaults  ->  preset overrides (flat dict)  ->  explicit command-line flags
+    defaults  ->  preset overrides (flat dict)  ->  explicit command-line flags  ->  range checks
+
+Each field's valid range is declared once, in its ``arg(...)`` (``minimum``, ``maximum``, ``above``, or a
+cross-field ``check``), and :func:`check_config` enforces it for every command.
 
 Presets are flat, named dicts of field overrides; no preset inherits from another.
 """
@@ -15,10 +18,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import secrets
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 C = TypeVar("C")
 
@@ -27,9 +32,17 @@ class ConfigError(ValueError):
     """A config value that cannot be right; the message names the field and what would be."""
 
 
-def arg(default: Any, help: str, *, choices: tuple | None = None) -> Any:  # noqa: A002 - argparse name
-    """Declare a config field with its one-line help text (shown by ``--help``)."""
-    metadata = {"help": help, "choices": choices}
+def arg(default: Any, help: str, *, choices: tuple | None = None,  # noqa: A002 - argparse name
+        minimum: float | None = None, maximum: float | None = None, above: float | None = None,
+        check: Callable[[Any], str | None] | None = None) -> Any:
+    """Declare a config field with its one-line help text (shown by ``--help``) and its valid range.
+
+    ``minimum`` / ``maximum`` are inclusive bounds, ``above`` an exclusive lower bound; ``None`` values
+    (optional fields left unset) are not checked. ``check(config)`` returns a message (``"must be <= --steps"``)
+    when the field is wrong given the other fields, else ``None``. :func:`check_config` applies them all.
+    """
+    metadata = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "above": above,
+                "check": check}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -82,7 +95,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[s
             default=None,
             choices=field.metadata.get("choices"),
             metavar=(tp.__name__.upper() if isinstance(tp, type) else "VALUE"),
-            help=f"{help_text} (default: {default})",
+            help=f"{help_text} (default: {default}{_range_help(field.metadata)})",
             **({"nargs": "?", "const": True} if tp is bool else {}),  # a bare `--flag` means `--flag true`
         )
 
@@ -112,7 +125,62 @@ def build_config(
     values = vars(namespace) if isinstance(namespace, argparse.Namespace) else dict(namespace or {})
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     explicit = {k: v for k, v in values.items() if k in names and v is not None}
-    return apply_overrides(config, explicit, source="command line")
+    config = apply_overrides(config, explicit, source="command line")
+    check_config(config)
+    return config
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _range_help(meta: Mapping[str, Any]) -> str:
+    """``; >= 1`` / ``; > 0, <= 1`` for ``--help``: the declared bounds of a field."""
+    bounds = [f"{word} {meta[key]}" for key, word in (("minimum", ">="), ("above", ">"), ("maximum", "<="))
+              if meta.get(key) is not None]
+    return f"; {', '.join(bounds)}" if bounds else ""
+
+
+def _range_words(value: Any, bound: float, word: str) -> str:
+    """``a positive integer`` / ``a non-negative integer`` for the common integer bounds, else ``a number >= 2``."""
+    if isinstance(value, int) and word == ">=" and bound in (0, 1):
+        return "a positive integer" if bound == 1 else "a non-negative integer"
+    return f"a number {word} {bound}"
+
+
+def check_config(config: Any) -> None:
+    """One-line :class:`ConfigError` for the first field outside its declared range (see :func:`arg`).
+
+    Every command's config passes here (:func:`build_config`), so a count of 0 or a negative temperature is
+    refused before anything is collected, trained or written.
+    """
+    for field in dataclasses.fields(config):
+        value, meta = getattr(config, field.name), field.metadata
+        if value is None:
+            continue
+        choices = meta.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{_flag(field.name)} must be one of {list(choices)}, got {value!r}")
+        bounds = [(meta.get("minimum"), lambda v, b: v >= b, ">="), (meta.get("above"), lambda v, b: v > b, ">"),
+                  (meta.get("maximum"), lambda v, b: v <= b, "<=")]
+        for bound, holds, word in bounds:
+            if bound is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not holds(value, bound):
+                raise ConfigError(f"{_flag(field.name)} must be {_range_words(value, bound, word)}, got {value!r}")
+    for field in dataclasses.fields(config):  # cross-field checks see a config whose single fields are all valid
+        check = field.metadata.get("check")
+        message = check(config) if check is not None and getattr(config, field.name) is not None else None
+        if message:
+            raise ConfigError(f"{_flag(field.name)} {getattr(config, field.name)!r} {message}")
+
+
+def directory_problem(value: str) -> str | None:
+    """For ``arg(check=...)`` of a directory field: what is wrong when a file stands at the path or above it, else ``None``."""
+    for path in (Path(value), *Path(value).parents):
+        if path.exists():
+            return None if path.is_dir() else f"cannot be a directory: {str(path)!r} is a file"
+    return None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -127,11 +195,19 @@ def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
 
 
 def save_json_atomic(path: str | Path, payload: Any) -> None:
-    """Write JSON via a temp file + rename so a kill never leaves a half-written file."""
+    """Write JSON via a temp file + rename so a kill never leaves a half-written file.
+
+    The temp name is unique per writer (``.NAME.<random>.tmp``): two writers never share one, so neither
+    can rename the other's half-written file or fail on its vanished temp file.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x") as handle:  # "x": never someone else's file; mode from the umask, as a plain write
+            handle.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def given(**values: Any) -> dict[str, Any]:

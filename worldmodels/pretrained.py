@@ -137,6 +137,20 @@ def export_from_run(run_dir: str | Path, out_dir: str | Path | None = None) -> P
                               metrics=_numbers(results), **common)
 
 
+def check_env_fits(model: Pretrained, vec_env: Any, env_id: str) -> None:
+    """One-line error when ``vec_env``'s observation or action space is not the one ``model`` was trained on.
+
+    A 3-action controller in a 6-action env used to report returns (it never chose actions 3-5), and a discrete
+    model in a Box env died in an IndexError.
+    """
+    obs_shape = tuple(vec_env.single_observation_space.shape)
+    spec = ActionSpec.from_space(vec_env.single_action_space)
+    if obs_shape != tuple(model.obs_shape) or (spec.kind, spec.dim) != (model.action_spec.kind, model.action_spec.dim):
+        raise ValueError(f"{env_id} has observations {obs_shape} and {spec.kind}({spec.dim}) actions, but {model.path} was "
+                         f"trained on {tuple(model.obs_shape)} and {model.action_spec.kind}({model.action_spec.dim}); "
+                         f"use an env with the same spaces, or adapt the model first with `wm finetune --env {env_id}`")
+
+
 def evaluate_model(model: Pretrained, *, episodes: int, seed: int, env_id: str = "", num_envs: int = 8,
                    max_episode_steps: int | None = None, frameskip: int | None = None, sample: bool = False,
                    device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -153,6 +167,7 @@ def evaluate_model(model: Pretrained, *, episodes: int, seed: int, env_id: str =
     options = {**model.env_options, **given(max_episode_steps=max_episode_steps, frameskip=frameskip)}
     vec_env = make_vector(env_id, min(num_envs, episodes), seed=seed, **options)
     try:
+        check_env_fits(model, vec_env, env_id)
         return evaluate_against_random(vec_env, model.policy(sample=sample, seed=seed), env_id=env_id,
                                        episodes=episodes, seed=seed, device=device)
     finally:

@@ -31,7 +31,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is a ValueError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r} is not supported; use auto, cpu or cuda (e.g. cuda:1)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False; use --device cpu or auto")
     return device

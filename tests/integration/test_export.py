@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+
 from scripts.export import ExportConfig, run as export
 from scripts.worldmodels_pipeline import PRESETS, WorldModelsConfig, run as train
 from worldmodels.config import apply_overrides
@@ -25,3 +27,27 @@ def test_export_writes_loadable_model_with_heldout_metrics_and_card(tmp_path):
     assert "wm worldmodels --preset debug" in card and "kpi/open_loop_psnr_h5" in card and "hardware" in card
     bundle = from_pretrained(out)
     assert bundle.env_id == LEFTRIGHT_ID
+
+
+def test_export_without_out_goes_under_the_run_and_never_overwrites_other_files(tmp_path, monkeypatch):
+    """Issue 15 item 2: run from a directory holding README.md and config.json, `wm export` without --out
+    writes RUN_DIR/export; it refuses a directory of foreign files or another run's export."""
+    config = apply_overrides(WorldModelsConfig(), PRESETS["debug"], source="debug")
+    run_dir = tmp_path / "run"
+    train(dataclasses.replace(config, env=LEFTRIGHT_ID, run_dir=str(run_dir)))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("the project's own README")
+    (project / "config.json").write_text("{}")
+    monkeypatch.chdir(project)
+    small = dict(heldout_episodes=1, context=2, horizon=2)
+    result = export(ExportConfig(run_dir=str(run_dir), **small))
+    assert result["out"] == str(run_dir / "export") and from_pretrained(run_dir / "export").env_id == LEFTRIGHT_ID
+    assert (project / "README.md").read_text() == "the project's own README"
+    export(ExportConfig(run_dir=str(run_dir), **small))  # a previous export of the same run may be replaced
+    for out, other_run in ((project, run_dir), (run_dir / "export", tmp_path / "other-run")):
+        other_run.mkdir(exist_ok=True)
+        with pytest.raises(ValueError, match="already holds") as info:
+            export(ExportConfig(run_dir=str(other_run), out=str(out), **small))
+        assert "\n" not in str(info.value)
+    assert (project / "README.md").read_text() == "the project's own README" and (project / "config.json").read_text() == "{}"

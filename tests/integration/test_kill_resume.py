@@ -83,3 +83,19 @@ def test_dreamer_resumes_after_sigkill(tmp_path):
     # Episodes finished after the last checkpoint are set aside on resume (the resumed run replays those
     # env steps), so the store holds exactly the whole episodes of the counted env steps.
     assert len(store) == results["env_steps"] // CATCH_ROWS
+
+
+def test_dreamer_killed_before_its_first_checkpoint_stores_no_episode_twice(tmp_path):
+    """Issue 15 item 3: the rerun starts from env step 0, so what the killed run stored is set aside, not kept."""
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "scripts.cli", "dreamer", "--preset", "debug", "--run-dir", str(run_dir),
+               "--steps", "400", "--checkpoint-every", "100000", "--eval-episodes", "1"]
+    kill_when(command, run_dir / "episodes" / "index.json", grace=1.0)  # episodes on disk, no checkpoint yet
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+    killed_episodes = len(EpisodeStore.open(run_dir / "episodes"))
+    assert killed_episodes > 0
+    rerun(command)
+    results = json.loads((run_dir / "results.json").read_text())
+    store = EpisodeStore.open(run_dir / "episodes")
+    assert len(store) == results["episodes_stored"] == results["env_steps"] // CATCH_ROWS
+    assert len(list((run_dir / "episodes" / "set_aside").iterdir())) == killed_episodes

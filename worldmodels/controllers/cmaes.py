@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from worldmodels.config import save_json_atomic
+from worldmodels.finite import check_finite
 
 Fitness = Callable[[torch.Tensor], torch.Tensor]
 """``fitness(params (P, N) float32) -> (P,)`` mean return per candidate (higher is better)."""
@@ -83,6 +84,9 @@ def train_cmaes(
         solutions = es.ask()  # P arrays of (N,)
         params = torch.as_tensor(np.stack(solutions), dtype=torch.float32, device=device)  # (P, N)
         scores = fitness(params).double().cpu().numpy()  # (P,) one host transfer per generation
+        # A NaN fitness (a diverged V or M) would make every candidate "equal" and CMA-ES wander on silently.
+        check_finite({"fitness": torch.from_numpy(scores)}, where=f"controller (CMA-ES) generation {generation + 1}",
+                     hint="the world model it dreams in is probably diverged")
         es.tell(solutions, (-scores).tolist())  # cma minimises
         generation += 1
         best = int(scores.argmax())

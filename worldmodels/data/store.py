@@ -11,7 +11,9 @@ Layout and row convention are the contract in DESIGN.md::
 
 An episode is written into ``episodes/.tmp-<name>/`` and renamed into place, so a
 killed writer leaves either a whole episode or a ``.tmp-*`` directory that readers
-ignore. Arrays are opened with ``np.load(mmap_mode="r")``: a 1M-frame store is never
+ignore. Writers hold ``DIR/.lock`` (:mod:`worldmodels.locking`; ``wm collect`` and the training
+commands take it), so one store never has two writers. Opening checks every episode's arrays
+(dtype, shape, length, action range, finite rewards) and skips a bad one with a warning naming it. Arrays are opened with ``np.load(mmap_mode="r")``: a 1M-frame store is never
 read into RAM.
 """
 
@@ -31,6 +33,7 @@ import numpy as np
 
 from worldmodels.config import save_json_atomic
 from worldmodels.envs.spaces import ActionSpec
+from worldmodels.locking import holds_lock
 
 FORMAT = "worldmodels-episodes/1"
 ARRAY_NAMES = ("obs", "action", "reward", "terminated", "truncated")
@@ -347,8 +350,9 @@ class EpisodeStore:
         for entry in entries:
             path = self.episode_dir / entry
             if entry.startswith(_TMP_PREFIX):
-                if clean_tmp and time.time() - path.stat().st_mtime > _STALE_TMP_SECONDS:
-                    shutil.rmtree(path, ignore_errors=True)  # left by a killed writer
+                # Left by a killed writer: certainly so while we hold the store's lock, else once old enough.
+                if clean_tmp and (holds_lock(self.root) or time.time() - path.stat().st_mtime > _STALE_TMP_SECONDS):
+                    shutil.rmtree(path, ignore_errors=True)
                 continue
             if entry.startswith(".") or not path.is_dir():
                 continue
@@ -364,18 +368,48 @@ class EpisodeStore:
                 pass  # read-only store: the in-memory list is still right
 
     def _validate(self, path: Path, cached: EpisodeInfo | None) -> EpisodeInfo:
-        """Header-only check of every array (no data read), then the cached or on-disk meta."""
-        lengths = {}
-        for key in ARRAY_NAMES:
-            shape, dtype = _read_npy_header(path / f"{key}.npy")
-            lengths[key] = shape[0] if shape else -1
-            if key == "obs" and (dtype != np.uint8 or tuple(shape[1:]) != self.spec.obs_shape):
-                raise CorruptEpisodeError(f"obs.npy is {dtype} {shape}, store holds uint8 (L, *{self.spec.obs_shape})")
+        """Every array's header (dtype, shape, byte count), the values of the small ones, then the cached or on-disk meta.
+
+        The frames are checked from their header only (never read here); actions must lie in the action space
+        (``[0, n)`` or the Box bounds) and rewards be finite, since either would otherwise reach training.
+        """
+        headers = {key: _read_npy_header(path / f"{key}.npy") for key in ARRAY_NAMES}
+        lengths = {key: shape[0] if shape else -1 for key, (shape, _) in headers.items()}
         if len(set(lengths.values())) != 1 or lengths["obs"] < 1:
             raise CorruptEpisodeError(f"array lengths disagree: {lengths}")
-        if cached is not None and cached.length == lengths["obs"]:
+        length, action_spec = lengths["obs"], self.spec.action_spec
+        expected = {"obs": ((length, *self.spec.obs_shape), np.dtype(np.uint8)),
+                    "action": (action_spec.store_shape(length), action_spec.store_dtype()),
+                    "reward": ((length,), np.dtype(np.float32)),
+                    "terminated": ((length,), np.dtype(bool)), "truncated": ((length,), np.dtype(bool))}
+        for key, (shape, dtype) in expected.items():
+            if headers[key] != (tuple(shape), dtype):
+                raise CorruptEpisodeError(f"{key}.npy is {headers[key][1]} {headers[key][0]}, the store holds {dtype} {shape}")
+        self._check_values(path)
+        if cached is not None and cached.length == length:
             return cached
         meta = json.loads((path / "meta.json").read_text())
-        if int(meta["length"]) != lengths["obs"]:
-            raise CorruptEpisodeError(f"meta.json says {meta['length']} rows, arrays hold {lengths['obs']}")
+        if int(meta["length"]) != length:
+            raise CorruptEpisodeError(f"meta.json says {meta['length']} rows, arrays hold {length}")
         return EpisodeInfo(path.name, int(meta["length"]), float(meta["return"]), meta.get("seed"))
+
+    def _check_values(self, path: Path) -> None:
+        """Actions inside the store's action space, finite rewards (a few bytes per row: read in full)."""
+        spec = self.spec.action_spec
+        action = np.load(path / "action.npy", mmap_mode="r", allow_pickle=False)
+        if spec.discrete:
+            outside = (action < 0) | (action >= spec.dim)
+            where = f"discrete actions must lie in [0, {spec.dim})"
+        else:
+            low, high = (np.asarray(b, dtype=np.float32) if b else None for b in (spec.low, spec.high))
+            outside = ~np.isfinite(action)
+            if low is not None and high is not None:
+                outside |= (action < low) | (action > high)
+            where = f"actions must be finite and inside [{spec.low}, {spec.high}]"
+        if outside.any():
+            row = int(np.argwhere(outside)[0][0])
+            raise CorruptEpisodeError(f"action.npy row {row} holds {action[row].tolist()}; {where}")
+        reward = np.load(path / "reward.npy", mmap_mode="r", allow_pickle=False)
+        if not np.isfinite(reward).all():
+            row = int(np.argwhere(~np.isfinite(reward))[0][0])
+            raise CorruptEpisodeError(f"reward.npy row {row} holds {float(reward[row])}; rewards must be finite")

@@ -54,11 +54,18 @@ class OneHotCategorical:
         probs = self.probs.detach()
         uniform = torch.rand(*probs.shape[:-1], 1, device=probs.device, dtype=probs.dtype, generator=generator)
         index = (probs.cumsum(-1) < uniform).sum(-1).clamp_(max=probs.shape[-1] - 1)  # (...)
-        one_hot = F.one_hot(index, self.probs.shape[-1]).to(self.probs.dtype)
-        return one_hot + self.probs - self.probs.detach()
+        return self._straight_through(F.one_hot(index, self.probs.shape[-1]).to(self.probs.dtype))
 
     def mode(self) -> torch.Tensor:
-        one_hot = F.one_hot(self.probs.argmax(-1), self.probs.shape[-1]).to(self.probs.dtype)
+        return self._straight_through(F.one_hot(self.probs.argmax(-1), self.probs.shape[-1]).to(self.probs.dtype))
+
+    def _straight_through(self, one_hot: torch.Tensor) -> torch.Tensor:
+        """``one_hot + probs - sg(probs)``: the value of the sample, the gradient of the probabilities.
+
+        Without a graph (imagination runs under no_grad) the two extra passes would only add rounding.
+        """
+        if not (torch.is_grad_enabled() and self.probs.requires_grad):
+            return one_hot
         return one_hot + self.probs - self.probs.detach()
 
     def log_prob(self, one_hot: torch.Tensor) -> torch.Tensor:

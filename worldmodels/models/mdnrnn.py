@@ -123,20 +123,33 @@ class MDNRNN(nn.Module):
         return {**self.heads(hidden), "hidden": hidden}, (h1.squeeze(0), c1.squeeze(0))
 
     def loss(self, z: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, terminated: torch.Tensor,
-             is_first: torch.Tensor) -> dict[str, torch.Tensor]:
+             is_first: torch.Tensor, *, done_pos_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """Unweighted parts over a ``(B, T)`` chunk, each averaged over valid (t -> t+1) pairs.
 
         ``nll``: ``-log P(z_{t+1})`` per latent dimension (Eq. 1; divided by ``Z`` so its scale does not
         depend on the latent size). ``reward``: squared error of ``reward[t+1]``. ``done``: binary
-        cross-entropy of ``terminated[t+1]``. See the alignment diagram in the module docstring.
+        cross-entropy of ``terminated[t+1]`` with the (rare) positive rows weighted ``done_pos_weight``
+        (the reference Doom code's ``restart_factor``). Targets: :func:`next_row_targets`.
         """
         B, T, Z = z.shape
         out, _ = self(z, action, is_first)
-        valid = (~is_first[:, 1:]).float()  # (B, T-1): row t+1 continues row t's episode
+        target = next_row_targets(reward, terminated, is_first)  # (B, T-1) each
+        valid = target["valid"]
         count = valid.sum().clamp(min=1.0)
         pick = lambda x: x[:, :-1]  # noqa: E731 - outputs at t predict row t+1
         log_prob = mdn_log_prob(z[:, 1:], pick(out["logit_pi"]), pick(out["mu"]), pick(out["log_sigma"]))  # (B, T-1)
         nll = -(log_prob * valid).sum() / count / Z
-        reward_err = (pick(out["reward"]) - reward[:, 1:]).pow(2)  # (B, T-1)
-        done_bce = F.binary_cross_entropy_with_logits(pick(out["done_logit"]), terminated[:, 1:].float(), reduction="none")
+        reward_err = (pick(out["reward"]) - target["reward"]).pow(2)  # (B, T-1)
+        done_bce = F.binary_cross_entropy_with_logits(pick(out["done_logit"]), target["done"], reduction="none",
+                                                      pos_weight=torch.tensor(float(done_pos_weight), device=z.device))
         return {"nll": nll, "reward": (reward_err * valid).sum() / count, "done": (done_bce * valid).sum() / count}
+
+
+def next_row_targets(reward: torch.Tensor, terminated: torch.Tensor, is_first: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What M's output at input position ``t`` is trained towards: row ``t+1`` (module diagram). ``(B, T)`` -> ``(B, T-1)``.
+
+    ``valid[t]``: row t+1 continues row t's episode (pairs that cross into a new episode are masked).
+    ``done[t] = terminated[t+1]``: the transition INTO the terminal row is the one labelled, so a dying
+    episode's last row is a positive target exactly once (at the pair L-2 -> L-1); ``reward[t] = reward[t+1]``.
+    """
+    return {"valid": (~is_first[:, 1:].bool()).float(), "done": terminated[:, 1:].float(), "reward": reward[:, 1:].float()}

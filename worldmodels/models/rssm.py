@@ -148,7 +148,8 @@ class RSSM(nn.Module):
     @staticmethod
     def _reset_state(state: State, is_first: torch.Tensor, init: State) -> State:
         first = is_first.bool()
-        return {k: torch.where(first.view(-1, *([1] * (v.dim() - 1))), init[k].to(v.dtype), v) for k, v in state.items()}
+        return {k: torch.where(first.view(-1, *([1] * (v.dim() - 1))), init[k].to(v.dtype), v)
+                for k, v in state.items()}
 
     def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor,
                  is_first: torch.Tensor) -> tuple[State, State]:

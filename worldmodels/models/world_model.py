@@ -110,11 +110,11 @@ class DreamerWorldModel(nn.Module):
         """Eq. 5 DreamerV3 parts (each a scalar mean over B, T), posteriors ``(B, T, ...)``, metrics."""
         obs = batch["obs"]  # (B, T, H, W, C) uint8
         B, T = obs.shape[:2]
-        embed = self.embed(obs)  # (B, T, E)
+        target = to_float_image(obs)  # (B, T, C, H, W) in [-0.5, 0.5]; also the encoder's input (one copy)
+        embed = self.encoder(target)  # (B, T, E)
         post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"], state)
         feat = self.rssm.feature(post)  # (B, T, F)
 
-        target = to_float_image(obs)  # (B, T, C, H, W) in [-0.5, 0.5]
         recon = self.decoder(feat)  # (B, T, C, H, W)
         rec = (recon.float() - target).pow(2).sum((-3, -2, -1))  # (B, T)
         reward_logits = self.reward(feat)  # (B, T, K)

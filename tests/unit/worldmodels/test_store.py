@@ -12,6 +12,7 @@ import pytest
 
 from worldmodels.data.store import EpisodeStore, ensure_writable_dir
 from worldmodels.envs.spaces import ActionSpec
+from worldmodels.locking import exclusive_lock
 
 OBS_SHAPE = (8, 8, 3)
 DISCRETE = ActionSpec("discrete", 4)
@@ -114,6 +115,16 @@ def test_leftover_tmp_dir_is_ignored_and_cleaned_when_stale(tmp_path):
     assert not tmp.exists()
 
 
+def test_a_writer_holding_the_lock_cleans_even_young_tmp_dirs(tmp_path):
+    """Under the store's lock no other process writes there: any .tmp-* directory is a killed writer's."""
+    new_store(tmp_path)
+    tmp = tmp_path / "episodes" / ".tmp-ep-000000-deadbeef"
+    tmp.mkdir()
+    with exclusive_lock(tmp_path, what="episode store"):
+        assert new_store(tmp_path).names == []
+    assert not tmp.exists()
+
+
 def test_missing_or_stale_index_is_rebuilt(tmp_path):
     store = new_store(tmp_path)
     names = [store.add_episode(**make_episode(3 + seed, seed), seed=seed) for seed in range(3)]
@@ -173,3 +184,60 @@ def test_set_aside_after_moves_later_episodes_without_deleting(tmp_path):
     assert reopened.names == names[:2]
     assert sorted(p.name for p in (tmp_path / "store" / "set_aside").iterdir()) == names[2:]
     assert store.set_aside_after(5) == []
+
+
+# ---- issue 15 item 7: every stored array is checked on open (dtype, shape, length, range, finiteness); a bad
+# episode is skipped with one warning naming it, the good ones stay.
+
+BOX = ActionSpec("continuous", 2, (-1.0, -1.0), (1.0, 1.0))
+
+
+def _rewrite(path, array: np.ndarray) -> None:
+    np.save(path, array, allow_pickle=False)
+
+
+def _f4_header_as_i4(path) -> None:
+    """The reported damage: reward.npy's header says <i4 where the data are float32 (same byte count)."""
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b"'descr': '<f4'", b"'descr': '<i4'", 1))
+
+
+DAMAGES = {
+    "reward header f4 -> i4": ("reward", lambda p, ep: _f4_header_as_i4(p), "reward.npy is int32"),
+    "NaN reward": ("reward", lambda p, ep: _rewrite(p, np.where(np.arange(len(ep["reward"])) == 2, np.nan,
+                                                                 ep["reward"]).astype(np.float32)), "row 2 holds nan"),
+    "action out of range": ("action", lambda p, ep: _rewrite(p, np.full_like(ep["action"], 7)), "[0, 4)"),
+    "negative action": ("action", lambda p, ep: _rewrite(p, np.full_like(ep["action"], -1)), "[0, 4)"),
+    "action dtype": ("action", lambda p, ep: _rewrite(p, ep["action"].astype(np.float64)), "action.npy is float64"),
+    "terminated dtype": ("terminated", lambda p, ep: _rewrite(p, ep["terminated"].astype(np.uint8)), "terminated.npy is uint8"),
+    "obs shape": ("obs", lambda p, ep: _rewrite(p, ep["obs"][:, :4]), "obs.npy is uint8"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_bad_episode_is_skipped_with_a_warning_naming_it(tmp_path, damage):
+    key, corrupt, expected = DAMAGES[damage]
+    store = new_store(tmp_path)
+    episodes = [make_episode(6, seed) for seed in range(3)]
+    names = [store.add_episode(**ep) for ep in episodes]
+    corrupt(tmp_path / "episodes" / names[1] / f"{key}.npy", episodes[1])
+    with pytest.warns(RuntimeWarning) as record:
+        reopened = EpisodeStore.open(tmp_path)
+    messages = [str(w.message) for w in record if names[1] in str(w.message)]
+    assert len(messages) == 1 and expected in messages[0] and "\n" not in messages[0], messages
+    assert reopened.names == [names[0], names[2]]
+
+
+def test_box_actions_outside_the_bounds_are_refused(tmp_path):
+    store = new_store(tmp_path, BOX)
+    episode = make_episode(5, 0, BOX)
+    name = store.add_episode(**episode)
+    _rewrite(tmp_path / "episodes" / name / "action.npy", np.full_like(episode["action"], 3.0))
+    with pytest.warns(RuntimeWarning, match=f"{name}.*action.npy row 0 holds"):
+        assert len(EpisodeStore.open(tmp_path)) == 0
+
+
+def test_valid_store_opens_without_warnings(tmp_path, recwarn):
+    store = new_store(tmp_path, BOX)
+    store.add_episode(**make_episode(5, 0, BOX))
+    assert len(EpisodeStore.open(tmp_path)) == 1 and not recwarn.list

@@ -1,0 +1,40 @@
+"""Issue 15 item 8 (evaluate): another env's spaces are refused in one line, and an evaluation on another env
+with the same spaces writes its own file, never the run's eval.json."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+
+from scripts.cli import main
+from worldmodels.envs.toy import CatchEnv
+
+TWIN_ID = "worldmodels-test/CatchTwin-v0"  # Catch under another id: same spaces, another env
+
+
+@pytest.fixture(scope="module")
+def catch_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("catch") / "run"
+    assert main(["worldmodels", "--preset", "debug", "--env", "worldmodels/Catch-v0", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("env_id, expected", [
+    ("worldmodels/LeftRight-v0", "discrete(2) actions"),  # 2 actions against a 3-action controller
+    ("CarRacing-v3", "continuous(3) actions"),  # used to die in an IndexError
+])
+def test_an_env_with_other_spaces_is_refused(catch_run, capsys, env_id, expected):
+    before = (catch_run / "eval.json").read_text()
+    assert main(["evaluate", "--run-dir", str(catch_run), "--env", env_id, "--episodes", "1"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and expected in errors[0] and "discrete(3)" in errors[0], errors
+    assert (catch_run / "eval.json").read_text() == before
+
+
+def test_another_env_writes_its_own_eval_file(catch_run):
+    if TWIN_ID not in gym.registry:
+        gym.register(TWIN_ID, entry_point=CatchEnv, max_episode_steps=100)
+    before = (catch_run / "eval.json").read_text()
+    assert main(["evaluate", "--run-dir", str(catch_run), "--env", TWIN_ID, "--episodes", "1", "--num-envs", "1"]) == 0
+    assert (catch_run / "eval.json").read_text() == before
+    assert (catch_run / "eval-worldmodels-test_CatchTwin-v0.json").is_file()

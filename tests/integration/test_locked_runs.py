@@ -1,0 +1,35 @@
+"""Issue 15 item 4: a second `wm collect` / `wm worldmodels` / `wm dreamer` / `wm finetune` on a directory another
+process is writing is refused in one line naming that process; nothing is written into it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from scripts.cli import main
+
+HOLD = "import sys, time; from worldmodels.locking import exclusive_lock\n" \
+       "with exclusive_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)"
+
+
+@pytest.mark.parametrize("argv, flag, locked", [
+    (["collect", "--env", "worldmodels/Catch-v0", "--episodes", "2", "--num-envs", "1"], "--out", "."),
+    (["dreamer", "--preset", "debug", "--env", "worldmodels/Catch-v0"], "--run-dir", "."),
+    (["dreamer", "--preset", "debug", "--env", "worldmodels/Catch-v0"], "--run-dir", "episodes"),  # its store
+    (["worldmodels", "--preset", "debug", "--env", "worldmodels/Catch-v0"], "--run-dir", "."),
+    (["finetune", "--preset", "debug", "--from", "catch-worldmodels-debug"], "--run-dir", "."),
+])
+def test_second_writer_is_refused(tmp_path, capsys, argv, flag, locked):
+    target = tmp_path / "dir"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(target / locked)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main([*argv, flag, str(target)]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and f"in use by process {holder.pid}" in errors[0], errors
+    assert not (target / "episodes" / "episodes").exists()  # no episode was written
