@@ -156,17 +156,20 @@ class DreamerModule(L.LightningModule):
         start["action"] = start["deter"].new_zeros(start["deter"].shape[0], self.action_spec.dim)  # the actor picks a_0
         with torch.no_grad():  # REINFORCE: no gradient through the imagined dynamics
             traj = self.world_model.imagine(start, self.actor_head(), cfg.horizon)
-            feat, action = traj.feature, traj.action  # (N, H+1, F), (N, H, A)
+        feat, action = traj.feature, traj.action  # (N, H+1, F), (N, H, A)
+        # The critic runs ONCE, with gradient: its loss uses these logits, its value targets their detached mean.
+        critic_logits = self.critic(feat)  # (N, H+1, K)
+        with torch.no_grad():
             reward, cont = traj.reward, traj.cont  # (N, H): r_1..r_H, c_1..c_H, the heads at s_1..s_H
             start_cont = 1.0 - terminated.reshape(-1, 1).float()  # (N, 1): c_0 from data
-            value = self.critic.mean(self.critic(feat))  # (N, H+1)
+            value = self.critic.mean(critic_logits.detach())  # (N, H+1)
             slow_value = self.slow_critic.mean(self.slow_critic(feat))  # (N, H+1)
             returns = lambda_return(reward, cont, value, gamma=cfg.gamma, lam=cfg.lam)  # (N, H)
             weight = trajectory_weight(torch.cat([start_cont, cont], 1), gamma=cfg.gamma)[:, :-1]  # (N, H)
             self.return_norm.update(returns)
             scale = self.return_norm.scale()
         parts = actor_loss(self.actor, feat[:, :-1], action, returns, value[:, :-1], weight, scale)
-        parts.update(critic_loss(self.critic, feat[:, :-1], returns, slow_value[:, :-1], weight))
+        parts.update(critic_loss(self.critic, critic_logits[:, :-1], returns, slow_value[:, :-1], weight))
         metrics = {"return": returns.mean(), "return_scale": scale, "value": value.mean(), "reward": reward.mean(),
                    "entropy": -parts["entropy"].detach()}
         return parts, metrics

@@ -110,13 +110,13 @@ def actor_loss(actor: Actor, feat: torch.Tensor, action: torch.Tensor, returns: 
     return {"policy": (-(log_prob * advantage) * weight).mean(), "entropy": (-entropy * weight).mean()}
 
 
-def critic_loss(critic: Critic, feat: torch.Tensor, returns: torch.Tensor, slow_value: torch.Tensor,
+def critic_loss(critic: Critic, logits: torch.Tensor, returns: torch.Tensor, slow_value: torch.Tensor,
                 weight: torch.Tensor) -> dict[str, torch.Tensor]:
     """Two-hot critic loss toward λ-returns, plus the slow-critic regulariser (DreamerV3 Sec. 3), unweighted.
 
-    ``feat`` (N, H, F) at steps 0..H-1; ``returns``, ``slow_value``, ``weight`` (N, H).
+    ``logits`` (N, H, K): the critic at steps 0..H-1 of detached features, WITH gradient (the caller runs the
+    critic once and reads its values from the detached logits); ``returns``, ``slow_value``, ``weight`` (N, H).
     """
-    logits = critic(feat.detach())  # (N, H, K)
     return {"value": (critic.loss(logits, returns.detach()) * weight).mean(),
             "value_slow": (critic.loss(logits, slow_value.detach()) * weight).mean()}
 

@@ -200,13 +200,3 @@ class RSSM(nn.Module):
         post = {"deter": deter, "stoch": torch.stack(stochs, 1), "logits": torch.stack(logits, 1)}
         return post, {"deter": deter, "stoch": self._sample(prior_logits), "logits": prior_logits}
 
-    def imagine(self, state: State, actions: torch.Tensor) -> State:
-        """Open-loop prior rollout from ``state`` (B, ...) under ``actions`` (B, H, A) -> states (B, H, ...).
-
-        Output step k is the state after taking ``actions[:, k]``.
-        """
-        states = []
-        for k in range(actions.shape[1]):
-            state = self.img_step(state, actions[:, k])
-            states.append(state)
-        return {key: torch.stack([s[key] for s in states], 1) for key in states[0]}

@@ -59,8 +59,8 @@ def test_rssm_observe_and_imagine_shapes():
     assert post["deter"].shape == (B, T, 16) and post["stoch"].shape == (B, T, 4, 5)
     assert prior["logits"].shape == (B, T, 4, 5)
     assert rssm.feature(post).shape == (B, T, rssm.feat_dim) == (B, T, 16 + 20)
-    states = rssm.imagine({k: v[:, -1] for k, v in post.items()}, torch.randn(B, 7, A))
-    assert states["deter"].shape == (B, 7, 16)
+    step = rssm.img_step({k: v[:, -1] for k, v in post.items()}, torch.randn(B, A))  # the prior step imagine runs
+    assert step["deter"].shape == (B, 16) and step["stoch"].shape == (B, 4, 5)
     torch.manual_seed(0)
     world_model = DreamerWorldModel(obs_shape=(16, 16, 3), action_spec=ActionSpec("discrete", A), deter=16, hidden=16,
                                     stoch=4, classes=5, depth=4, stages=2, layers=1, num_bins=15)
