@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
-import cma
+# cma warns on import when matplotlib is absent; its plotting is never used here, so the warning is noise.
+warnings.filterwarnings("ignore", message="Could not import matplotlib", category=UserWarning)
+import cma  # noqa: E402
 import numpy as np
 import torch
 
