@@ -91,13 +91,14 @@ PRESETS: dict[str, dict] = {
                  mdnrnn_seq_len=32, population=16, repeats=8, generations=30, dream_horizon=200, final_repeats=32,
                  eval_episodes=8, checkpoint_every=400, val_batches=4),
     # cpu: sized from throughput measured on 2 shared cores with VizdoomTakeCover-v1 (the paper's dream-trained task),
-    # one torch thread: collection ~840 agent steps/s (2 envs), V 0.14 s/step (32 frames, depth 32), encoding
-    # ~1,300 frames/s, M 0.12-0.15 s/step (32 x 100 rows, LSTM 256), dream ~50k row-steps/s (32 x 8 rows: ~10 s
-    # per generation at TakeCover's 2,100-step horizon). So ~5 + 9 + 3 + 8 + 20 min, then 100 + 100 real episodes.
+    # one torch thread: collection ~830 agent steps/s (2 envs), V 0.12-0.14 s/step (32 frames, depth 32), encoding
+    # ~1,200 frames/s, M 0.12-0.15 s/step (32 x 100 rows, LSTM 256), dream ~35-50k row-steps/s (32 x 8 rows: ~7 s per
+    # generation at TakeCover's 2,100-step horizon). Measured run: collect 5.2, V 9.5, latents 3.6, M 10.1, C 12.7,
+    # evaluation 6.0 min (47 min); real return 703 +- 411 vs random 213 +- 94 over the same 100 seeds.
     # Env-specific settings are left to the env: the dream lasts its time limit (dream_horizon None).
-    # sample_done: with M's done thresholded at 0.5 the dream fitness reached the horizon within ~30 generations
-    # (mean 1,800 of 2,100) while the real return stayed below random's (216 vs 252, 20 episodes); sampled deaths keep
-    # the dream return in the real range (~250 at the start), so the fitness still ranks candidates.
+    # sample_done: on the same V and M, C trained with M's done thresholded at 0.5 scored 270 +- 54 (same 100 seeds);
+    # with small data the thresholded dream also saturated at the horizon (mean 1,800 of 2,100) while the real return
+    # stayed at random's. Sampled deaths keep the dream return in the real range (~215 at the start).
     "cpu": dict(device="cpu", threads=1, controller_env="dream", collect_policy="hold", episodes=800, num_envs=2,
                 z_dim=32, vae_depth=32, vae_steps=4000, vae_batch_size=32, vae_lr=1e-3, hidden_size=256, num_mixtures=5,
                 mdnrnn_steps=4000, mdnrnn_batch_size=32, mdnrnn_seq_len=100, population=32, repeats=8, generations=100,
