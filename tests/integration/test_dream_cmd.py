@@ -18,6 +18,7 @@ from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.vm_world_model import VMWorldModel
 from worldmodels.models.world_model import DreamerWorldModel
 from worldmodels.policies import ActorHead, ControllerHead
+from batches import random_chunk
 
 S, A, Z, HIDDEN = 16, 3, 4, 8
 CATCH = "worldmodels/Catch-v0"
@@ -49,12 +50,7 @@ def tiny_dreamer_module():
 
 
 def batch(B: int = 2, T: int = 7) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    is_first = torch.zeros(B, T, dtype=torch.bool)
-    is_first[:, 0] = True
-    return {"obs": torch.randint(0, 256, (B, T, S, S, 3), generator=g, dtype=torch.uint8),
-            "action": torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float(),
-            "is_first": is_first}
+    return random_chunk(B, T, S, A)
 
 
 @pytest.mark.parametrize("family", ["worldmodels", "worldmodels_random", "dreamer", "dreamer_random"])

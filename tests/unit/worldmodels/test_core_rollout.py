@@ -19,6 +19,7 @@ from worldmodels.models.vae import ConvVAE
 from worldmodels.models.vm_world_model import VMWorldModel
 from worldmodels.models.world_model import DreamerWorldModel
 from worldmodels.policies import ActorHead, ControllerHead, RandomPolicy
+from batches import random_chunk
 
 S, A, B, T, H = 16, 3, 2, 5, 4
 SPEC = ActionSpec("discrete", A)
@@ -36,12 +37,7 @@ def vm(mdnrnn: MDNRNN | None = None) -> VMWorldModel:
 
 
 def chunk() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    is_first = torch.zeros(B, T, dtype=torch.bool)
-    is_first[:, 0] = True
-    return {"obs": torch.randint(0, 256, (B, T, S, S, 3), generator=g, dtype=torch.uint8),
-            "action": torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float(),
-            "is_first": is_first}
+    return random_chunk(B, T, S, A)
 
 
 def head_for(world_model: WorldModel):
