@@ -346,6 +346,11 @@ class EpisodeStore:
         except (OSError, ValueError, KeyError, TypeError):
             pass  # missing or unreadable index: rebuilt below
 
+        if clean_tmp and holds_lock(self.root):
+            # A killed writer's half-written index (save_json_atomic's per-writer temp name); with the lock held
+            # no other writer is alive, so every such file is a leftover.
+            for leftover in self.root.glob(".index.json.*.tmp"):
+                leftover.unlink(missing_ok=True)
         episodes: list[EpisodeInfo] = []
         for entry in entries:
             path = self.episode_dir / entry
