@@ -33,6 +33,8 @@ import numpy as np
 
 from worldmodels.config import save_json_atomic
 from worldmodels.envs.spaces import ActionSpec
+from worldmodels.data.episode_files import (CorruptEpisodeError, check_values, fsync_dir, read_npy_header,
+                                             save_array)
 from worldmodels.locking import holds_lock
 
 FORMAT = "worldmodels-episodes/1"
@@ -98,10 +100,6 @@ class Episode:
         return first
 
 
-class CorruptEpisodeError(ValueError):
-    """An episode directory whose files cannot be what ``add_episode`` wrote."""
-
-
 def load_episode(directory: str | Path) -> Episode:
     """Memory-map the arrays of one episode directory (no index, no validation)."""
     directory = Path(directory)
@@ -144,42 +142,6 @@ def check_compatible(existing: StoreSpec, wanted: StoreSpec, root: str | Path) -
         if have != want:
             raise ValueError(f"store {str(root)!r} holds {field} {have!r} but this run wants {want!r}; "
                              "use another --out directory")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _save_array(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype from an ``.npy`` header, checking the file holds every byte the header promises."""
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-        data_offset = handle.tell()
-    expected = data_offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    actual = path.stat().st_size
-    if actual != expected or fortran:
-        raise CorruptEpisodeError(f"{path.name} has {actual} bytes, header promises {expected}")
-    return tuple(shape), dtype
 
 
 class EpisodeStore:
@@ -265,15 +227,15 @@ class EpisodeStore:
             shutil.rmtree(tmp)
         tmp.mkdir()
         for key in ARRAY_NAMES:
-            _save_array(tmp / f"{key}.npy", arrays[key])
+            save_array(tmp / f"{key}.npy", arrays[key])
         meta = {"length": length, "return": episode_return, "env_id": self.spec.env_id, "seed": seed}
         with open(tmp / "meta.json", "w") as handle:
             json.dump(meta, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, self.episode_dir / name)
-        _fsync_dir(self.episode_dir)
+        fsync_dir(self.episode_dir)
 
         self._episodes.append(EpisodeInfo(name, length, episode_return, seed))
         self._write_index()
@@ -294,7 +256,7 @@ class EpisodeStore:
         aside.mkdir(exist_ok=True)
         for info in extra:
             os.rename(self.episode_dir / info.name, aside / info.name)
-        _fsync_dir(self.episode_dir)
+        fsync_dir(self.episode_dir)
         self._episodes = self._episodes[:count]
         self._write_index()
         names = [info.name for info in extra]
@@ -378,7 +340,7 @@ class EpisodeStore:
         The frames are checked from their header only (never read here); actions must lie in the action space
         (``[0, n)`` or the Box bounds) and rewards be finite, since either would otherwise reach training.
         """
-        headers = {key: _read_npy_header(path / f"{key}.npy") for key in ARRAY_NAMES}
+        headers = {key: read_npy_header(path / f"{key}.npy") for key in ARRAY_NAMES}
         lengths = {key: shape[0] if shape else -1 for key, (shape, _) in headers.items()}
         if len(set(lengths.values())) != 1 or lengths["obs"] < 1:
             raise CorruptEpisodeError(f"array lengths disagree: {lengths}")
@@ -390,31 +352,10 @@ class EpisodeStore:
         for key, (shape, dtype) in expected.items():
             if headers[key] != (tuple(shape), dtype):
                 raise CorruptEpisodeError(f"{key}.npy is {headers[key][1]} {headers[key][0]}, the store holds {dtype} {shape}")
-        self._check_values(path)
+        check_values(path, self.spec.action_spec)
         if cached is not None and cached.length == length:
             return cached
         meta = json.loads((path / "meta.json").read_text())
         if int(meta["length"]) != length:
             raise CorruptEpisodeError(f"meta.json says {meta['length']} rows, arrays hold {length}")
         return EpisodeInfo(path.name, int(meta["length"]), float(meta["return"]), meta.get("seed"))
-
-    def _check_values(self, path: Path) -> None:
-        """Actions inside the store's action space, finite rewards (a few bytes per row: read in full)."""
-        spec = self.spec.action_spec
-        action = np.load(path / "action.npy", mmap_mode="r", allow_pickle=False)
-        if spec.discrete:
-            outside = (action < 0) | (action >= spec.dim)
-            where = f"discrete actions must lie in [0, {spec.dim})"
-        else:
-            low, high = (np.asarray(b, dtype=np.float32) if b else None for b in (spec.low, spec.high))
-            outside = ~np.isfinite(action)
-            if low is not None and high is not None:
-                outside |= (action < low) | (action > high)
-            where = f"actions must be finite and inside [{spec.low}, {spec.high}]"
-        if outside.any():
-            row = int(np.argwhere(outside)[0][0])
-            raise CorruptEpisodeError(f"action.npy row {row} holds {action[row].tolist()}; {where}")
-        reward = np.load(path / "reward.npy", mmap_mode="r", allow_pickle=False)
-        if not np.isfinite(reward).all():
-            row = int(np.argwhere(~np.isfinite(reward))[0][0])
-            raise CorruptEpisodeError(f"reward.npy row {row} holds {float(reward[row])}; rewards must be finite")

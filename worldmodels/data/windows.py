@@ -16,6 +16,7 @@ frames never holds them all; a pickled dataset (one per DataLoader worker) carri
 
 from __future__ import annotations
 
+import abc
 import warnings
 from collections import OrderedDict
 from typing import Mapping, Sequence
@@ -27,7 +28,7 @@ from torch.utils.data import Dataset
 MAX_OPEN_EPISODES = 512  # open episodes cached per process (each may hold memory maps and file descriptors)
 
 
-class EpisodeWindows(Dataset):
+class EpisodeWindows(Dataset, abc.ABC):
     """Map-style dataset of ``seq_len`` windows over episodes laid end to end; item ``k`` starts at ``starts[k]``.
 
     ``lengths`` are the episodes' row counts, in stream order. By default every position (``stride=1``)
@@ -55,13 +56,13 @@ class EpisodeWindows(Dataset):
             self.starts = np.random.default_rng(seed).integers(0, last_start + 1, size=num_samples, dtype=np.int64)
         self._open: OrderedDict[int, Mapping[str, np.ndarray]] = OrderedDict()
 
+    @abc.abstractmethod
     def open_episode(self, index: int) -> Mapping[str, np.ndarray]:
         """The arrays (:attr:`keys`) of episode ``index`` of the stream."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def to_item(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One window of numpy arrays ``(T, ...)`` -> the dataset's item."""
-        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.starts)

@@ -1,0 +1,74 @@
+"""The files of one stored episode: durable ``.npy`` writes, header checks and value checks on read.
+
+Used by :class:`worldmodels.data.store.EpisodeStore`; kept apart so the store holds only the store's logic.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from worldmodels.envs.spaces import ActionSpec
+
+
+class CorruptEpisodeError(ValueError):
+    """An episode directory whose files cannot be what ``add_episode`` wrote."""
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an ``.npy`` header, checking the file holds every byte the header promises."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        data_offset = handle.tell()
+    expected = data_offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = path.stat().st_size
+    if actual != expected or fortran:
+        raise CorruptEpisodeError(f"{path.name} has {actual} bytes, header promises {expected}")
+    return tuple(shape), dtype
+
+
+def check_values(path: Path, spec: ActionSpec) -> None:
+    """Actions inside the store's action space, finite rewards (a few bytes per row: read in full)."""
+    action = np.load(path / "action.npy", mmap_mode="r", allow_pickle=False)
+    if spec.discrete:
+        outside = (action < 0) | (action >= spec.dim)
+        where = f"discrete actions must lie in [0, {spec.dim})"
+    else:
+        low, high = (np.asarray(b, dtype=np.float32) if b else None for b in (spec.low, spec.high))
+        outside = ~np.isfinite(action)
+        if low is not None and high is not None:
+            outside |= (action < low) | (action > high)
+        where = f"actions must be finite and inside [{spec.low}, {spec.high}]"
+    if outside.any():
+        row = int(np.argwhere(outside)[0][0])
+        raise CorruptEpisodeError(f"action.npy row {row} holds {action[row].tolist()}; {where}")
+    reward = np.load(path / "reward.npy", mmap_mode="r", allow_pickle=False)
+    if not np.isfinite(reward).all():
+        row = int(np.argwhere(~np.isfinite(reward))[0][0])
+        raise CorruptEpisodeError(f"reward.npy row {row} holds {float(reward[row])}; rewards must be finite")
