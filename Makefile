@@ -9,8 +9,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
-ENV ?= ALE/Pong-v5
-PRESET ?= tiny
+# make run: C trained from scratch, only in the dream of the shipped TakeCover V + M (~10 min on 2 cores).
+# A whole run from pixels instead: make run RUN_ARGS="--env ALE/Pong-v5 --preset tiny"
+RUN_ARGS ?= --from takecover-worldmodels-cpu --preset quick
 RUN_DIR ?= runs/quickstart
 PY := $(VENV)/bin/python
 
@@ -26,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(VENV)/bin/wm worldmodels --env $(ENV) --preset $(PRESET) --run-dir $(RUN_DIR)
+	$(VENV)/bin/wm worldmodels $(RUN_ARGS) --run-dir $(RUN_DIR)
 
 test: setup
 	$(PY) -m pytest -q

@@ -13,6 +13,7 @@ Kinds (``--what``)::
     imagine      Dreamer imagination alone: B*T starts x horizon prior steps per second
     dream        World Models controller-in-dream: population x repeats x T dream steps per second
     loader       ChunkDataModule delivery rate (V's batches from an on-disk store) per --num-workers value
+    plan         one CEM planning call per family: envs x candidates x particles x horizon imagined steps per second
     all          every kind above, one record per kind
 
 Sizes come from the families' own presets: ``--preset S`` = World Models ``paper`` sizes (z 32, LSTM 256,
@@ -29,16 +30,17 @@ from collections.abc import Callable
 
 from trainers.bench_config import DEFAULT_PRESET, KINDS, PRESETS, BenchConfig, bench_collection, steps_and_warmup  # noqa: F401 - PRESETS re-exported for the CLI
 from trainers.bench_models import (bench_dream_controller, bench_dreamer_step, bench_imagine, bench_loader,
-                                   bench_worldmodels)
+                                   bench_plan, bench_worldmodels)
 from worldmodels.config import save_json_atomic
 
 CONFIG = BenchConfig
+CLI_ALIASES = {"--env-id": "env"}  # the flag's old spelling; --env as on every other command
 
 
 def _run_collect(config: BenchConfig) -> dict:
     steps, warmup = steps_and_warmup(config, "collect")
     return bench_collection(
-        config.env_id, config.num_envs, steps=steps, warmup=warmup,
+        config.env, config.num_envs, steps=steps, warmup=warmup,
         repeats=config.repeats, image_size=config.image_size, seed=config.seed,
     )
 
@@ -56,6 +58,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig], dict]] = {
     "imagine": bench_imagine,
     "dream": bench_dream_controller,
     "loader": bench_loader,
+    "plan": bench_plan,
     "all": bench_all,
 }
 

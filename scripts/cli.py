@@ -15,7 +15,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from worldmodels.config import ConfigError, add_config_args, build_config
+from worldmodels.config import ConfigError, WriteError, add_config_args, build_config, preset_config
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,14 @@ COMMANDS: dict[str, Command] = {
     "finetune": Command("scripts.finetune", "Fine-tune a pretrained world model on another env, new data or a new reward."),
     "bench-finetune": Command("scripts.bench_finetune", "Benchmark (JSON): steps for a fine-tuned vs a from-scratch world model to reach the same val loss."),
     "evaluate": Command("scripts.evaluate", "Play any saved model (a run, an export or a shipped name) in the real env next to a random policy on the same seeds."),
+    "tdmpc": Command("scripts.tdmpc", "Train a TD-MPC2-style value-equivalent model online (MPPI + value + prior), then evaluate it vs random."),
+    "mbpo": Command("scripts.mbpo", "Train SAC on real + branched PETS-model rollouts (MBPO), then evaluate it vs random."),
+    "serve": Command("scripts.serve", "Serve any saved model's policy over HTTP (sessions batched into shared forward passes; token auth)."),
+    "serve-load": Command("scripts.serve_load", "Load-test a running `wm serve`: N concurrent sessions for T seconds -> throughput, p50/p99 latency, errors (JSON)."),
+    "import": Command("scripts.import_data", "Import recorded episodes (.npz directory or Minari dataset) into an episode store, validated first."),
+    "doctor": Command("scripts.doctor", "Check an env (gymnasium API, spaces, rendering, seeding, speed) and print the command that trains on it."),
+    "pets": Command("scripts.pets", "PETS online: refit a probabilistic ensemble every episode, act by CEM-MPC over it, then evaluate it vs random."),
+    "plan": Command("scripts.plan", "Plan with any saved world model (MPC: shooting, CEM, iCEM, MPPI) in the real env next to random on the same seeds."),
 }
 
 
@@ -42,8 +50,22 @@ class UserError(Exception):
     """An error the user can fix; printed as one line, without a traceback."""
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The full parser; with ``only``, just that subcommand gets its options (the others import nothing)."""
+def chosen_preset(argv: list[str]) -> str | None:
+    """The ``--preset`` on the command line (``--preset X`` or ``--preset=X``), if any; looked up before parsing
+    so that ``--help`` can show the defaults that preset gives."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("--preset")
+    try:
+        return pre.parse_known_args(argv)[0].preset
+    except argparse.ArgumentError:  # `--preset` without a name: the full parser reports it
+        return None
+
+
+def build_parser(only: str | None = None, preset: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, just that subcommand gets its options (the others import nothing).
+
+    The options' ``--help`` shows the defaults after ``preset`` (else the module's ``DEFAULT_PRESET``) is applied.
+    """
     parser = argparse.ArgumentParser(
         prog="wm",
         description="worldmodels: world models with latent imagination (World Models V+M+C and Dreamer).",
@@ -56,10 +78,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         module = importlib.import_module(command.module)
         p = sub.add_parser(name, help=command.help, description=(module.__doc__ or command.help).strip().splitlines()[0])
         presets = getattr(module, "PRESETS", None)
+        default_preset = getattr(module, "DEFAULT_PRESET", None)
         if presets:
-            p.add_argument("--preset", choices=sorted(presets), default=getattr(module, "DEFAULT_PRESET", None),
-                           help=f"named size preset applied before explicit flags (default: {getattr(module, 'DEFAULT_PRESET', None)})")
-        add_config_args(p, module.CONFIG)
+            p.add_argument("--preset", choices=sorted(presets), default=default_preset,
+                           help=f"named size preset applied before explicit flags (default: {default_preset})")
+        shown = preset if presets and preset in presets else default_preset if presets else None
+        add_config_args(p, module.CONFIG, shown=preset_config(module.CONFIG, presets, shown),
+                        shown_as=f"with --preset {shown}" if shown else "")
         for flag, dest in getattr(module, "CLI_ALIASES", {}).items():  # e.g. --from for a field named `source`
             p.add_argument(flag, dest=dest, default=None, help=f"same as --{dest.replace('_', '-')}")
         p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
@@ -70,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # Import only the module of the subcommand being run (or none for `wm --help`): keeps the CLI fast.
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=chosen if chosen in COMMANDS else "")
+    parser = build_parser(only=chosen if chosen in COMMANDS else "", preset=chosen_preset(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -81,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(json.dumps(config.__dict__, indent=2, default=str))
             return 0
-        module.run(config)
-    except (ConfigError, UserError, ValueError, FileNotFoundError, PermissionError) as error:
+        result = module.run(config)
+    except (ConfigError, UserError, ValueError, FileNotFoundError, PermissionError, WriteError) as error:
         # One line, no traceback: every user-facing check raises one of these with a full message.
         # WM_DEBUG=1 re-raises, for developers who want the traceback.
         if os.environ.get("WM_DEBUG"):
@@ -92,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"wm {args.command}: interrupted; completed work is on disk and the run resumes where it stopped", file=sys.stderr)
         return 130
-    return 0
+    # A command reports a finding that is not an error (wm doctor: a broken env) with an exit_code in its result.
+    return int(result.get("exit_code", 0)) if isinstance(result, dict) else 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Both also go to TensorBoard under ``--logdir`` (tags ``dreams/open_loop/sample_<
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +24,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from trainers.callbacks import latent_traversal_grid, open_loop_kpis
 from worldmodels import viz
-from worldmodels.config import arg
+from worldmodels.config import arg, read_json
 from worldmodels.dreams import dream, load_dream_models, open_loop, reconstruct
 from worldmodels.driver import record_episode
 from worldmodels.envs import ActionSpec, make_vector
 from worldmodels.policies import RandomPolicy
-from worldmodels.profiling import resolve_device
+from worldmodels.profiling import resolve_device, set_threads
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -48,6 +47,7 @@ class DreamConfig:
     scale: int = arg(2, "integer upscale of the frames in the clips (64 px frames are small on screen)", minimum=1)
     mp4: bool = arg(True, "also write MP4 clips when an encoder (imageio-ffmpeg or av) is installed")
     device: str = arg("auto", "torch device for the model", choices=DEVICES)
+    threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
 
 
 CONFIG = DreamConfig
@@ -73,8 +73,8 @@ def resolve_env(config: DreamConfig) -> str:
     path = Path(config.checkpoint)
     for candidate in (path / "config.json", path.parent / "config.json", path / "episodes" / "store.json",
                       path.parent / "episodes" / "store.json"):
-        values = json.loads(candidate.read_text()) if candidate.is_file() else {}
-        if isinstance(values, dict) and (values.get("env_id") or values.get("env")):
+        values = read_json(candidate, default={})
+        if values.get("env_id") or values.get("env"):
             return values.get("env_id") or values.get("env")
     raise ValueError(f"--env is required: {config.checkpoint} does not name the env it was trained on")
 
@@ -108,6 +108,7 @@ def _clip(frames: np.ndarray, path: Path, fps: float, mp4: bool, written: dict[s
 def run(config: DreamConfig) -> dict:
     """Load the model, collect the real episodes, write the clips and summaries; returns the paths and KPIs."""
     validate(config)
+    set_threads(config.threads)
     env_id = resolve_env(config)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)

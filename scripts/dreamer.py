@@ -6,11 +6,16 @@ episodes to ``RUN_DIR/episodes`` (an EpisodeStore), ``RUN_DIR/eval.json`` (the o
 ``RUN_DIR/results.json``, and resumes from ``last.ckpt`` when rerun (a finished run, rerun with
 the same config, is left as it is). The config, presets (sizes and
 parameter counts), Trainer and fit are :mod:`trainers.dreamer_run`.
+
+``--store DIR`` first pretrains on a recorded episode store with no env (:mod:`trainers.offline`,
+``--pretrain-steps`` gradient steps into ``RUN_DIR/offline/``), then goes on online from those weights;
+``--online false --evaluate false`` trains offline only and makes no env at all.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -18,16 +23,21 @@ import lightning as L
 
 from trainers.distributed import is_rank_zero, rank_store_dir
 from trainers.dreamer_run import PRESETS, DreamerRunConfig, build, env_options, evaluate, fit_online, gradient_steps, make_trainer
+from trainers.dreamer_module import DreamerModule
+from trainers.offline import pretrain
+from trainers.online import OnlineReplay
 from trainers.performance import keep_cpu_heap
 from worldmodels import profiling
-from worldmodels.config import save_json_atomic, to_dict
+from worldmodels.config import check_same_settings, save_json_atomic, to_dict
+from worldmodels.data.store import EpisodeStore
 from worldmodels.envs import is_atari
 from worldmodels.envs.toy import register_toy_envs
-from worldmodels.evaluation import summary_line, write_eval
+from worldmodels.evaluation import result_table, write_eval
 from worldmodels.locking import exclusive_lock
 from worldmodels.models.conv import check_image_size
 
 CONFIG = DreamerRunConfig
+CLI_ALIASES = {"--accelerator": "device"}  # the flag's old spelling; --device as on every other command
 DEFAULT_PRESET = "tiny"
 __all__ = ["CONFIG", "DEFAULT_PRESET", "PRESETS", "DreamerRunConfig", "run"]
 
@@ -37,15 +47,16 @@ def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> di
     if not is_rank_zero():
         return train(config, callbacks=callbacks)
     run_dir = Path(config.run_dir)
-    with exclusive_lock(run_dir, what="run directory"), exclusive_lock(run_dir / "episodes", what="episode store"):
+    # Offline only, nothing is written to RUN_DIR/episodes; a --store is only read (other runs may share it).
+    collecting = nullcontext() if config.store and not config.online else exclusive_lock(run_dir / "episodes", what="episode store")
+    with exclusive_lock(run_dir, what="run directory"), collecting:
         return train(config, callbacks=callbacks)
 
 
-def finished_result(run_dir: Path, config: DreamerRunConfig) -> dict | None:
-    """``results.json`` of a run in ``run_dir`` that finished with exactly ``config``, else ``None``."""
+def finished_result(run_dir: Path) -> dict | None:
+    """``results.json`` of a run that finished in ``run_dir`` (with this run's settings: see :func:`train`), else ``None``."""
     try:
-        same = json.loads((run_dir / "config.json").read_text()) == to_dict(config)
-        return json.loads((run_dir / "results.json").read_text()) if same else None
+        return json.loads((run_dir / "results.json").read_text()) if (run_dir / "config.json").is_file() else None
     except (OSError, ValueError):
         return None
 
@@ -59,39 +70,84 @@ def train(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> 
     Logger and checkpoint writes happen on rank zero (Lightning); non-zero ranks return ``{"rank": r}``.
     """
     register_toy_envs()
-    is_atari(config.env)  # an unknown env id is a one-line error before the Trainer or any env starts
+    if config.online or not config.store or config.evaluate:
+        is_atari(config.env)  # an unknown env id is a one-line error before the Trainer or any env starts
     check_image_size(config.image_size, config.stages)
+    profiling.resolve_device({"gpu": "cuda"}.get(config.device, config.device))  # no GPU: one line, not Lightning's traceback
     keep_cpu_heap()  # activations reuse heap blocks instead of fresh pages each step (trainers/performance.py)
     profiling.set_threads(config.threads, rows=config.batch_size * config.seq_len, width=config.hidden)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    finished = finished_result(run_dir, config)
-    if finished is not None:  # resuming a finished fit would still step the envs once and re-draw the evaluation
+    # Other settings in a used run directory would mix two runs (or fail on a size mismatch deep in the resume).
+    # A larger --steps trains a finished run on from its last checkpoint; any other change is refused.
+    grown = check_same_settings(run_dir, config, may_grow=frozenset({"steps"}))
+    finished = finished_result(run_dir)
+    if finished is not None and not grown:  # resuming a finished fit would still step the envs once and re-draw the evaluation
         print(f"wm dreamer: {run_dir} already finished with this config ({finished['env_steps']} env steps); nothing to do")
         return finished
-    steps = gradient_steps(config)
-    trainer = make_trainer(config, run_dir, callbacks=callbacks)
-    # The Trainer knows this process's rank from the launcher's environment before fit starts.
-    rank, world_size = trainer.global_rank, trainer.world_size
-    if rank == 0:
-        save_json_atomic(run_dir / "config.json", to_dict(config))
-    module, replay = build(config, store_dir=str(rank_store_dir(run_dir / "episodes", rank, world_size)), rank=rank)
-    if steps > 0:
-        fit_online(trainer, module, replay, config)
-    if rank != 0:
-        return {"rank": rank, "env_steps": replay.env_steps}
+    logger = None
+    if config.store and not config.online:  # offline only: no Trainer of the online phase, no env
+        if is_rank_zero():
+            save_json_atomic(run_dir / "config.json", to_dict(config))
+        module = pretrain(config, callbacks=callbacks)
+        replay, steps = module.replay, 0
+    else:
+        steps = gradient_steps(config)
+        trainer = make_trainer(config, run_dir, callbacks=callbacks)
+        logger = trainer.logger
+        # The Trainer knows this process's rank from the launcher's environment before fit starts.
+        rank, world_size = trainer.global_rank, trainer.world_size
+        if rank == 0:
+            save_json_atomic(run_dir / "config.json", to_dict(config))
+        module, replay = build(config, store_dir=str(rank_store_dir(run_dir / "episodes", rank, world_size)), rank=rank)
+        if config.store:  # pretrain offline, then go on online from those weights (a resume: from last.ckpt)
+            module.load_state_dict(pretrained_for(config, replay, callbacks).state_dict())
+        if steps > 0:
+            fit_online(trainer, module, replay, config)
+        if rank != 0:
+            return {"rank": rank, "env_steps": replay.env_steps}
     module.eval()
+    result = {"env": config.env, "env_steps": replay.env_steps, "gradient_steps": steps,
+              "pretrain_steps": config.pretrain_steps if config.store else 0,
+              "episodes_stored": len(replay.store) if replay.store is not None else 0,
+              "online_loop": online_loop_figures(replay)}
+    if not config.evaluate:
+        save_json_atomic(run_dir / "results.json", result)
+        print(f"wm dreamer: trained without evaluation (--evaluate false); evaluate with "
+              f"wm evaluate --run-dir {run_dir} --env ENV")
+        return result
     record = evaluate(module, config.env, episodes=config.eval_episodes, seed=config.seed + 10_000,
                       options=env_options(config), sample=config.eval_sample)
     write_eval(run_dir / "eval.json", record)
-    result = {"env": config.env, "env_steps": replay.env_steps, "gradient_steps": steps,
-              "episodes_stored": len(replay.store) if replay.store is not None else 0,
-              "eval_return": record["return_mean"], "random_return": record["random_mean"],
-              "eval_returns": record["returns"], "random_returns": record["random_returns"]}
+    result.update({"eval_return": record["return_mean"], "random_return": record["random_mean"],
+                   "eval_returns": record["returns"], "random_returns": record["random_returns"]})
     save_json_atomic(run_dir / "results.json", result)
-    if trainer.logger is not None:  # evaluation KPIs at x = env steps, next to the training curves
-        trainer.logger.log_metrics({"kpi/real_return": result["eval_return"], "kpi/random_return": result["random_return"]},
-                                   step=replay.env_steps)
-        trainer.logger.save()
-    print(f"wm dreamer: {summary_line(record)} ({replay.env_steps} env steps)")
+    if logger is not None:  # evaluation KPIs at x = env steps, next to the training curves
+        logger.log_metrics({"kpi/real_return": result["eval_return"], "kpi/random_return": result["random_return"]},
+                           step=replay.env_steps)
+        logger.save()
+    print(f"wm dreamer: {replay.env_steps} env steps\n{result_table(record)}\n-> {run_dir / 'eval.json'}")
     return result
+
+
+def online_loop_figures(replay: OnlineReplay) -> dict[str, float]:
+    """This process's online loop after the prefill: wall-time share of the updates, env steps/s, updates/s."""
+    figures = replay.metrics()
+    if "update_share" not in figures:
+        return {}
+    wall = figures["acting_seconds"] + figures["training_seconds"]
+    return {"update_share": round(figures["update_share"], 4), "acting_seconds": round(figures["acting_seconds"], 1),
+            "training_seconds": round(figures["training_seconds"], 1), "wall_seconds": round(wall, 1),
+            "env_steps_per_s": round(figures["timed_env_steps"] / wall, 2),
+            "updates_per_s": round(figures["timed_batches"] / wall, 3)}
+
+
+def pretrained_for(config: DreamerRunConfig, replay: OnlineReplay, callbacks: Sequence[L.Callback]) -> DreamerModule:
+    """The module pretrained on ``--store`` (:func:`trainers.offline.pretrain`), refused when its data cannot be the env's."""
+    stored = EpisodeStore.open(config.store).spec
+    if tuple(stored.obs_shape) != tuple(replay.obs_shape) or stored.action_spec != replay.action_spec:
+        have, want = stored.action_spec, replay.action_spec
+        raise ValueError(f"--store {config.store!r} holds {tuple(stored.obs_shape)} frames and {have.kind}({have.dim}) "
+                         f"actions (from {stored.env_id!r}), --env {config.env!r} gives {tuple(replay.obs_shape)} and "
+                         f"{want.kind}({want.dim}); pass the env the data came from and --image-size {stored.obs_shape[0]}")
+    return pretrain(config, callbacks=callbacks)

@@ -18,7 +18,7 @@ from worldmodels.config import arg
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
 from worldmodels.pretrained import evaluate_model
-from worldmodels.profiling import resolve_device
+from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import SHIPPED, load
 
 
@@ -35,6 +35,7 @@ class EvaluateConfig:
     frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = the model's / env default)", minimum=1)
     sample: bool = arg(False, "Dreamer: sample the actor's actions instead of taking its mode")
     device: str = arg("auto", "torch device of the model: auto, cpu or cuda")
+    threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
 
 
 CONFIG = EvaluateConfig
@@ -42,6 +43,7 @@ CONFIG = EvaluateConfig
 
 def run(config: EvaluateConfig) -> dict:
     register_toy_envs()
+    set_threads(config.threads)
     device = resolve_device(config.device)
     try:
         model = load(config.run_dir, device)
@@ -57,5 +59,5 @@ def run(config: EvaluateConfig) -> dict:
     name = f"eval-{re.sub(r'[^A-Za-z0-9.-]+', '_', config.env)}.json" if other_env else "eval.json"
     path = Path(config.out) if config.out else Path(name) if SHIPPED in root.parents else root / name
     write_eval(path, record)
-    print(f"wm evaluate: {summary_line(record)} (same seeds) -> {path}")
+    print(f"wm evaluate: {summary_line(record)} -> {path}")
     return record

@@ -22,7 +22,7 @@ import torch
 
 from scripts import dream
 from worldmodels.checkpoint import read_config
-from worldmodels.config import arg, directory_problem, save_json_atomic
+from worldmodels.config import arg, directory_problem, read_json, save_json_atomic
 from worldmodels.pretrained import export_from_run
 
 HELDOUT_SEED = 987_654  # never a collection, training or evaluation seed of any preset
@@ -40,6 +40,9 @@ class ExportConfig:
     heldout_episodes: int = arg(8, "fresh random-policy episodes for the held-out prediction error", minimum=1)
     context: int = arg(5, "real context frames before the open-loop prediction", minimum=1)
     horizon: int = arg(15, "predicted frames after the context (KPIs at 1, 5 and 15)", minimum=1)
+    device: str = arg("cpu", "torch device of the held-out measurement: auto, cpu or cuda (cpu: the card's figures "
+                             "match across machines)", choices=dream.DEVICES)
+    threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
 
 
 CONFIG = ExportConfig
@@ -53,16 +56,15 @@ def _hardware() -> str:
 def _run_facts(run_dir: Path) -> dict:
     """Data size and steps, read from what the run wrote."""
     facts: dict = {}
-    store = run_dir / "episodes" / "index.json"
-    if store.is_file():
-        episodes = json.loads(store.read_text())["episodes"]
+    index = read_json(run_dir / "episodes" / "index.json", what="an episode index", default=None)
+    if index is not None:
+        episodes = index.get("episodes", [])
         facts["episodes"] = len(episodes)
-        facts["frames"] = sum(int(e["length"]) for e in episodes)
-    if (run_dir / "config.json").is_file():
-        facts["max_episode_steps"] = json.loads((run_dir / "config.json").read_text()).get("max_episode_steps")
+        facts["frames"] = sum(int(e.get("length", 0)) for e in episodes)
+    facts["max_episode_steps"] = read_json(run_dir / "config.json", default={}).get("max_episode_steps")
     for name in ("eval.json", "results.json"):
         if (run_dir / name).is_file():
-            facts[name] = json.loads((run_dir / name).read_text())
+            facts[name] = read_json(run_dir / name, what="an evaluation record")
     return facts
 
 
@@ -133,7 +135,8 @@ def run(config: ExportConfig) -> dict:
     with tempfile.TemporaryDirectory() as logdir:
         heldout = dream.run(dream.DreamConfig(checkpoint=str(out), logdir=logdir, context=config.context,
                                               horizon=config.horizon, episodes=config.heldout_episodes,
-                                              seed=HELDOUT_SEED, mp4=False, device="cpu"))
+                                              seed=HELDOUT_SEED, mp4=False, device=config.device,
+                                              threads=config.threads))
     kpis = {k: round(v, 5) for k, v in heldout["kpis"].items()}
     pretrained = read_config(out)
     pretrained["metrics"] = {**pretrained.get("metrics", {}), **kpis}

@@ -14,14 +14,15 @@ import gymnasium
 import numpy as np
 import torch
 
-from worldmodels.config import arg
+from worldmodels.config import arg, file_problem
 from worldmodels.envs import EnvOptions, agent_frameskip, make_vector
 
-KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader")
+KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader", "plan")
 # Timed iterations per repeat and untimed warm-up iterations, per kind, when --steps / --warmup are not given.
-# collect: vector steps; worldmodels/dreamer: training steps; imagine: rollouts of `horizon`; dream: rollouts of T.
-DEFAULT_STEPS = {"collect": 500, "worldmodels": 3, "dreamer": 2, "imagine": 3, "dream": 1, "loader": 20}
-DEFAULT_WARMUP = {"collect": 50, "worldmodels": 1, "dreamer": 1, "imagine": 1, "dream": 1, "loader": 2}
+# collect: vector steps; worldmodels/dreamer: training steps; imagine: rollouts of `horizon`; dream: rollouts of T;
+# plan: planner calls (one scoring iteration each).
+DEFAULT_STEPS = {"collect": 500, "worldmodels": 3, "dreamer": 2, "imagine": 3, "dream": 1, "loader": 20, "plan": 3}
+DEFAULT_WARMUP = {"collect": 50, "worldmodels": 1, "dreamer": 1, "imagine": 1, "dream": 1, "loader": 2, "plan": 1}
 
 
 @dataclass
@@ -35,23 +36,27 @@ class BenchConfig:
                             "auto_threads), 0 = torch's default, n = exactly n")
     wm_preset: str = arg("paper", "World Models size preset (trainers/worldmodels_config.py PRESETS)")
     dreamer_preset: str = arg("S", "Dreamer size preset (trainers/dreamer_run.py PRESETS)")
-    env_id: str = arg("ALE/Pong-v5", "gymnasium env id for the collection benchmark")
+    env: str = arg("ALE/Pong-v5", "gymnasium env id for the collection benchmark (--env-id: the old spelling)")
     num_envs: int = arg(8, "parallel environments in the vector env")
     steps: Optional[int] = arg(None, "timed iterations per repeat (None = per-kind default, see DEFAULT_STEPS)")
     warmup: Optional[int] = arg(None, "untimed iterations before the first repeat (None = per-kind default)")
     repeats: int = arg(3, "timed repeats; the median and min/max are reported")
     image_size: int = arg(64, "observation side in pixels (collection benchmark)")
     dream_horizon: int = arg(1000, "T of the controller-in-dream benchmark (paper: 1000)")
+    plan_candidates: int = arg(256, "plan benchmark: candidate action sequences per env (x num_envs envs)")
+    plan_horizon: int = arg(12, "plan benchmark: planning horizon in model steps")
+    plan_particles: int = arg(1, "plan benchmark: model samples per candidate")
     loader_workers: str = arg("0,1,2", "comma-separated DataLoader worker counts for the loader benchmark")
     seed: int = arg(0, "seed for env resets, random actions and synthetic batches")
-    out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)")
+    out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)",
+                             check=lambda c: file_problem(c.out))
 
 
 DEFAULT_PRESET = "S"
 # Flat overrides, applied before explicit flags. `S` and `paper` both mean the paper-sized models of both families.
 PRESETS: dict[str, dict] = {
-    "debug": {"wm_preset": "debug", "dreamer_preset": "debug", "env_id": "worldmodels/Catch-v0", "num_envs": 2,
-              "image_size": 16, "dream_horizon": 16, "repeats": 2},
+    "debug": {"wm_preset": "debug", "dreamer_preset": "debug", "env": "worldmodels/Catch-v0", "num_envs": 2,
+              "image_size": 16, "dream_horizon": 16, "repeats": 2, "plan_candidates": 16, "plan_horizon": 4},
     "tiny": {"wm_preset": "tiny", "dreamer_preset": "tiny", "dream_horizon": 200},
     "S": {"wm_preset": "paper", "dreamer_preset": "S"},
     "S-v1": {"wm_preset": "paper", "dreamer_preset": "S-v1"},

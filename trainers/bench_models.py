@@ -1,4 +1,4 @@
-"""Model benchmarks of ``wm bench``: World Models V/M steps, Dreamer update, imagination, dream, loader."""
+"""Model benchmarks of ``wm bench``: World Models V/M steps, Dreamer update, imagination, dream, loader, planning."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from worldmodels.core import index_state
 from worldmodels.data.store import EpisodeStore
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.imagination.cmaes_dream import bench_dream
+from worldmodels.models.vm_world_model import VMWorldModel
+from worldmodels.planning import CEM
 from worldmodels.policies import RandomPolicy
 
 
@@ -247,3 +249,39 @@ def bench_loader(config: BenchConfig) -> dict:
             del iterator
     return _record("loader", config, device, steps=steps, warmup=warmup, batch_frames=batch, image_size=side,
                    workers=records)
+
+
+def bench_plan(config: BenchConfig) -> dict:
+    """Planning rate per family: one CEM call (one iteration) scores ``num_envs x plan_candidates x plan_particles``
+    sequences of ``plan_horizon`` steps in ONE ``imagine`` call; imagined steps/s = that product / seconds.
+
+    World Models V + M at the ``wm_preset`` sizes with 3 Box actions (CarRacing), CEM over a truncated normal;
+    Dreamer's RSSM at the ``dreamer_preset`` sizes with 6 discrete actions, CEM over categoricals.
+    """
+    device, precision = _setup(config)
+    steps, warmup = steps_and_warmup(config, "plan")
+    torch.manual_seed(config.seed)
+    wm = _wm_config(config)
+    box = ActionSpec("continuous", 3, (-1.0,) * 3, (1.0,) * 3)
+    vm = VMWorldModel(vae_module(wm).vae, mdnrnn_module(wm, box.dim).mdnrnn, box).to(device).eval()
+    models = {"worldmodels": vm, "dreamer": _dreamer_module(config)[0].world_model.to(device).eval()}
+    B, N, H, P = config.num_envs, config.plan_candidates, config.plan_horizon, config.plan_particles
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+    profiling.reset_peak_memory(device)
+    figures = {}
+    for family, world_model in models.items():
+        with torch.no_grad():  # a spread of start states: a few random-action prior steps from the initial state
+            warm = world_model.imagine(world_model.initial(B), RandomPolicy(world_model.action_spec, 0, device), 3)
+            start = index_state(warm.states, (slice(None), -1))  # (B, ...)
+        planner = CEM(world_model.action_spec, horizon=H, candidates=N, iterations=1, particles=P, seed=config.seed)
+
+        def plan(world_model=world_model, start=start, planner=planner) -> None:
+            with autocast:
+                planner.plan(world_model, start)
+
+        seconds = profiling.time_repeats(plan, steps=steps, repeats=config.repeats, warmup=warmup, device=device)
+        figures[family] = {"action_kind": world_model.action_spec.kind, "plans_per_s": profiling.rates(seconds),
+                           "ms_per_action": profiling.spread([1000.0 * s / B for s in seconds]),
+                           "imagined_steps_per_s": profiling.rates(seconds, B * N * P * H)}
+    return _record("plan", config, device, steps=steps, warmup=warmup, precision=precision, envs=B, candidates=N,
+                   horizon=H, particles=P, **figures)

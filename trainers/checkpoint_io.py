@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from worldmodels.checkpoint import CheckpointError, load_lightning_checkpoint
+from worldmodels.config import writing
 
 
 def previous_checkpoint(path: str | os.PathLike) -> Path:
@@ -38,7 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
+        with writing(path), open(tmp, "wb") as handle:  # a full disk: one line naming the checkpoint
             torch.save(checkpoint, handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -51,6 +51,10 @@ class DreamerRunConfig(DreamerAgentConfig):
 
     env: str = arg("worldmodels/Catch-v0", "gymnasium env id (ALE/Pong-v5, CarRacing-v3, worldmodels/Catch-v0, ...)")
     steps: int = arg(100_000, "agent (env) steps to train for, prefill included; frames = steps * frameskip", minimum=1)
+    store: str = arg("", "pretrain on this episode store (wm collect / wm import), with no env, before acting online")
+    pretrain_steps: int = arg(1000, "gradient steps on --store before the online phase (only with --store)", minimum=1)
+    online: bool = arg(True, "after pretraining on --store, train online for --steps env steps; false = offline only "
+                             "(no env is made, unless --evaluate)")
     run_dir: str = arg("runs/dreamer", "TensorBoard logs, checkpoints/last.ckpt, episodes/ and results.json",
                        check=lambda c: directory_problem(c.run_dir))
     image_size: int = arg(64, "observation side in pixels (multiple of 2**stages)", minimum=16, maximum=1024)
@@ -67,8 +71,10 @@ class DreamerRunConfig(DreamerAgentConfig):
                         f"must hold one --seq-len window per env: at least seq_len * num_envs = {c.seq_len * c.num_envs}")
     seed: int = arg(0, "seed of torch, envs and the replay sampler", minimum=0)
     eval_episodes: int = arg(10, "episodes of the trained actor (and of a random policy on the same seeds)", minimum=1)
+    evaluate: bool = arg(True, "evaluate the actor against random in the real env at the end; false = no evaluation")
     eval_sample: bool = arg(False, "evaluate with sampled actions instead of the actor's mode")
-    accelerator: str = arg("auto", "Lightning accelerator (auto, cpu, gpu)", choices=("auto", "cpu", "gpu", "cuda"))
+    device: str = arg("auto", "torch device: auto, cpu or cuda (gpu = cuda, Lightning's name; --accelerator: the old "
+                             "spelling of this flag)", choices=("auto", "cpu", "cuda", "gpu"))
     precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on GPU, 32-true on CPU")
     checkpoint_every: int = arg(1000, "gradient steps between checkpoints", minimum=1)
     log_every: int = arg(50, "gradient steps between log rows", minimum=1)
@@ -87,6 +93,12 @@ PRESETS: dict[str, dict] = {
               "eval_episodes": 5},
     "tiny": {"deter": 128, "hidden": 128, "stoch": 16, "classes": 16, "depth": 16, "stages": 4, "layers": 1,
              "image_size": 64, "batch_size": 8, "seq_len": 32},
+    # cpu: the Atari-100k protocol (64x64, action repeat 4, sticky actions) sized for 2 CPU cores and 2 h: tiny widths,
+    # B 16 x T 32 and replay ratio 128 (DreamerV3 uses 1024 at B 16 x T 64 on a GPU): 20k agent steps are ~4.8k
+    # gradient steps at ~1 step/s on 2 shared cores.
+    "cpu": {"deter": 128, "hidden": 128, "stoch": 16, "classes": 16, "depth": 16, "stages": 4, "layers": 1,
+            "image_size": 64, "batch_size": 16, "seq_len": 32, "replay_ratio": 128.0, "prefill": 1000,
+            "threads": "2", "checkpoint_every": 250, "eval_episodes": 10},
     "S": {"deter": 512, "hidden": 256, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
           "image_size": 64, "batch_size": 16, "seq_len": 64},
     # DreamerV3 arXiv v1 "S" = sheeprl's dreamer_v3_S (dense 512, 17.9M parameters): equal work for side-by-side speed.
@@ -142,18 +154,23 @@ def evaluate(module: DreamerModule, env_id: str, *, episodes: int, seed: int, op
 
 def on_gpu(config: DreamerRunConfig) -> bool:
     """Whether the run trains on a GPU (bf16 precision, channels-last convolutions, pinned batches)."""
-    return torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    return torch.cuda.is_available() and config.device in ("auto", "gpu", "cuda")
 
 
-def make_trainer(config: DreamerRunConfig, run_dir: Path, *, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """The one Trainer set-up for online Dreamer training (``wm dreamer``, ``wm finetune``)."""
+def make_trainer(config: DreamerRunConfig, run_dir: Path, *, callbacks: Sequence[L.Callback] = (),
+                 max_gradient_steps: int | None = None) -> L.Trainer:
+    """The one Trainer set-up for Dreamer training (``wm dreamer`` online and offline, ``wm finetune``).
+
+    ``max_gradient_steps`` (offline pretraining) replaces the count derived from ``--steps``.
+    """
+    total = gradient_steps(config) if max_gradient_steps is None else max_gradient_steps
     precision = config.precision or ("bf16-mixed" if on_gpu(config) else "32-true")
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                                   every_n_train_steps=config.checkpoint_every * OPTIMISERS_PER_STEP)
     return L.Trainer(
         plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
-        max_steps=gradient_steps(config) * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step
-        max_epochs=-1, accelerator=config.accelerator, precision=precision,
+        max_steps=total * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step
+        max_epochs=-1, accelerator={"cuda": "gpu"}.get(config.device, config.device), precision=precision,
         devices=config.devices, num_nodes=config.num_nodes,
         # three backward passes per step, each through one part (world model / actor / critic)
         strategy=lightning_strategy(config.strategy, find_unused_parameters=True),

@@ -40,7 +40,7 @@ from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.families.vm import DONE, save_stage
 from worldmodels.pretrained import ACTION_LAYERS, DREAMER, WORLDMODELS, evaluate_model, export_from_run, save_dreamer, transfer
-from worldmodels.profiling import resolve_device
+from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load, resolve
 
 FREEZE_CHOICES = ("none", "encoder", "dynamics")
@@ -61,6 +61,7 @@ class FinetuneConfig:
     learning_rate: float = arg(0.0, "learning rate of V, M and the Dreamer world model (0 = the preset's)", minimum=0)
     seed: int = arg(0, "seed for collection, training and evaluation", minimum=0)
     device: str = arg("auto", "torch device (World Models) / accelerator (Dreamer): auto, cpu, cuda/gpu")
+    threads: str = arg("", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n; empty = the family preset's")
 
 
 def resolve_source(source: str) -> Path:
@@ -147,8 +148,7 @@ def finetune_worldmodels(config: FinetuneConfig, source: Path, pretrained: dict,
     """Collect in the target env, fine-tune V then M from the checkpoint, re-train C in M's dream, evaluate."""
     register_toy_envs()
     wm = worldmodels_config(config, pretrained, env_id)
-    if wm.threads > 0:
-        torch.set_num_threads(wm.threads)
+    set_threads(config.threads or wm.threads)
     run_dir = Path(wm.run_dir)
     save_json_atomic(run_dir / "config.json", to_dict(wm))
     L.seed_everything(wm.seed, workers=True, verbose=False)
@@ -216,7 +216,7 @@ def dreamer_config(config: FinetuneConfig, pretrained: dict, env_id: str) -> Dre
     if config.learning_rate:
         overrides["model_lr"] = config.learning_rate
     if config.device != "auto":
-        overrides["accelerator"] = {"cuda": "gpu"}.get(config.device, config.device)
+        overrides["device"] = config.device
     run_cfg = apply_overrides(base, overrides, source="wm finetune")
     # env steps so that gradient_steps(run_cfg) == config.steps: replay_ratio replayed rows per env step.
     env_steps = run_cfg.prefill + math.ceil(config.steps * run_cfg.batch_size * run_cfg.seq_len / run_cfg.replay_ratio)
@@ -226,6 +226,7 @@ def dreamer_config(config: FinetuneConfig, pretrained: dict, env_id: str) -> Dre
 def finetune_dreamer(config: FinetuneConfig, source: Path, pretrained: dict, env_id: str, spec: ActionSpec) -> dict:
     """Online Dreamer training (the ``wm dreamer`` agent, replay and Trainer) started from the checkpoint."""
     cfg = dreamer_config(config, pretrained, env_id)
+    set_threads(config.threads or cfg.threads)
     run_dir = Path(cfg.run_dir)
     save_json_atomic(run_dir / "config.json", to_dict(cfg))
     module, replay = build(cfg, store_dir=str(run_dir / "episodes"))

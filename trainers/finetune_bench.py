@@ -30,11 +30,11 @@ from trainers.latents import LatentDataModule
 from trainers.losses import weighted_sum
 from trainers.worldmodels_stages import mdnrnn_module, stage_collect, vae_module
 from worldmodels.checkpoint import read_config
-from worldmodels.config import arg, save_json_atomic
+from worldmodels.config import arg, file_problem, save_json_atomic
 from worldmodels.data.latents import encode_store
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.pretrained import ACTION_LAYERS, DREAMER, WORLDMODELS, transfer
-from worldmodels.profiling import resolve_device
+from worldmodels.profiling import resolve_device, set_threads
 
 
 @dataclass
@@ -49,7 +49,9 @@ class BenchFinetuneConfig:
     run_dir: str = arg("runs/bench_finetune", "data and per-run logs")
     seed: int = arg(0, "seed of collection, initialisation and batches (both runs)")
     device: str = arg("auto", "auto, cpu or cuda")
-    out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)")
+    threads: str = arg("", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n; empty = the family preset's")
+    out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)",
+                             check=lambda c: file_problem(c.out))
 
 
 class ValHistory(L.Callback):
@@ -113,6 +115,7 @@ def bench_finetune(config: BenchFinetuneConfig) -> dict:
                         max_episode_steps=config.max_episode_steps, seed=config.seed, device=config.device)
     wm = worldmodels_config(ft, {**pretrained, "sizes": pretrained.get("sizes") if family == WORLDMODELS else _vae_like(pretrained)},
                             config.env)
+    set_threads(config.threads or wm.threads)
     store_dir = stage_collect(wm)  # one data set for every run (resumable)
     spec = target_action_spec(config.env, int(pretrained["obs_shape"][0]))
     accelerator = "gpu" if resolve_device(wm.device).type == "cuda" else "cpu"

@@ -24,6 +24,7 @@ saves it inside its checkpoints.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -43,14 +44,16 @@ from worldmodels.policies import RandomPolicy
 class StreamReplay:
     """``streams`` ring buffers of rows (store encoding); samples ``(T,)`` windows uniformly over all valid positions.
 
-    A driver hook: :meth:`on_row` appends the row of env ``i`` to stream ``i``.
+    A driver hook: :meth:`on_row` appends the row of env ``i`` to stream ``i``. ``obs_dtype`` is uint8 for frames,
+    float32 for state-vector envs (TD-MPC, MBPO).
     """
 
-    def __init__(self, *, streams: int, capacity: int, obs_shape: tuple[int, ...], action_spec: ActionSpec) -> None:
+    def __init__(self, *, streams: int, capacity: int, obs_shape: tuple[int, ...], action_spec: ActionSpec,
+                 obs_dtype: type = np.uint8) -> None:
         self.capacity = max(1, capacity // streams)
         self.action_spec = action_spec
         action_shape = () if action_spec.discrete else (action_spec.dim,)
-        shapes = {"obs": (obs_shape, np.uint8), "action": (action_shape, action_spec.store_dtype()),
+        shapes = {"obs": (obs_shape, obs_dtype), "action": (action_shape, action_spec.store_dtype()),
                   "reward": ((), np.float32), "terminated": ((), bool), "truncated": ((), bool), "is_first": ((), bool)}
         self.data = [{k: np.zeros((self.capacity, *s), d) for k, (s, d) in shapes.items()} for _ in range(streams)]
         self.count = [0] * streams  # rows ever written per stream
@@ -88,6 +91,24 @@ class StreamReplay:
         return batch_out
 
 
+def load_store(replay: StreamReplay, store: EpisodeStore) -> int:
+    """Lay the most recent stored episodes (as many as ``replay`` holds) end to end over its streams; returns rows."""
+    streams = len(replay.count)
+    budget, chosen = replay.capacity * streams, []
+    for info in reversed(store.episodes):
+        if budget < info.length:
+            break
+        chosen.append(info)
+        budget -= info.length
+    for index, info in enumerate(reversed(chosen)):
+        episode = store.load(info.name)
+        for t in range(len(episode)):
+            replay.add(index % streams, {
+                "obs": episode.obs[t], "action": episode.action[t], "reward": episode.reward[t],
+                "terminated": episode.terminated[t], "truncated": episode.truncated[t], "is_first": t == 0})
+    return sum(info.length for info in chosen)
+
+
 class OnlineReplay(IterableDataset):
     """Acts in ``num_envs`` envs with ``agent`` (a :class:`~worldmodels.core.Policy`, set before iterating past
     the prefill) and yields replay batches of ``(batch_size, seq_len)`` chunks."""
@@ -110,6 +131,10 @@ class OnlineReplay(IterableDataset):
         self.rng = np.random.default_rng(seed)
         self.env_steps = 0
         self.batches = 0
+        # Wall-time split of the online loop (issue 12): seconds inside the generator (env steps, acting,
+        # episode writes, batch sampling) vs. seconds the Trainer spent between batches (the updates).
+        self._acting_s, self._training_s, self._resumed_at = 0.0, 0.0, None
+        self._timed_steps, self._timed_batches = 0, 0  # env steps and batches inside the timed span
         self.episodes = 0
         self._recent_returns: list[float] = []
         self.driver: Driver | None = None
@@ -138,6 +163,12 @@ class OnlineReplay(IterableDataset):
     def metrics(self) -> dict[str, float]:
         """Counters and the mean return of episodes finished since the last call."""
         out = {"steps": float(self.env_steps), "episodes": float(self.episodes), "replay_rows": float(len(self.replay))}
+        wall = self._acting_s + self._training_s
+        if wall > 0:
+            out["update_share"] = self._training_s / wall
+            out["acting_seconds"] = self._acting_s
+            out["training_seconds"] = self._training_s
+            out["timed_env_steps"], out["timed_batches"] = float(self._timed_steps), float(self._timed_batches)
         if self._recent_returns:
             out["return"] = float(np.mean(self._recent_returns))
             self._recent_returns = []
@@ -165,19 +196,7 @@ class OnlineReplay(IterableDataset):
         return self.agent
 
     def _reload_store(self) -> None:
-        """Lay the most recent stored episodes (as many as replay holds) end to end over the streams."""
-        budget, chosen = self.replay.capacity * self.num_envs, []
-        for info in reversed(self.store.episodes):
-            if budget < info.length:
-                break
-            chosen.append(info)
-            budget -= info.length
-        for index, info in enumerate(reversed(chosen)):
-            episode = self.store.load(info.name)
-            for t in range(len(episode)):
-                self.replay.add(index % self.num_envs, {
-                    "obs": episode.obs[t], "action": episode.action[t], "reward": episode.reward[t],
-                    "terminated": episode.terminated[t], "truncated": episode.truncated[t], "is_first": t == 0})
+        load_store(self.replay, self.store)
 
     def on_episode(self, env_index: int, episode: dict[str, np.ndarray], complete: bool) -> None:
         """Driver hook: count every finished episode and keep its return for :meth:`metrics`."""
@@ -202,8 +221,18 @@ class OnlineReplay(IterableDataset):
         chunk = self.batch_size * self.seq_len
         while True:
             target = self.prefill + (self.batches + 1) * chunk / self.replay_ratio
+            began, steps_before = time.perf_counter(), self.env_steps
+            if self._resumed_at is not None:
+                self._training_s += began - self._resumed_at
             while self.env_steps < target or not self.replay.has_window(self.seq_len):
                 self.step()
             batch = self.replay.sample(self.rng, self.batch_size, self.seq_len)
             self.batches += 1
+            self._resumed_at = time.perf_counter()
+            if steps_before >= self.prefill:  # the random prefill is set-up, not the loop's steady state
+                self._acting_s += self._resumed_at - began
+                self._timed_steps += self.env_steps - steps_before
+                self._timed_batches += 1
+            else:
+                self._resumed_at = None
             yield batch

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from worldmodels.config import arg, directory_problem, given
-from worldmodels.data.store import ensure_writable_dir
-from worldmodels.envs import is_atari
+from worldmodels.data.store import EpisodeStore, ensure_writable_dir
+from worldmodels.envs import ActionSpec, is_atari, make
 from worldmodels.models.conv import check_image_size
 from worldmodels.profiling import resolve_device
 
@@ -21,6 +21,11 @@ DEFAULT_DREAM_HORIZON = 1000  # dream steps when neither --dream-horizon nor the
 @dataclass
 class WorldModelsConfig:
     env: str = arg("CarRacing-v3", "gymnasium env id (discrete or Box actions)")
+    store: str = arg("", "train on this episode store (wm collect / wm import) instead of collecting; no env is made "
+                         "for it (see --evaluate, --controller-env real)")
+    init_from: str = arg("", "a shipped name or exported World Models model (--from): its V and M are copied, not "
+                             "trained, and only C is trained, in its dream; the env, image size and V/M sizes come "
+                             "from the model, and --episodes only supplies the dream's start frames")
     run_dir: str = arg("runs/worldmodels", "directory for every stage's artifacts; rerun to resume",
                        check=lambda c: directory_problem(c.run_dir))
     seed: int = arg(0, "seed for collection, training and CMA-ES", minimum=0)
@@ -65,6 +70,8 @@ class WorldModelsConfig:
     final_repeats: int = arg(256, "rollouts to re-rank the best candidate against the CMA-ES mean at the end", minimum=1)
     real_max_steps: Optional[int] = arg(None, "real-env fitness: cap on steps per episode", minimum=1)
     eval_episodes: int = arg(100, "real-env evaluation episodes (paper: 100)", minimum=1)
+    evaluate: bool = arg(True, "evaluate C against random in the real env at the end; false = no evaluation "
+                               "(with --store: no env is made at all)")
     dream_every: int = arg(500, "optimiser steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off", minimum=0)
     checkpoint_every: int = arg(500, "Lightning checkpoint interval in optimiser steps", minimum=1)
     val_batches: int = arg(8, "validation batches per V / M validation pass", minimum=0)
@@ -104,10 +111,27 @@ PRESETS: dict[str, dict] = {
                 mdnrnn_steps=4000, mdnrnn_batch_size=32, mdnrnn_seq_len=100, population=32, repeats=8, generations=100,
                 temperature=1.15, sample_done=True, final_repeats=64, eval_episodes=100, dream_every=1000,
                 checkpoint_every=500, val_batches=4),
+    # quick: only C, trained in the dream of a pretrained V + M (`--from NAME`, e.g. takecover-worldmodels-cpu):
+    # 24 hold-policy episodes give the dream's start latents, CMA-ES 32 x 8 for 40 generations (the cpu run's dream
+    # fitness had risen from ~215 to ~600 by then), 20 evaluation episodes; about 10 min on 2 cores.
+    "quick": dict(device="cpu", threads=1, controller_env="dream", collect_policy="hold", episodes=24, num_envs=2,
+                  population=32, repeats=8, generations=40, temperature=1.15, sample_done=True, final_repeats=64,
+                  eval_episodes=20),
     "paper": dict(episodes=10_000, num_envs=16, z_dim=32, vae_depth=32, vae_batch_size=100, vae_lr=1e-4, vae_steps=100_000,
                   hidden_size=256, num_mixtures=5, mdnrnn_batch_size=100, mdnrnn_seq_len=999, mdnrnn_steps=20_000,
                   population=64, repeats=16, generations=1000, dream_horizon=1000, eval_episodes=100),
 }
+
+
+def pretrained_settings(model: Any) -> dict[str, Any]:
+    """The config fields a pretrained World Models model fixes (``--from``): its env and V / M sizes."""
+    if model.family != "worldmodels" or "mdnrnn" not in model.components:
+        raise ValueError(f"--from {model.path}: a {model.family} model without V and M; want a World Models model "
+                         f"with both (e.g. takecover-worldmodels-cpu; `wm checkpoints` lists them)")
+    vae, mdnrnn = model.config["sizes"]["vae"], model.config["sizes"]["mdnrnn"]
+    return {"env": model.env_id, "image_size": int(model.obs_shape[0]), "z_dim": vae["z_dim"],
+            "vae_depth": vae["depth"], "vae_stages": vae["stages"], "hidden_size": mdnrnn["hidden_size"],
+            "num_mixtures": mdnrnn["num_mixtures"]}
 
 
 def env_options(config: WorldModelsConfig) -> dict[str, Any]:
@@ -118,11 +142,39 @@ def env_options(config: WorldModelsConfig) -> dict[str, Any]:
 
 def validate(config: WorldModelsConfig) -> None:
     """One-line errors for settings that would fail only after collection: sizes, counts, the run directory."""
-    is_atari(config.env)  # unknown env id: one-line error naming close matches
+    if needs_env(config):
+        is_atari(config.env)  # unknown env id: one-line error naming close matches
     check_image_size(config.image_size, config.vae_stages)
     resolve_device(config.device)  # `--device tpu` or cuda without a GPU: one line now, not after collection
     for name in ("episodes", "num_envs", "z_dim", "hidden_size", "num_mixtures", "population", "repeats",
                  "eval_episodes"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(config, name)}")
+    if config.store:  # before the run directory is created
+        check_store(config)
     ensure_writable_dir(config.run_dir)
+
+
+def needs_env(config: WorldModelsConfig) -> bool:
+    """Whether the run makes an env: to collect (no --store), to evaluate, or for C's real-env fitness."""
+    return not config.store or config.evaluate or config.controller_env == "real"
+
+
+def check_store(config: WorldModelsConfig) -> None:
+    """``--store`` holds episodes of ``--image-size`` frames (and, when an env is made, of ``--env``'s actions)."""
+    spec = EpisodeStore.open(config.store).spec
+    if spec.obs_shape[:2] != (config.image_size, config.image_size):
+        raise ValueError(f"--store {config.store!r} holds {spec.obs_shape[0]}x{spec.obs_shape[1]} frames, not "
+                         f"--image-size {config.image_size}; pass --image-size {spec.obs_shape[0]} (or re-import "
+                         f"with wm import --image-size {config.image_size})")
+    if needs_env(config):
+        env = make(config.env, **env_options(config))
+        try:
+            actions = ActionSpec.from_space(env.action_space)
+        finally:
+            env.close()
+        if actions != spec.action_spec:
+            raise ValueError(f"--env {config.env!r} has {actions.kind}({actions.dim}) actions but --store "
+                             f"{config.store!r} holds {spec.action_spec.kind}({spec.action_spec.dim}) (recorded from "
+                             f"{spec.env_id!r}); pass the env the data came from, "
+                             "or --evaluate false to train without any env")

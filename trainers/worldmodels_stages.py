@@ -99,7 +99,9 @@ def load_stage(config: WorldModelsConfig, stage: str) -> torch.nn.Module:
 
 
 def stage_collect(config: WorldModelsConfig) -> Path:
-    """Random-policy rollouts into RUN_DIR/episodes (the collector itself resumes to the target total)."""
+    """Random-policy rollouts into RUN_DIR/episodes (the collector itself resumes to the target total); ``--store``: that store."""
+    if config.store:  # offline: train on the given store, make no env
+        return Path(config.store)
     store_dir = Path(config.run_dir) / "episodes"
     if not is_rank_zero():  # torchrun / srun start every rank at once: rank zero collects, the others wait
         wait_for_file(store_dir / DONE)
@@ -130,6 +132,15 @@ def fit_stage(config: WorldModelsConfig, stage: str, module: L.LightningModule, 
         save_json_atomic(out / DONE, {"steps": max_steps, **(done or {}), **metrics})
     barrier()  # other ranks load the component only after rank zero wrote it
     return metrics
+
+
+def copy_pretrained(config: WorldModelsConfig, components: dict[str, torch.nn.Module]) -> None:
+    """``--from``: a pretrained model's V and M become this run's finished ``vae`` and ``mdnrnn`` stages."""
+    for stage in ("vae", "mdnrnn"):
+        out = Path(config.run_dir) / stage
+        if not (out / DONE).exists():
+            save_stage(out, stage, components[stage].cpu())
+            save_json_atomic(out / DONE, {"steps": 0, "from": config.init_from})
 
 
 def stage_vae(config: WorldModelsConfig, store_dir: Path) -> ConvVAE:
@@ -175,6 +186,8 @@ def dream_horizon(config: WorldModelsConfig) -> int:
     """
     if config.dream_horizon is not None:
         return config.dream_horizon
+    if config.store:  # offline: the longest recorded episode stands in for the env's limit (rows = steps + 1)
+        return max(info.length for info in EpisodeStore.open(config.store).episodes) - 1
     env = make(config.env, **env_options(config))
     try:
         limit = env.spec.max_episode_steps if env.spec is not None else None  # env steps (frameskip included)

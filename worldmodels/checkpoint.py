@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from worldmodels.config import writing
 from worldmodels.finite import NonFiniteError
 from worldmodels.version import __version__
 
@@ -87,7 +88,8 @@ def save_pretrained(directory: str | Path, components: Mapping[str, nn.Module], 
         raise NonFiniteError(f"{directory}: refusing to write a model with non-finite weights ({bad} holds NaN or inf)")
     tmp_weights = directory / f".{WEIGHTS_NAME}.tmp"
     tmp_config = directory / f".{CONFIG_NAME}.tmp"
-    save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
+    with writing(directory / WEIGHTS_NAME):  # a full disk: one line naming the file
+        save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
     payload = {
         "format": FORMAT,
         "library_version": __version__,
@@ -95,12 +97,13 @@ def save_pretrained(directory: str | Path, components: Mapping[str, nn.Module], 
         **config,
         SHA256_KEY: {WEIGHTS_NAME: file_sha256(tmp_weights)},  # verified by read_tensors: a flipped bit is refused
     }
-    tmp_config.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    for tmp in (tmp_weights, tmp_config):
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-    os.replace(tmp_weights, directory / WEIGHTS_NAME)
-    os.replace(tmp_config, directory / CONFIG_NAME)
+    with writing(directory / CONFIG_NAME):
+        tmp_config.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        for tmp in (tmp_weights, tmp_config):
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp_weights, directory / WEIGHTS_NAME)
+        os.replace(tmp_config, directory / CONFIG_NAME)
     return directory
 
 

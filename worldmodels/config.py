@@ -16,14 +16,16 @@ Presets are flat, named dicts of field overrides; no preset inherits from anothe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import secrets
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 C = TypeVar("C")
 
@@ -79,14 +81,20 @@ def _converter(tp: Any):
     return str
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """Add one ``--option`` per dataclass field; defaults stay ``None`` so explicit flags are detectable."""
-    group = parser.add_argument_group(f"{cls.__name__} options")
+def add_config_args(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = (),
+                    shown: Any = None, shown_as: str = "") -> None:
+    """Add one ``--option`` per dataclass field; defaults stay ``None`` so explicit flags are detectable.
+
+    ``shown``: a ``cls`` instance whose values ``--help`` lists as the defaults (the config after the preset,
+    see :func:`preset_config`), ``shown_as`` naming where they come from; else the field defaults.
+    """
+    group = parser.add_argument_group(f"{cls.__name__} options" + (f" (defaults {shown_as})" if shown_as else ""))
+    shown = cls() if shown is None else shown
     for field in dataclasses.fields(cls):
         if field.name in skip:
             continue
         tp = _field_type(cls, field)
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        default = getattr(shown, field.name)
         help_text = field.metadata.get("help", "")
         group.add_argument(
             "--" + field.name.replace("_", "-"),
@@ -109,6 +117,16 @@ def apply_overrides(config: C, overrides: Mapping[str, Any], *, source: str) -> 
     return dataclasses.replace(config, **overrides)  # type: ignore[type-var]
 
 
+def preset_config(cls: type[C], presets: Mapping[str, Mapping[str, Any]] | None, preset: str | None) -> C:
+    """defaults -> preset: the config every flag then overrides (``--help`` shows its values)."""
+    config = cls()
+    if preset is not None:
+        if presets is None or preset not in presets:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(presets or {})}")
+        config = apply_overrides(config, presets[preset], source=f"preset {preset!r}")
+    return config
+
+
 def build_config(
     cls: type[C],
     namespace: argparse.Namespace | Mapping[str, Any] | None = None,
@@ -117,11 +135,7 @@ def build_config(
     preset: str | None = None,
 ) -> C:
     """defaults -> preset -> explicit flags (those not ``None`` in ``namespace``)."""
-    config = cls()
-    if preset is not None:
-        if presets is None or preset not in presets:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(presets or {})}")
-        config = apply_overrides(config, presets[preset], source=f"preset {preset!r}")
+    config = preset_config(cls, presets, preset)
     values = vars(namespace) if isinstance(namespace, argparse.Namespace) else dict(namespace or {})
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     explicit = {k: v for k, v in values.items() if k in names and v is not None}
@@ -183,6 +197,17 @@ def directory_problem(value: str) -> str | None:
     return None
 
 
+def file_problem(value: str) -> str | None:
+    """For ``arg(check=...)`` of an output file: what is wrong when a directory stands at the path or a file above it."""
+    path = Path(value)
+    if path.is_dir():
+        return "is a directory; give a file path (e.g. DIR/record.json)"
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"cannot be written: {str(parent)!r} is a file, not a directory"
+    return None
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """JSON-ready dict of a (possibly nested) dataclass config."""
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
@@ -194,6 +219,94 @@ def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
+# Settings a rerun into the same run directory may change: where and how fast it runs and how often it logs or
+# checkpoints, never what it computes (a resume is exact, and the dream summaries draw from their own RNG).
+# Everything else (sizes, seeds, steps, data, the evaluation's episodes) would mix two runs in one directory.
+RERUN_MAY_DIFFER = frozenset({"run_dir", "device", "accelerator", "threads", "log_every", "checkpoint_every",
+                              "dream_every"})
+
+
+def check_same_settings(run_dir: str | Path, config: Any, *, ignore: frozenset[str] = RERUN_MAY_DIFFER,
+                        may_grow: frozenset[str] = frozenset()) -> set[str]:
+    """Refuse, in one line naming the keys, a rerun whose settings differ from ``RUN_DIR/config.json``'s.
+
+    Keys missing from the saved file (fields added since it was written) and those in ``ignore`` are not compared.
+    Keys in ``may_grow`` (training budgets) may increase, to train a run on; returns those that did.
+    No ``config.json`` (a new run directory) passes.
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return set()
+    saved = read_json(path, what="the run's settings")
+    current = to_dict(config)
+    common = saved.keys() & current.keys()
+    grown = {key for key in common & may_grow if _grew(saved[key], current[key])}
+    differ = sorted(key for key in common if key not in ignore and key not in grown and saved[key] != current[key])
+    if differ:
+        changes = ", ".join(f"{_flag(key)} {saved[key]!r} -> {current[key]!r}" for key in differ)
+        raise ConfigError(f"{path} holds other settings than this run's ({changes}); rerun with those to resume, "
+                          f"or choose another --run-dir (only {', '.join(sorted(_flag(k) for k in ignore))} may differ"
+                          + (f"; {', '.join(sorted(_flag(k) for k in may_grow))} may grow" if may_grow else "") + ")")
+    return grown
+
+
+def _grew(before: Any, after: Any) -> bool:
+    return isinstance(before, (int, float)) and isinstance(after, (int, float)) and after > before
+
+
+_REQUIRED = object()
+
+
+def read_json(path: str | Path, *, what: str = "settings", default: Any = _REQUIRED) -> dict[str, Any]:
+    """The JSON object in ``path`` (``default`` when the file is missing and one is given).
+
+    A missing (without ``default``), unreadable or malformed file, or JSON that is not an object, is a one-line
+    error naming the file: the project's ``config.json``, ``store.json`` and ``eval.json`` are all objects.
+    """
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        if default is not _REQUIRED:
+            return default
+        raise FileNotFoundError(f"{path}: no such file (expected {what})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read {what}: {error}") from None
+    except ValueError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error}); restore the file or rerun what wrote it") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(values).__name__}, not an object ({what}); restore the file "
+                          "or rerun what wrote it")
+    return values
+
+
+class WriteError(OSError):
+    """A write the user can fix (a full disk, a file where a directory belongs): one line naming the path."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Around a write of ``path``: a full disk or a file in the way becomes a one-line :class:`WriteError`.
+
+    Every atomic writer (JSON, ``.npy``, safetensors, Lightning checkpoints) runs inside one, so ENOSPC from
+    numpy or torch reads the same everywhere instead of a traceback from deep inside the library.
+    """
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            raise WriteError(f"disk full writing {path}: free space or choose another --run-dir / --out") from None
+        if error.errno in (errno.ENOTDIR, errno.EISDIR):
+            raise WriteError(f"cannot write {path}: {os.strerror(error.errno).lower()}; give a file path whose "
+                             "folders are directories") from None
+        raise
+
+
 def save_json_atomic(path: str | Path, payload: Any) -> None:
     """Write JSON via a temp file + rename so a kill never leaves a half-written file.
 
@@ -203,11 +316,13 @@ def save_json_atomic(path: str | Path, payload: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "x") as handle:  # "x": never someone else's file; mode from the umask, as a plain write
-            handle.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
+        with writing(path):
+            with open(tmp, "x") as handle:  # "x": never someone else's file; mode from the umask, as a plain write
+                handle.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
+            os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a file in the way of the temp name leaves nothing to remove
+            tmp.unlink(missing_ok=True)
 
 
 def given(**values: Any) -> dict[str, Any]:

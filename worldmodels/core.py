@@ -80,7 +80,7 @@ class WorldModel(Protocol):
     :class:`worldmodels.models.world_model.DreamerWorldModel` (the RSSM of DreamerV3).
     """
 
-    obs_shape: tuple[int, int, int]
+    obs_shape: tuple[int, ...]  # (H, W, C) frames; (D,) for vector-observation families (PETS)
     action_spec: ActionSpec
     feature_dim: int
 

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -30,10 +30,12 @@ EVAL_KEYS = ("env", "seed", "episodes", "returns", "return_mean", "return_std",
 
 
 def run_episodes(env: gym.vector.VectorEnv, policy: Policy | Callable[[np.ndarray], Policy], *, episodes: int,
-                 seed: int, max_steps: int | None = None, device: torch.device | str = "cpu") -> np.ndarray:
+                 seed: int, max_steps: int | None = None, device: torch.device | str = "cpu",
+                 hooks: Sequence[Any] = ()) -> np.ndarray:
     """``(episodes,)`` undiscounted returns. ``policy`` is a Policy, or ``make(job_ids (E,)) -> Policy`` per wave.
 
-    ``max_steps`` cuts every episode after that many agent steps (its return so far counts).
+    ``max_steps`` cuts every episode after that many agent steps (its return so far counts). ``hooks`` are
+    driver hooks (:class:`~worldmodels.driver.DriverHook`) that see every row played, e.g. to score a model on them.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -42,7 +44,7 @@ def run_episodes(env: gym.vector.VectorEnv, policy: Policy | Callable[[np.ndarra
     for wave_start in range(0, episodes, num_envs):
         jobs = np.minimum(np.arange(wave_start, wave_start + num_envs), episodes - 1)  # (E,)
         wave_policy = policy(jobs) if callable(policy) and not hasattr(policy, "act") else policy
-        driver = Driver(env, wave_policy, device=device)
+        driver = Driver(env, wave_policy, hooks=hooks, device=device)
         driver.reset(seed=seed + wave_start)  # sub-env i -> seed + wave_start + i
         total = np.zeros(num_envs, dtype=np.float64)
         finished = np.zeros(num_envs, dtype=bool)
@@ -61,9 +63,10 @@ def run_episodes(env: gym.vector.VectorEnv, policy: Policy | Callable[[np.ndarra
 
 def evaluate_against_random(env: gym.vector.VectorEnv, policy: Policy, *, env_id: str, episodes: int, seed: int,
                             max_steps: int | None = None, device: torch.device | str = "cpu",
-                            random_returns: np.ndarray | None = None) -> dict[str, Any]:
-    """The agent and a uniform random policy on the same seeds -> the ``eval.json`` dict."""
-    returns = run_episodes(env, policy, episodes=episodes, seed=seed, max_steps=max_steps, device=device)
+                            random_returns: np.ndarray | None = None, hooks: Sequence[Any] = ()) -> dict[str, Any]:
+    """The agent and a uniform random policy on the same seeds -> the ``eval.json`` dict (``hooks``: the agent's)."""
+    returns = run_episodes(env, policy, episodes=episodes, seed=seed, max_steps=max_steps, device=device,
+                           hooks=hooks)
     if random_returns is None:
         random = RandomPolicy(ActionSpec.from_space(env.single_action_space), seed=seed)
         random_returns = run_episodes(env, random, episodes=episodes, seed=seed, max_steps=max_steps)
@@ -96,7 +99,39 @@ def write_eval(path: str | Path, record: dict[str, Any]) -> Path:
     return path
 
 
+def margin_in_standard_errors(record: dict[str, Any]) -> float:
+    """Mean paired difference agent - random over the same seeds, in standard errors of that mean.
+
+    ``(mean(d) / (std(d, ddof=1) / sqrt(n)))`` with ``d_j = return_j - random_j``: the margin issue 11 asks to be
+    >= 3 (a random policy matches random within about 2 SE 95% of the time). NaN below two episodes; +-inf
+    when every difference is equal and non-zero.
+    """
+    d = np.asarray(record["returns"], dtype=np.float64) - np.asarray(record["random_returns"], dtype=np.float64)
+    if d.size < 2:
+        return float("nan")
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    if se == 0:
+        return 0.0 if d.mean() == 0 else float(np.sign(d.mean()) * np.inf)
+    return float(d.mean() / se)
+
+
+def result_table(record: dict[str, Any]) -> str:
+    """The agent-vs-random table a training command ends with (mean ± std, episodes, margin in SE)."""
+    rows = [f"{record['env']}: {record['episodes']} episodes, the same seeds for both policies",
+            f"  {'policy':<8}{'mean':>10}{'std':>10}",
+            f"  {'agent':<8}{record['return_mean']:>10.2f}{record['return_std']:>10.2f}",
+            f"  {'random':<8}{record['random_mean']:>10.2f}{record['random_std']:>10.2f}",
+            f"  margin {margin_in_standard_errors(record):+.1f} standard errors of the paired difference"]
+    if record["return_mean"] < record["random_mean"]:
+        rows.append("  WARNING: the agent is worse than random")
+    return "\n".join(rows)
+
+
 def summary_line(record: dict[str, Any]) -> str:
-    """``agent 12.3 ± 4.5 vs random 0.1 ± 1.2 (10 episodes, env X)``."""
-    return (f"agent {record['return_mean']:.2f} ± {record['return_std']:.2f} vs random "
-            f"{record['random_mean']:.2f} ± {record['random_std']:.2f} ({record['episodes']} episodes, {record['env']})")
+    """``agent 12.3 ± 4.5 vs random 0.1 ± 1.2 (10 episodes, same seeds; margin +5.1 SE, env X)``; warns when worse."""
+    line = (f"agent {record['return_mean']:.2f} ± {record['return_std']:.2f} vs random "
+            f"{record['random_mean']:.2f} ± {record['random_std']:.2f} ({record['episodes']} episodes, same seeds; "
+            f"margin {margin_in_standard_errors(record):+.1f} SE, {record['env']})")
+    if record["return_mean"] < record["random_mean"]:
+        line += " -- WARNING: the agent is worse than random"
+    return line

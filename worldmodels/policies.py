@@ -13,6 +13,7 @@ the Box for continuous ones, so the env executes exactly what the driver records
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -188,18 +189,31 @@ class ModelPolicy:
 
 
 class PlannerPolicy(ModelPolicy):
-    """Model-predictive control: filter with the world model, plan, execute the plan's first action."""
+    """Model-predictive control: filter with the world model, plan, execute the plan's first action.
+
+    State: ``(model state, plan (B, H, A))``. The plan is kept per env in its own slot (a family's
+    ``observe`` reads only its own keys) and handed back to planners that warm-start, i.e. whose ``plan``
+    takes ``previous=`` and ``is_first=`` (those of :mod:`worldmodels.planning`); they drop it where
+    ``is_first``.
+    """
 
     def __init__(self, world_model: WorldModel, planner: Planner, *, device: torch.device | str | None = None) -> None:
         super().__init__(world_model, head=None, device=device)  # type: ignore[arg-type]
         self.planner = planner
+        self.warm_start = "previous" in inspect.signature(planner.plan).parameters
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+    def act(self, obs: torch.Tensor, is_first: torch.Tensor,
+            state: tuple[State, torch.Tensor] | None) -> tuple[torch.Tensor, tuple[State, torch.Tensor]]:
         obs, is_first = obs.to(self.device), is_first.to(self.device).bool()
-        _, last = self.world_model.observe(obs.unsqueeze(1), None, is_first.unsqueeze(1), state)
-        action = clip_to_space(self.action_spec, self.planner.plan(self.world_model, last)[:, 0])  # (B, A)
-        return action, {**last, "action": action}
+        model_state, previous = (None, None) if state is None else state
+        _, last = self.world_model.observe(obs.unsqueeze(1), None, is_first.unsqueeze(1), model_state)
+        if self.warm_start and previous is not None:
+            plan = self.planner.plan(self.world_model, last, previous=previous, is_first=is_first)
+        else:
+            plan = self.planner.plan(self.world_model, last)  # (B, H, A)
+        action = clip_to_space(self.action_spec, plan[:, 0])  # (B, A)
+        return action, ({**last, "action": action}, plan)
 
 
 def _module_device(module: Any) -> torch.device:

@@ -19,17 +19,16 @@ fresh initialisation, except the observation/latent columns of an input projecti
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from worldmodels.checkpoint import CheckpointError, LoadReport, load_into, read_config, read_tensors
-from worldmodels.config import given
+from worldmodels.config import given, read_json
 from worldmodels.controllers.linear import PopulationController
-from worldmodels.envs import make_vector
+from worldmodels.core import Policy
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.evaluation import evaluate_against_random
 from worldmodels.families import dreamer, vm
@@ -126,11 +125,11 @@ def export_from_run(run_dir: str | Path, out_dir: str | Path | None = None) -> P
     model = assemble(name, config, tensors, path=run_dir)
     common = dict(env_id=model.env_id, env_options=model.env_options)
     if name == WORLDMODELS:
-        run_config = _json(run_dir / "config.json")
+        run_config = read_json(run_dir / "config.json", default={})
         steps = {k: run_config[k] for k in ("vae_steps", "mdnrnn_steps", "generations", "episodes") if k in run_config}
         return vm.save_whole(out, model.components, action_spec=model.action_spec, obs_shape=model.obs_shape,
-                             training_steps=steps, metrics=_numbers(_json(run_dir / "eval.json")), **common)
-    results = _json(run_dir / "results.json")
+                             training_steps=steps, metrics=_numbers(read_json(run_dir / "eval.json", what="an evaluation", default={})), **common)
+    results = read_json(run_dir / "results.json", what="results", default={})
     steps = {k: int(v) for k, v in {"gradient_steps": results.get("gradient_steps"),
                                     "env_steps": config["checkpoint"].get("env_steps")}.items() if v is not None}
     return dreamer.save_whole(out, model.components, agent_config=config["config"], training_steps=steps,
@@ -153,23 +152,29 @@ def check_env_fits(model: Pretrained, vec_env: Any, env_id: str) -> None:
 
 def evaluate_model(model: Pretrained, *, episodes: int, seed: int, env_id: str = "", num_envs: int = 8,
                    max_episode_steps: int | None = None, frameskip: int | None = None, sample: bool = False,
-                   device: str | torch.device = "cpu") -> dict[str, Any]:
+                   device: str | torch.device = "cpu", policy: Policy | None = None,
+                   hooks: Sequence[Any] = ()) -> dict[str, Any]:
     """A loaded model's policy vs uniform random on the same seeds in its env: the ``eval.json`` record.
 
-    Env options are the model's own (image size, frameskip, episode cap), overridden by those given here.
+    Env options are the model's own (image size, frameskip, episode cap), overridden by those given here; the
+    env is the family's (``Family.make_env``: pixels, or PETS' vector observations).
+    ``policy`` plays instead of the model's own (e.g. a planner over its world model, ``wm plan``); ``hooks``
+    (driver hooks) see its episodes.
     """
-    if model.world_model is None or (model.family == WORLDMODELS and "controller" not in model.components):
+    no_policy = model.world_model is None or (model.family == WORLDMODELS and "controller" not in model.components)
+    if policy is None and no_policy:
         raise FileNotFoundError(f"{model.path}: holds no trained policy yet (components {sorted(model.components)}); "
                                 f"finish its training first")
     env_id = env_id or model.env_id
     if not env_id:
         raise FileNotFoundError(f"{model.path}: does not name the env it was trained on; pass the env id")
     options = {**model.env_options, **given(max_episode_steps=max_episode_steps, frameskip=frameskip)}
-    vec_env = make_vector(env_id, min(num_envs, episodes), seed=seed, **options)
+    vec_env = FAMILIES[model.family].make_env(env_id, min(num_envs, episodes), seed=seed, **options)
     try:
         check_env_fits(model, vec_env, env_id)
-        return evaluate_against_random(vec_env, model.policy(sample=sample, seed=seed), env_id=env_id,
-                                       episodes=episodes, seed=seed, device=device)
+        own = model.policy(sample=sample, seed=seed) if policy is None else policy
+        return evaluate_against_random(vec_env, own, env_id=env_id, episodes=episodes, seed=seed, device=device,
+                                       hooks=hooks)
     finally:
         vec_env.close()
 
@@ -178,5 +183,3 @@ def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -160,9 +160,9 @@ def set_threads(threads: int | str, *, rows: int = 1024, width: int = 512) -> in
         try:
             count = int(threads)
         except ValueError:
-            raise ValueError(f"threads must be 'auto' or an integer >= 0, got {threads!r}") from None
+            raise ValueError(f"--threads must be 'auto' or an integer >= 0, got {threads!r}") from None
         if count < 0:
-            raise ValueError(f"threads must be 'auto' or an integer >= 0, got {threads!r}")
+            raise ValueError(f"--threads must be 'auto' or an integer >= 0, got {threads!r}")
         if count > 0:
             torch.set_num_threads(count)
     return torch.get_num_threads()

@@ -6,6 +6,8 @@
     world_model(components, config) -> WorldModel       the family's core.WorldModel over those modules
     head(components, config, sample=) -> LatentPolicy   its acting head (None: the model cannot act)
     is_run(path), read_layout(path) -> (config, tensors) its training-run layout, read as the exchange format
+    policy(world_model, config, seed=) -> Policy       optional: how a family WITHOUT a head acts (PETS: CEM-MPC)
+    make_env(env_id, num_envs, seed=, **options)       the vector env it acts in (default: the pixel factory)
 
 What :func:`load` accepts (all torch + safetensors; no Lightning is imported and nothing is unpickled)::
 
@@ -13,6 +15,7 @@ What :func:`load` accepts (all torch + safetensors; no Lightning is imported and
     DIR/config.json            a whole-model directory of any family (model.safetensors + config.json)
     RUN/vae/ ... RUN/controller/   a `wm worldmodels` run (or one of its stage directories)
     RUN/checkpoints/last.ckpt  a `wm dreamer` run, or the .ckpt itself (read with weights_only=True)
+    RUN/model/                 a `wm pets` run (its whole model)
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from torch import nn
 
 from worldmodels.checkpoint import CheckpointError, load_into, read_config
 from worldmodels.core import LatentPolicy, Policy, WorldModel
+from worldmodels.envs import make_vector
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.families import dreamer, vm
+from worldmodels.pets import family as pets
 from worldmodels.policies import ModelPolicy, RandomPolicy
 
 # checkpoints/ sits next to the package in the source tree (and in an editable install).
@@ -43,11 +48,15 @@ class Family:
     head: Callable[..., LatentPolicy | None]
     is_run: Callable[[Path], bool]
     read_layout: Callable[[Path], tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]]
+    policy: Callable[..., Policy] | None = None
+    make_env: Callable[..., Any] = make_vector
 
 
 FAMILIES: dict[str, Family] = {
     vm.WORLDMODELS: Family(vm.build, vm.world_model, vm.head, vm.is_run, vm.read_layout),
     dreamer.DREAMER: Family(dreamer.build, dreamer.world_model, dreamer.head, dreamer.is_run, dreamer.read_layout),
+    pets.PETS: Family(pets.build, pets.world_model, pets.head, pets.is_run, pets.read_layout,
+                      policy=pets.planner_policy, make_env=pets.make_env),
 }
 WHOLE_MODEL_KEYS = ("sizes", "action_spec", "obs_shape", "env_id")
 
@@ -67,8 +76,14 @@ class Pretrained:
     path: Path | None = None
 
     def policy(self, *, sample: bool = False, seed: int | None = None) -> Policy:
-        """The model acting in a real env (C, or the actor's mode; ``sample=True`` samples); random without one."""
-        head = FAMILIES[self.family].head(self.components, self.config, sample=sample)
+        """The model acting in a real env (C, or the actor's mode; ``sample=True`` samples); random without one.
+
+        A family without a head acts its own way (PETS: CEM-MPC with the run's planner settings, ``seed`` its seed).
+        """
+        family = FAMILIES[self.family]
+        if family.policy is not None:
+            return family.policy(self.world_model, self.config, seed=seed)
+        head = family.head(self.components, self.config, sample=sample)
         if head is None:
             return RandomPolicy(self.action_spec, seed=seed)
         return ModelPolicy(self.world_model, head)
@@ -130,7 +145,8 @@ def family_and_root(path: Path) -> tuple[str, Path]:
                                       f"run directory, or export it with export_from_run")
             return name, path.parent
         return name, path
-    raise FileNotFoundError(f"{path}: holds no config.json, vae/ or checkpoints/last.ckpt; not a saved world model")
+    raise FileNotFoundError(f"{path}: holds no config.json, vae/, checkpoints/last.ckpt or model/; "
+                            "not a saved world model")
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
@@ -138,6 +154,30 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Pretra
     name, root = family_and_root(resolve(name_or_path))
     config, tensors = FAMILIES[name].read_layout(root)
     return assemble(name, config, tensors, device=device, path=root)
+
+
+def check_sizes(config: Mapping[str, Any], where: Path | str) -> None:
+    """Every size the modules are built with is a positive integer; an edited ``config.json`` (``"abc"``, ``-3``) is a
+    one-line :class:`CheckpointError` naming the file and the field, not a traceback from a layer's constructor.
+
+    Checked: each entry of ``sizes`` (nested per component; ``kind`` names a controller) and of ``obs_shape``, and
+    Dreamer's agent ``config`` copy of each size (its modules are built from that copy).
+    """
+    sizes = config.get("sizes") if isinstance(config.get("sizes"), dict) else {}
+    fields: dict[str, Any] = {f"obs_shape[{i}]": v for i, v in enumerate(config.get("obs_shape") or [])}
+    for key, value in sizes.items():
+        nested = value.items() if isinstance(value, dict) else [("", value)]
+        fields.update({f"sizes.{key}" + (f".{inner}" if inner else ""): v for inner, v in nested if inner != "kind"})
+    agent = config.get("config") if isinstance(config.get("config"), dict) else {}
+    fields.update({f"config.{key}": agent[key] for key in sizes if key in agent})
+    for field_name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            # A World Models run keeps each stage's sizes in its own STAGE/config.json; an export, in DIR/config.json.
+            stage = Path(where) / field_name.split(".")[1] / "config.json" if field_name.startswith("sizes.") else None
+            source = (stage if stage is not None and stage.is_file() else
+                      Path(where) / "config.json" if Path(where).is_dir() else where)
+            raise CheckpointError(f"{source}: {field_name} is {value!r}, not a positive integer; restore the file "
+                                  "(or export the run again)")
 
 
 def assemble(name: str, config: dict[str, Any], tensors: Mapping[str, Mapping[str, torch.Tensor]], *,
@@ -148,6 +188,7 @@ def assemble(name: str, config: dict[str, Any], tensors: Mapping[str, Mapping[st
     if missing:
         raise CheckpointError(f"{where}: config lacks {missing}; not a whole {name} model (a single stage directory? "
                               f"load its run, or export it with export_from_run)")
+    check_sizes(config, where)
     family = FAMILIES[name]
     components = family.build(config)
     for component, module in components.items():
@@ -156,7 +197,8 @@ def assemble(name: str, config: dict[str, Any], tensors: Mapping[str, Mapping[st
         load_into(module, tensors[component], component=component)
         module.to(device).eval()
     spec = ActionSpec.from_dict(config["action_spec"])
-    options = {"image_size": int(config["obs_shape"][0]), **config.get("env_options", {})}
+    frames = len(config["obs_shape"]) == 3  # (H, W, C): the pixel factory's image size; vector envs take none
+    options = {**({"image_size": int(config["obs_shape"][0])} if frames else {}), **config.get("env_options", {})}
     return Pretrained(family=name, world_model=family.world_model(components, config), components=components,
                       action_spec=spec, obs_shape=tuple(config["obs_shape"]), env_id=config["env_id"],
                       env_options=options, config=config, path=path)

@@ -22,7 +22,7 @@ def run_dreamer(run_dir: Path, devices: int) -> None:
     # debug preset: prefill 200 random steps, then B*T / replay_ratio = 1 env step per gradient step,
     # so 204 env steps per rank = 4 gradient steps = 12 optimiser steps.
     config = build_config(dreamer.CONFIG, {"steps": 204, "run_dir": str(run_dir), "eval_episodes": 1,
-                                           "accelerator": "cpu", "devices": devices, "strategy": "ddp"},
+                                           "device": "cpu", "devices": devices, "strategy": "ddp"},
                           presets=dreamer.PRESETS, preset="debug")
     dreamer.run(config, callbacks=[RankReport(run_dir / "ranks")])
 

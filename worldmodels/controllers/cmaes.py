@@ -26,7 +26,7 @@ import cma  # noqa: E402
 import numpy as np
 import torch
 
-from worldmodels.config import save_json_atomic
+from worldmodels.config import save_json_atomic, writing
 from worldmodels.finite import check_finite
 
 Fitness = Callable[[torch.Tensor], torch.Tensor]
@@ -36,8 +36,9 @@ Fitness = Callable[[torch.Tensor], torch.Tensor]
 def _save_state(directory: Path, *, mean: np.ndarray, sigma: float, generation: int, best_params: np.ndarray,
                 best_fitness: float, history: list[dict]) -> None:
     tmp = directory / ".es_state.tmp.npz"
-    np.savez(tmp, mean=mean, best_params=best_params)
-    os.replace(tmp, directory / "es_state.npz")
+    with writing(directory / "es_state.npz"):  # a full disk: one line naming the file
+        np.savez(tmp, mean=mean, best_params=best_params)
+        os.replace(tmp, directory / "es_state.npz")
     save_json_atomic(directory / "es_state.json", {"sigma": sigma, "generation": generation,
                                                     "best_fitness": best_fitness, "history": history})
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worldmodels.config import writing
 from worldmodels.envs.spaces import ActionSpec
 
 
@@ -31,7 +32,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:
+    with writing(path), open(path, "wb") as handle:  # a full disk: one line naming the file
         np.save(handle, array, allow_pickle=False)
         handle.flush()
         os.fsync(handle.fileno())

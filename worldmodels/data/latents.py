@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from worldmodels.config import writing
 from worldmodels.data.store import EpisodeStore
 from worldmodels.data.windows import EpisodeWindows
 from worldmodels.models.conv import to_float_image
@@ -61,8 +62,9 @@ def encode_store(vae: ConvVAE, store_dir: str | Path, latent_dir: str | Path, *,
             "terminated": np.asarray(episode.terminated, dtype=bool),  # (L,)
         }
         tmp = latent_dir / f".tmp-{info.name}.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with writing(path):  # a full disk: one line naming the file
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
         encoded += 1
     return {"encoded": encoded, "skipped": skipped, "episodes": len(store)}
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from worldmodels.config import save_json_atomic
+from worldmodels.config import read_json, save_json_atomic, writing
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.data.episode_files import (CorruptEpisodeError, check_values, fsync_dir, read_npy_header,
                                              save_array)
@@ -128,10 +128,14 @@ def read_spec(root: str | Path) -> StoreSpec | None:
     path = Path(root) / "store.json"
     if not path.exists():
         return None
-    values = json.loads(path.read_text())
+    values = read_json(path, what="an episode store's spec")
     if values.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} has format {values.get('format')!r}; expected {FORMAT!r}")
-    return StoreSpec.from_dict(values)
+    try:
+        return StoreSpec.from_dict(values)
+    except (KeyError, TypeError, ValueError) as error:  # an edited file: name it and the field
+        raise ValueError(f"{path}: field {error} is missing or not what wm collect writes "
+                         "(env_id, obs_shape [H, W, C], action_spec); restore the file") from None
 
 
 def check_compatible(existing: StoreSpec, wanted: StoreSpec, root: str | Path) -> None:
@@ -229,7 +233,7 @@ class EpisodeStore:
         for key in ARRAY_NAMES:
             save_array(tmp / f"{key}.npy", arrays[key])
         meta = {"length": length, "return": episode_return, "env_id": self.spec.env_id, "seed": seed}
-        with open(tmp / "meta.json", "w") as handle:
+        with writing(tmp / "meta.json"), open(tmp / "meta.json", "w") as handle:  # a full disk: one line naming it
             json.dump(meta, handle)
             handle.flush()
             os.fsync(handle.fileno())

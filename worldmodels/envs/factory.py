@@ -19,14 +19,18 @@ Three families, chosen from the gymnasium registry entry of ``env_id``:
   3 gas, 4 brake.
 - VizDoom (``Vizdoom*-v1``, the ``vizdoom`` package): the ``screen`` frame cropped and resized as World
   Models does, TakeCover with the paper's 2,100-step limit (:mod:`worldmodels.envs.vizdoom`).
-- Any other env that renders ``rgb_array`` (``CartPole-v1``, ``LunarLander-v3``, ...):
+- Any other env whose observation already is an image (a Box of ``(H, W, 3)`` uint8): resized, ``render()``
+  never called. Any other env that renders ``rgb_array`` (``CartPole-v1``, ``LunarLander-v3``, ...):
   the observation is replaced by the resized ``render()`` frame.
+- ``package.module:EnvId`` (any of the above) imports ``package.module`` first, which registers ``EnvId``,
+  as ``gymnasium.make`` does (:func:`registered_id`).
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 from typing import Any
 
 import ale_py
@@ -44,6 +48,7 @@ from worldmodels.envs.wrappers import (
     PixelsFromRender,
     ResizeObservation,
     SeedOnFirstReset,
+    is_image_space,
 )
 
 gym.register_envs(ale_py)
@@ -53,8 +58,27 @@ ATARI_FRAMESKIP = 4
 ATARI_ENTRY_POINT = "ale_py.env:AtariEnv"
 
 
-def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
+def registered_id(env_id: str) -> str:
+    """``package.module:EnvId`` -> ``EnvId`` after importing the module (which registers it), as ``gymnasium.make`` does.
+
+    Commands keep the full string (stores and run configs record it), so a later process imports the module again.
+    """
+    if not isinstance(env_id, str) or ":" not in env_id:
+        return env_id
+    module, _, name = env_id.partition(":")
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # noqa: BLE001 - a user's module may fail in any way; one readable line
+        # The `wm` console script does not put the working directory on sys.path, as `python -m` would.
+        hint = " (pip install it, or PYTHONPATH=. from its parent directory)" if isinstance(error, ModuleNotFoundError) else ""
+        raise EnvError(f"--env {env_id!r}: cannot import module {module!r} ({type(error).__name__}: {error}); "
+                       f"the part before ':' must be an importable module that registers {name!r}{hint}") from None
+    return name
+
+
+def registry_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     """The registry entry for ``env_id``, or a one-line error naming the closest registered ids."""
+    env_id = registered_id(env_id)
     if is_vizdoom(env_id) and env_id not in gym.registry and not register_vizdoom_envs():
         raise EnvError(f"{env_id!r} needs the vizdoom package: pip install vizdoom")
     if not isinstance(env_id, str) or env_id not in gym.registry:
@@ -66,7 +90,7 @@ def _spec(env_id: str) -> gym.envs.registration.EnvSpec:
 
 
 def is_atari(env_id: str) -> bool:
-    return _spec(env_id).entry_point == ATARI_ENTRY_POINT
+    return registry_spec(env_id).entry_point == ATARI_ENTRY_POINT
 
 
 def agent_frameskip(env_id: str, options: EnvOptions) -> int:
@@ -126,18 +150,31 @@ def _make_other(env_id: str, options: EnvOptions, seed: int | None) -> gym.Env:
         env = ScreenFrames(_gym_make(env_id, **({"max_episode_steps": limit * frameskip} if limit else {})),
                            options.image_size)
     else:
-        env = _gym_make(env_id, render_mode="rgb_array", **kwargs)
-        if env.render_mode != "rgb_array" or "rgb_array" not in env.unwrapped.metadata.get("render_modes", []):
+        modes = creator_metadata(env_id).get("render_modes")
+        renders = modes is None or "rgb_array" in modes  # unknown (a factory function): try rgb_array, as before
+        env = _gym_make(env_id, **({"render_mode": "rgb_array"} if renders else {}), **kwargs)
+        if is_image_space(env.observation_space):  # already (H, W, 3) uint8 frames: no render() needed
+            env = ResizeObservation(env, options.image_size)
+        elif not renders or env.render_mode != "rgb_array" or "rgb_array" not in env.unwrapped.metadata.get("render_modes", []):
             env.close()
             raise EnvError(
-                f"{env_id} cannot render rgb_array frames (render modes: {env.unwrapped.metadata.get('render_modes', [])}); "
+                f"{env_id} cannot render rgb_array frames (render modes: {env.unwrapped.metadata.get('render_modes', [])}) "
+                f"and its observation space {env.observation_space} is not (H, W, 3) uint8 images; "
                 "use an env whose render_mode 'rgb_array' returns (H, W, 3) images, e.g. CartPole-v1, CarRacing-v3 or ALE/Pong-v5"
             )
-        env = PixelsFromRender(env, options.image_size, env_id)
-        env.reset(seed=seed)  # probe once so an env that renders nothing fails here, not mid-collection
+        else:
+            env = PixelsFromRender(env, options.image_size, env_id)
+            env.reset(seed=seed)  # probe once so an env that renders nothing fails here, not mid-collection
     if frameskip > 1:
         env = FrameSkip(env, frameskip)
     return env
+
+
+def creator_metadata(env_id: str) -> dict:
+    """The env class's ``metadata`` (render modes) read from its registry entry, without constructing it."""
+    entry_point = registry_spec(env_id).entry_point
+    creator = entry_point if callable(entry_point) else gym.envs.registration.load_env_creator(entry_point)
+    return dict(getattr(creator, "metadata", None) or {})
 
 
 def make(env_id: str, *, image_size: int = 64, seed: int | None = None, **options: Any) -> gym.Env:
@@ -148,7 +185,8 @@ def make(env_id: str, *, image_size: int = 64, seed: int | None = None, **option
     seed and action sequence give the same frames. Errors are one-line :class:`EnvError`.
     """
     resolved = resolve_options(image_size, options)
-    spec = _spec(env_id)
+    env_id = registered_id(env_id)
+    spec = registry_spec(env_id)
     if spec.entry_point == ATARI_ENTRY_POINT:
         env = _make_atari(env_id, resolved)
     else:
@@ -173,7 +211,7 @@ def make_vector(env_id: str, num_envs: int, *, image_size: int = 64, seed: int |
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise EnvError(f"num_envs must be a positive int, got {num_envs!r}")
     resolved = resolve_options(image_size, options)
-    spec = _spec(env_id)
+    spec = registry_spec(env_id)
     if spec.entry_point == ATARI_ENTRY_POINT:
         from ale_py.vector_env import AtariVectorEnv  # imported lazily: only ALE vectors need it
 

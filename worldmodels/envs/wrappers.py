@@ -20,6 +20,11 @@ def pixel_space(image_size: int) -> gym.spaces.Box:
     return gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
 
 
+def is_image_space(space: gym.Space) -> bool:
+    """A Box of ``(H, W, 3)`` uint8 frames: used as the observation as it is (resized), no ``render()`` needed."""
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and space.shape[-1] == 3 and space.dtype == np.uint8
+
+
 def resize_frame(frame: np.ndarray, image_size: int) -> np.ndarray:
     """``(H, W, 3)`` uint8 -> ``(image_size, image_size, 3)`` uint8 with area averaging."""
     if frame.shape[0] == image_size and frame.shape[1] == image_size:
@@ -28,7 +33,7 @@ def resize_frame(frame: np.ndarray, image_size: int) -> np.ndarray:
 
 
 class ResizeObservation(gym.ObservationWrapper):
-    """For envs whose observation already is an RGB image (ALE, CarRacing)."""
+    """For envs whose observation already is an RGB image (ALE, CarRacing, any ``is_image_space`` env)."""
 
     def __init__(self, env: gym.Env, image_size: int):
         super().__init__(env)

@@ -10,7 +10,6 @@ Lightning ``checkpoints/last.ckpt`` (read with ``weights_only=True``; its ``stat
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from worldmodels.checkpoint import CheckpointError, load_lightning_checkpoint, read_config, read_tensors, save_pretrained
+from worldmodels.config import read_json
 from worldmodels.core import LatentPolicy, WorldModel
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.actor_critic import Actor, Critic
@@ -101,7 +101,6 @@ def read_layout(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.T
 def _run_env(path: Path, image_size: int) -> dict[str, Any]:
     """``env_id`` and ``env_options`` of a run, from its ``config.json`` (else its episode store)."""
     run_dir = path.parent.parent if path.suffix == ".ckpt" else path
-    read = lambda p: json.loads(p.read_text()) if p.is_file() else {}  # noqa: E731
-    run, store = read(run_dir / "config.json"), read(run_dir / "episodes" / "store.json")
+    run, store = read_json(run_dir / "config.json", default={}), read_json(run_dir / "episodes" / "store.json", default={})
     options = {"image_size": image_size, **({"frameskip": run["frameskip"]} if run.get("frameskip") is not None else {})}
     return {"env_id": run.get("env") or store.get("env_id", ""), "env_options": options}

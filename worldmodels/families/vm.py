@@ -14,7 +14,6 @@ same ``(config, tensors)``.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from worldmodels.checkpoint import read_config, read_tensors, save_pretrained
+from worldmodels.config import read_json
 from worldmodels.controllers.linear import PopulationController, make_controller
 from worldmodels.core import LatentPolicy, WorldModel
 from worldmodels.envs.spaces import ActionSpec
@@ -164,8 +164,8 @@ def read_layout(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.T
         stage_configs[name] = read_config(path / name)
         sizes.update(stage_configs[name].get("sizes", {}))
         tensors.update(read_tensors(path / name))
-    store = _json(path / "episodes" / "store.json")
-    run = _json(path / "config.json")
+    run = read_json(path / "config.json", default={})
+    store = read_json(Path(run.get("store") or path / "episodes") / "store.json", default={})  # `wm worldmodels --store DIR` reads DIR
     vae = sizes["vae"]
     action_spec = (store.get("action_spec") or stage_configs.get("controller", {}).get("action_spec")
                    or ActionSpec("discrete", sizes.get("mdnrnn", {}).get("action_dim", 1)).to_dict())
@@ -177,5 +177,3 @@ def read_layout(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.T
     return config, tensors
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -56,7 +56,8 @@ class LayerNormGRUCell(nn.Module):
         parts = self.norm(self.linear(torch.cat([x, h], -1)))  # (B, 3D)
         reset, cand, update = parts.chunk(3, -1)
         cand = torch.tanh(torch.sigmoid(reset) * cand)
-        return torch.lerp(h, cand, torch.sigmoid(update - 1.0))
+        # CPU bf16 autocast returns LayerNorm in bf16 while the carry stays fp32; lerp wants one dtype.
+        return torch.lerp(h, cand.to(h.dtype), torch.sigmoid(update - 1.0).to(h.dtype))
 
 
 def _dense(in_dim: int, out_dim: int) -> nn.Sequential:

@@ -18,6 +18,8 @@ RATES = {
     "dreamer": ("grad_steps_per_s", "replayed_frames_per_s", "imagined_steps_per_s"),
     "imagine": ("rollouts_per_s", "imagined_steps_per_s"),
     "dream": ("dream_steps_per_s", "batch_steps_per_s"),
+    "plan": ("worldmodels.plans_per_s", "worldmodels.ms_per_action", "worldmodels.imagined_steps_per_s",
+             "dreamer.plans_per_s", "dreamer.ms_per_action", "dreamer.imagined_steps_per_s"),
 }
 
 

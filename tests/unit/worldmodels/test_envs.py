@@ -270,6 +270,6 @@ def test_toy_catch_env_is_served():
 def test_bench_collection_record():
     from scripts.bench import BenchConfig, run
 
-    record = run(BenchConfig(env_id="CartPole-v1", num_envs=2, steps=5, warmup=1, repeats=2))
+    record = run(BenchConfig(env="CartPole-v1", num_envs=2, steps=5, warmup=1, repeats=2))
     assert record["num_envs"] == 2 and record["frameskip"] == 1 and len(record["agent_steps_per_s"]["runs"]) == 2
     assert record["agent_steps_per_s"]["median"] > 0 and record["machine"]["cpu_count"] >= 1

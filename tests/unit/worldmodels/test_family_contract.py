@@ -3,6 +3,8 @@
 observe -> imagine (with a LatentPolicy and with an action tensor) -> decode / predict -> act in a real
 env through the Driver -> save in the exchange format -> ``worldmodels.load`` -> the same outputs.
 A family added to ``worldmodels.registry.FAMILIES`` without a fixture here fails ``test_every_family_has_a_fixture``.
+Pixel families (World Models, Dreamer) act in the discrete LeftRight toy; PETS, a vector-observation family
+without a policy head (it acts by planning), in the continuous cart-pole through its own ``Family.make_env``.
 """
 
 from __future__ import annotations
@@ -19,18 +21,31 @@ from worldmodels.core import LatentPolicy, Policy, Trajectory, WorldModel
 from worldmodels.driver import Driver
 from worldmodels.envs import make_vector
 from worldmodels.envs.spaces import ActionSpec
+from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID
 from worldmodels.families import dreamer, vm
+from worldmodels.pets import family as pets
+from worldmodels.pets.envs import make_state_env
+from worldmodels.policies import RandomPolicy
 from worldmodels.registry import FAMILIES
 
 ENV = "worldmodels/LeftRight-v0"
+ENVS = {vm.WORLDMODELS: ENV, dreamer.DREAMER: ENV, pets.PETS: CONTINUOUS_CARTPOLE_ID}
 B, T, H = 2, 6, 4
 
 
-def _spec() -> ActionSpec:
-    env = make_vector(ENV, 1, image_size=16)
+def _spec(env_id: str = ENV) -> ActionSpec:
+    env = make_vector(env_id, 1, image_size=16) if env_id == ENV else make_state_env(env_id, 1)
     spec = ActionSpec.from_space(env.single_action_space)
     env.close()
     return spec
+
+
+def _random_actions(spec: ActionSpec, *shape: int) -> torch.Tensor:
+    """Model-encoded actions ``(*shape, A)``: one-hot classes, or uniform inside the Box."""
+    if spec.discrete:
+        return spec.to_model(torch.randint(spec.dim, shape))
+    low, high = torch.tensor(spec.low), torch.tensor(spec.high)
+    return low + (high - low) * torch.rand(*shape, spec.dim)
 
 
 def _worldmodels(tmp: Path, spec: ActionSpec) -> Path:
@@ -54,7 +69,16 @@ def _dreamer(tmp: Path, spec: ActionSpec) -> Path:
     return dreamer.save_whole(tmp / "dreamer", components, agent_config=agent, env_id=ENV)
 
 
-FIXTURES = {vm.WORLDMODELS: _worldmodels, dreamer.DREAMER: _dreamer}
+def _pets(tmp: Path, spec: ActionSpec) -> Path:
+    config = {"obs_shape": [4], "sizes": {"in_dim": 4 + spec.dim, "out_dim": 4, "ensemble_size": 3, "hidden": 8,
+                                          "layers": 2, "elites": 2}}
+    world_model = pets.world_model(pets.build(config), {"action_spec": spec.to_dict(), "env_id": ENVS[pets.PETS],
+                                                        "known_task": True})
+    planner = {"horizon": 3, "candidates": 8, "iterations": 1, "particles": 2, "elites": 2, "seed": 0}
+    return pets.save_whole(tmp / "pets", world_model, env_id=ENVS[pets.PETS], known_task=True, planner=planner)
+
+
+FIXTURES = {vm.WORLDMODELS: _worldmodels, dreamer.DREAMER: _dreamer, pets.PETS: _pets}
 
 
 def test_every_family_has_a_fixture():
@@ -64,13 +88,14 @@ def test_every_family_has_a_fixture():
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_through_the_protocols(family, tmp_path):
     torch.manual_seed(0)
-    spec = _spec()
+    spec = _spec(ENVS[family])
     model = worldmodels.load(FIXTURES[family](tmp_path, spec))
     wm = model.world_model
     assert isinstance(wm, WorldModel) and model.family == family
     side = wm.obs_shape[0]
-    obs = torch.randint(0, 256, (B, T, side, side, 3), dtype=torch.uint8)
-    action = spec.to_model(torch.randint(spec.dim, (B, T)))  # (B, T, A) one-hot
+    pixels = len(wm.obs_shape) == 3
+    obs = torch.randint(0, 256, (B, T, side, side, 3), dtype=torch.uint8) if pixels else torch.randn(B, T, side)
+    action = _random_actions(spec, B, T)  # (B, T, A) one-hot or inside the Box
     is_first = torch.zeros(B, T, dtype=torch.bool)
     is_first[:, 0] = True
 
@@ -81,6 +106,9 @@ def test_family_through_the_protocols(family, tmp_path):
         assert torch.equal(states["action"], action)  # each state carries the action taken at it
 
         head = FAMILIES[family].head(model.components, model.config)
+        if head is None:  # a family that acts by planning (PETS) says so in the registry, and imagines any policy
+            assert FAMILIES[family].policy is not None
+            head = RandomPolicy(spec, seed=0)
         assert isinstance(head, LatentPolicy)
         traj = wm.imagine(last, head, H)
         assert isinstance(traj, Trajectory)
@@ -88,7 +116,10 @@ def test_family_through_the_protocols(family, tmp_path):
         assert traj.action.shape == (B, H, spec.dim) and traj.reward.shape == (B, H) and traj.cont.shape == (B, H)
         assert ((traj.cont >= 0) & (traj.cont <= 1)).all()
         frames = wm.decode(traj.states)
-        assert frames.shape == (B, H + 1, side, side, 3) and frames.dtype == torch.uint8
+        if pixels:
+            assert frames.shape == (B, H + 1, side, side, 3) and frames.dtype == torch.uint8
+        else:  # a vector-observation model decodes to predicted observations
+            assert frames.shape == (B, H + 1, side) and frames.dtype == torch.float32
 
         given = wm.imagine(last, action[:, :H], H, keep_states=False)
         assert torch.equal(given.action, action[:, :H]) and given.feature is None and given.states is None
@@ -96,11 +127,12 @@ def test_family_through_the_protocols(family, tmp_path):
 
     policy = model.policy()
     assert isinstance(policy, Policy)
-    env = make_vector(ENV, 2, image_size=side, seed=0)
+    env = FAMILIES[family].make_env(ENVS[family], 2, seed=0, **model.env_options)
     driver = Driver(env, policy)
     driver.reset(seed=0)
     rows = [driver.step() for _ in range(3)]
-    assert all(r["action"].shape == (2,) for r in rows)  # executed discrete actions, one per env
+    executed = (2,) if spec.discrete else (2, spec.dim)
+    assert all(r["action"].shape == executed for r in rows)  # executed actions, one per env (discrete: an index)
     env.close()
 
     # Saved and loaded again: the same modules give the same outputs (same RNG draws for the sampled latents).
@@ -120,10 +152,15 @@ def test_family_through_the_protocols(family, tmp_path):
 
 
 def test_actions_of_a_policy_lie_in_the_space(tmp_path):
-    spec = _spec()
     for family, fixture in FIXTURES.items():
-        policy = worldmodels.load(fixture(tmp_path, spec)).policy()
+        spec = _spec(ENVS[family])
+        model = worldmodels.load(fixture(tmp_path, spec))
+        policy = model.policy()
         side = 16
-        action, _ = policy.act(torch.zeros(3, side, side, 3, dtype=torch.uint8), torch.ones(3, dtype=torch.bool), None)
+        obs = torch.zeros(3, side, side, 3, dtype=torch.uint8) if len(model.obs_shape) == 3 else torch.zeros(3, 4)
+        action, _ = policy.act(obs, torch.ones(3, dtype=torch.bool), None)
         assert action.shape == (3, spec.dim)
-        assert torch.equal(action.sum(-1), torch.ones(3))  # one-hot: a valid discrete action for every env
+        if spec.discrete:
+            assert torch.equal(action.sum(-1), torch.ones(3))  # one-hot: a valid discrete action for every env
+        else:  # inside the Box bounds
+            assert bool(((action >= torch.tensor(spec.low)) & (action <= torch.tensor(spec.high))).all())

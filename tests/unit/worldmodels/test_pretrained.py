@@ -155,8 +155,8 @@ def test_worldmodels_directory_loads_in_the_dream_viewer(tmp_path):
     assert isinstance(model, VMWorldModel) and model.mdnrnn is not None and isinstance(head, ControllerHead)
 
 
-def test_registry_is_a_dict_literal_of_both_families():
-    assert sorted(FAMILIES) == ["dreamer", "worldmodels"]
+def test_registry_is_a_dict_literal_of_every_family():
+    assert sorted(FAMILIES) == ["dreamer", "pets", "worldmodels"]
 
 
 def test_a_model_without_a_controller_acts_randomly(tmp_path):

@@ -1,0 +1,95 @@
+"""`wm mbpo`: SAC on real + branched PETS-model transitions (:func:`worldmodels.mbpo.run_mbpo`), then evaluation.
+
+Wires the library loop to this layer's ensemble fit (:class:`trainers.pets_run.EnsembleTrainer`, bootstrapped
+members, elites by held-out MSE) and to the state-vector envs of :func:`trainers.pets_run.make_state_env`.
+The env's known reward and termination (:data:`worldmodels.pets.tasks.KNOWN_TASKS`) are used where they exist.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from trainers.pets_run import EnsembleTrainer, PETSRunConfig, build_world_model, make_state_env
+from worldmodels import profiling
+from worldmodels.config import arg
+from worldmodels.envs.spaces import ActionSpec
+from worldmodels.evaluation import evaluate_against_random
+from worldmodels.mbpo import SAC, MBPOSettings, SACPolicy, run_mbpo
+
+
+@dataclass
+class MBPORunConfig:
+    env: str = arg("InvertedPendulum-v5", "gymnasium env id with vector observations and Box actions")
+    steps: int = arg(5000, "real env steps in total, random warm-up included", minimum=2)
+    eval_episodes: int = arg(10, "evaluation episodes (SAC's mean action and random, on the same seeds)", minimum=1)
+    run_dir: str = arg("runs/mbpo", "directory for eval.json, results.json and TensorBoard logs")
+    seed: int = arg(0, "seed of the envs, networks, rollouts and batches", minimum=0)
+    warmup_steps: int = arg(500, "uniform random real steps before SAC acts", minimum=1)
+    model_every: int = arg(250, "env steps between ensemble fits (Janner et al.: 250)", minimum=1)
+    rollout_every: int = arg(250, "env steps between batches of branched rollouts", minimum=1)
+    rollouts: int = arg(10_000, "branched rollouts per batch, from real states drawn uniformly", minimum=1)
+    k_schedule: list[int] = arg([0, 5000, 1, 1], "rollout length schedule a,b,k_min,k_max (env steps, model steps)",
+                                check=lambda c: _schedule_problem(c.k_schedule))
+    model_retain: int = arg(5, "rollout batches the synthetic buffer holds", minimum=1)
+    real_ratio: float = arg(0.05, "share of real transitions in every SAC batch (Janner et al.: 0.05)",
+                            minimum=0.0, maximum=1.0)
+    updates_per_step: int = arg(10, "SAC updates per env step after warm-up (Janner et al.: 20)", minimum=1)
+    batch_size: int = arg(256, "SAC batch size", minimum=1)
+    hidden: int = arg(256, "SAC MLP width", minimum=8)
+    lr: float = arg(3e-4, "SAC Adam learning rate", above=0.0)
+    gamma: float = arg(0.99, "discount", above=0.0, maximum=1.0)
+    ensemble: int = arg(5, "PETS ensemble members", minimum=1)
+    elites: Optional[int] = arg(None, "members the rollouts use, lowest held-out MSE first (None = all)", minimum=1)
+    model_hidden: int = arg(200, "ensemble member width", minimum=8)
+    model_epochs: int = arg(5, "passes over each member's bootstrap per fit", minimum=1)
+    threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
+    device: str = arg("cpu", "torch device: auto, cpu or cuda")
+
+
+def _schedule_problem(schedule: list[int]) -> str | None:
+    """Janner et al. 2019's linear schedule: k grows from k_min at env step a to k_max at step b."""
+    if len(schedule) != 4:
+        return f"wants four numbers a,b,k_min,k_max, got {schedule}"
+    a, b, k_min, k_max = schedule
+    if not (0 <= a <= b and 1 <= k_min <= k_max):
+        return f"wants 0 <= a <= b and 1 <= k_min <= k_max, got {schedule}"
+    return None
+
+
+def settings(config: MBPORunConfig) -> MBPOSettings:
+    return MBPOSettings(steps=config.steps, warmup_steps=config.warmup_steps, model_every=config.model_every,
+                        rollout_every=config.rollout_every, rollouts=config.rollouts,
+                        schedule=tuple(int(v) for v in config.k_schedule), model_capacity_rollouts=config.model_retain,
+                        real_ratio=config.real_ratio, updates_per_step=config.updates_per_step,
+                        batch_size=config.batch_size, seed=config.seed)
+
+
+def train_mbpo(config: MBPORunConfig, *, writer: Any = None) -> dict[str, Any]:
+    """Run MBPO, then evaluate the actor's mean action vs random -> ``{"eval": eval.json dict, ...}``."""
+    profiling.set_threads(config.threads, rows=config.batch_size, width=config.hidden)
+    device = profiling.resolve_device(config.device)
+    began = time.perf_counter()
+    env = make_state_env(config.env, 1)
+    spec = ActionSpec.from_space(env.single_action_space)
+    obs_dim = env.single_observation_space.shape[0]
+    pets = PETSRunConfig(env=config.env, seed=config.seed, ensemble=config.ensemble, elites=config.elites,
+                         hidden=config.model_hidden, epochs=config.model_epochs, propagation="ts1")
+    world_model = build_world_model(pets, obs_dim, spec).to(device)
+    fitter = EnsembleTrainer(world_model, lr=pets.lr, weight_decay=pets.weight_decay, batch_size=pets.batch_size,
+                             epochs=pets.epochs, holdout=pets.holdout, seed=config.seed)
+    sac = SAC(obs_dim, spec, hidden=config.hidden, lr=config.lr, gamma=config.gamma).to(device)
+    log = None if writer is None else (lambda tag, value, step: writer.add_scalar(tag, value, step))
+    result = run_mbpo(env, world_model, fitter.fit, sac, settings(config), log=log)
+    env.close()
+    eval_env = make_state_env(config.env, min(config.eval_episodes, 5))
+    record = evaluate_against_random(eval_env, SACPolicy(sac, sample=False), env_id=config.env,
+                                     episodes=config.eval_episodes, seed=config.seed + 10_000, device=device)
+    eval_env.close()
+    record.update({"env_steps": result["env_steps"], "sac_updates": result["sac_updates"],
+                   "train_s": result["train_s"], "wall_s": round(time.perf_counter() - began, 1)})
+    if writer is not None:
+        writer.add_scalar("kpi/real_return", record["return_mean"], result["env_steps"])
+        writer.add_scalar("kpi/random_return", record["random_mean"], result["env_steps"])
+    return {**result, "eval": record, "sac": sac}

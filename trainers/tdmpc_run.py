@@ -1,0 +1,233 @@
+"""The online TD-MPC2 loop: act with MPPI over the value-equivalent model, replay windows, one update per step.
+
+TD-MPC2 (Hansen et al. 2024, Alg. 1) on the one env driver::
+
+    steps 0 .. seed_steps-1     uniform random actions (the replay fills)
+    at seed_steps               `pretrain_updates` updates on the random data
+    every later env step        act: MPPI over the model (value bootstrap + prior candidates), or the prior alone
+                                learn: `updates_per_step` x (model objective -> one Adam step; prior objective ->
+                                one Adam step; Polyak-update the target Q heads)
+    end                         the planner (no sampling noise) vs uniform random on the same seeds -> eval.json
+
+The replay is :class:`trainers.online.StreamReplay` (the driver's hook); windows of ``horizon + 1`` rows may
+cross an episode boundary, and :func:`worldmodels.tdmpc.valid_transitions` masks the steps past it.
+A plain PyTorch loop: the two optimisers step once per update, so no Trainer machinery is needed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from trainers.online import StreamReplay
+from worldmodels import profiling
+from worldmodels.config import arg
+from worldmodels.core import Policy
+from worldmodels.driver import Driver
+from worldmodels.envs import make_vector
+from worldmodels.envs.cartpole_continuous import register_continuous_cartpole
+from worldmodels.envs.spaces import ActionSpec
+from worldmodels.envs.toy import register_toy_envs
+from worldmodels.evaluation import evaluate_against_random, run_episodes
+from worldmodels.finite import check_finite
+from worldmodels.planning import MPPI
+from worldmodels.policies import ModelPolicy, PlannerPolicy, RandomPolicy
+from worldmodels.tdmpc import (MODEL_LOSS_PARTS, PriorHead, RunningScale, TDMPCWorldModel, model_loss, prior_loss,
+                               valid_transitions)
+
+
+@dataclass
+class TDMPCRunConfig:
+    env: str = arg("InvertedPendulum-v5", "gymnasium env id (state vectors) or a pixel env id (frames)")
+    steps: int = arg(10_000, "env (agent) steps of the whole run, random seed steps included", minimum=1)
+    eval_episodes: int = arg(10, "evaluation episodes after training (agent and random on the same seeds)", minimum=1)
+    run_dir: str = arg("runs/tdmpc", "directory for eval.json, results.json and TensorBoard logs")
+    seed: int = arg(0, "seed of the model, the replay sampler and the training envs (eval: seed + 10000)", minimum=0)
+    obs: str = arg("auto", "observations: auto (the env's own vectors, else frames), vector or pixels",
+                   choices=("auto", "vector", "pixels"))
+    image_size: int = arg(64, "frame side for pixel observations (a multiple of 16)", minimum=16)
+    max_episode_steps: Optional[int] = arg(None, "truncate episodes after this many steps (None = env default)", minimum=1)
+    seed_steps: int = arg(1000, "uniform random steps before the agent acts and learns", minimum=1)
+    pretrain_updates: int = arg(500, "updates on the random data once seed_steps is reached", minimum=0)
+    updates_per_step: int = arg(1, "model + prior updates per env step after seed_steps", minimum=0)
+    batch_size: int = arg(256, "replayed windows per update", minimum=1)
+    horizon: int = arg(3, "model-loss horizon H and the planning horizon (TD-MPC2: 3)", minimum=1)
+    rho: float = arg(0.5, "temporal weight rho^t of the model and prior losses (TD-MPC2's lambda)", above=0.0, maximum=1.0)
+    discount: float = arg(0.99, "TD discount gamma", above=0.0, maximum=1.0)
+    lr: float = arg(3e-4, "Adam learning rate (the encoder uses 0.3x, as TD-MPC2)", above=0.0)
+    tau: float = arg(0.01, "Polyak rate of the target Q heads", above=0.0, maximum=1.0)
+    entropy_coef: float = arg(1e-4, "prior entropy coefficient alpha of the prior objective", minimum=0.0)
+    consistency_scale: float = arg(20.0, "weight c_d of the latent-consistency loss", minimum=0.0)
+    reward_scale: float = arg(0.1, "weight c_r of the reward loss", minimum=0.0)
+    value_scale: float = arg(0.1, "weight c_q of the TD value loss", minimum=0.0)
+    cont_scale: float = arg(1.0, "weight c_c of the continue (termination) loss", minimum=0.0)
+    grad_clip: float = arg(20.0, "gradient-norm clip of both optimisers", above=0.0)
+    latent_dim: int = arg(64, "latent width (a multiple of simnorm_group)", minimum=8)
+    simnorm_group: int = arg(8, "SimNorm group size V", minimum=2)
+    hidden: int = arg(256, "MLP width", minimum=8)
+    num_q: int = arg(5, "Q ensemble size", minimum=2)
+    planner: str = arg("mppi", "how the agent acts: mppi (continuous actions) or prior (the policy prior alone)",
+                       choices=("mppi", "prior"))
+    candidates: int = arg(256, "MPPI candidates per iteration (TD-MPC2: 512)", minimum=1)
+    iterations: int = arg(4, "MPPI iterations (TD-MPC2: 6)", minimum=1)
+    prior_candidates: int = arg(24, "prior rollouts mixed into the candidates (TD-MPC2: 24)", minimum=0)
+    temperature: float = arg(0.1, "MPPI temperature lambda, in return units: lower weighs the best candidates more", above=0.0)
+    noise_std: float = arg(0.3, "MPPI perturbation std, as a fraction of the Box half-width", above=0.0)
+    capacity: int = arg(1_000_000, "replay capacity in rows", minimum=1)
+    threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
+    device: str = arg("cpu", "torch device: auto, cpu or cuda")
+
+
+def make_env(env_id: str, num_envs: int, *, obs: str, image_size: int = 64,
+             max_episode_steps: int | None = None) -> VectorEnv:
+    """A NEXT_STEP-autoreset vector env of the env's own vector observations (``obs="vector"``) or of frames."""
+    register_toy_envs()
+    register_continuous_cartpole()
+    if env_id not in gym.registry:
+        raise ValueError(f"unknown env id {env_id!r}; pass a registered gymnasium id, e.g. InvertedPendulum-v5")
+    if obs == "auto":
+        probe = gym.make(env_id)
+        obs = "vector" if len(probe.observation_space.shape or ()) == 1 else "pixels"
+        probe.close()
+    if obs == "pixels":
+        return make_vector(env_id, num_envs, image_size=image_size, max_episode_steps=max_episode_steps)
+    kwargs: dict[str, Any] = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    env = gym.make_vec(env_id, num_envs, vectorization_mode="sync",
+                       vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP}, **kwargs)
+    if len(env.single_observation_space.shape) != 1:
+        raise ValueError(f"{env_id} observations are {env.single_observation_space.shape}, not vectors; use --obs pixels")
+    return env
+
+
+def build_model(config: TDMPCRunConfig, obs_shape: tuple[int, ...], action_spec: ActionSpec) -> TDMPCWorldModel:
+    if config.latent_dim % config.simnorm_group:
+        raise ValueError(f"--latent-dim {config.latent_dim} must be a multiple of --simnorm-group {config.simnorm_group}")
+    return TDMPCWorldModel(obs_shape, action_spec, latent_dim=config.latent_dim, hidden=config.hidden,
+                           simnorm_group=config.simnorm_group, num_q=config.num_q, discount=config.discount)
+
+
+def acting_policy(model: TDMPCWorldModel, config: TDMPCRunConfig, *, explore: bool) -> Policy:
+    """MPPI over the model with the value bootstrap and the prior's candidates, or the prior alone."""
+    if config.planner == "prior" or model.action_spec.discrete:
+        return ModelPolicy(model, PriorHead(model, sample=explore))
+    planner = MPPI(model.action_spec, horizon=config.horizon, candidates=config.candidates,
+                   iterations=config.iterations, gamma=config.discount, value=model.value,
+                   prior=PriorHead(model, sample=True), prior_candidates=config.prior_candidates, seed=config.seed,
+                   temperature=config.temperature, noise_std=config.noise_std)
+    return PlannerPolicy(model, planner)
+
+
+class TDMPCLearner:
+    """The two optimisers (model objective; prior objective, TD-MPC2 Sec. 3.1) and the target update: :meth:`update` is ONE training step."""
+
+    def __init__(self, model: TDMPCWorldModel, config: TDMPCRunConfig) -> None:
+        self.model, self.config = model, config
+        rest = [p for name, p in model.named_parameters()
+                if not name.startswith(("encoder.", "prior.", "target_q.")) and p.requires_grad]
+        self.model_optim = torch.optim.Adam([{"params": model.encoder.parameters(), "lr": 0.3 * config.lr},
+                                             {"params": rest}], lr=config.lr)
+        self.prior_optim = torch.optim.Adam(model.prior.parameters(), lr=config.lr, eps=1e-5)
+        self.loss_scales = {"consistency": config.consistency_scale, "reward": config.reward_scale,
+                            "value": config.value_scale, "cont": config.cont_scale}
+        assert set(self.loss_scales) == set(MODEL_LOSS_PARTS), f"loss scales {sorted(self.loss_scales)} != parts"
+        self.scale = RunningScale().to(next(model.parameters()).device)
+        self.updates = 0
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """``batch``: ``(B, H+1, ...)`` replay windows -> the unweighted loss parts and the prior loss."""
+        config, model = self.config, self.model
+        losses, rolled = model_loss(model, batch, rho=config.rho)
+        total = sum(self.loss_scales[name] * losses[name] for name in MODEL_LOSS_PARTS)
+        self.model_optim.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.model_optim.param_groups for p in g["params"]],
+                                                   config.grad_clip)
+        check_finite({**losses, "grad_norm": grad_norm}, where=f"tdmpc update {self.updates}", hint="lower --lr")
+        self.model_optim.step()
+        prior = prior_loss(model, rolled, self.scale, rho=config.rho, entropy_coef=config.entropy_coef,
+                           valid=valid_transitions(batch["is_first"]))
+        self.prior_optim.zero_grad(set_to_none=True)
+        prior["prior"].backward()  # also reaches the Q heads' .grad, cleared by the next model zero_grad
+        torch.nn.utils.clip_grad_norm_(model.prior.parameters(), config.grad_clip)
+        check_finite(prior, where=f"tdmpc prior update {self.updates}", hint="lower --lr")
+        self.prior_optim.step()
+        model.update_target(config.tau)
+        self.updates += 1
+        return {name: float(value.detach()) for name, value in {**losses, **prior}.items()}
+
+
+def train_tdmpc(config: TDMPCRunConfig, *, writer: Any = None) -> dict[str, Any]:
+    """Run the online loop, then evaluate -> ``{"eval": eval.json dict, "train_returns", "wall_s", ...}``."""
+    if config.seed_steps >= config.steps and config.pretrain_updates == 0:
+        raise ValueError(f"--seed-steps {config.seed_steps} >= --steps {config.steps} with no pretrain updates: "
+                         "nothing would be learned")
+    profiling.set_threads(config.threads, rows=config.batch_size, width=config.hidden)
+    device = profiling.resolve_device(config.device)
+    began = time.perf_counter()
+    torch.manual_seed(config.seed)
+    env = make_env(config.env, 1, obs=config.obs, image_size=config.image_size,
+                   max_episode_steps=config.max_episode_steps)
+    obs_shape = tuple(env.single_observation_space.shape)
+    action_spec = ActionSpec.from_space(env.single_action_space)
+    model = build_model(config, obs_shape, action_spec).to(device)
+    learner = TDMPCLearner(model, config)
+    pixels = len(obs_shape) == 3
+    replay = StreamReplay(streams=1, capacity=config.capacity, obs_shape=obs_shape, action_spec=action_spec,
+                          obs_dtype=np.uint8 if pixels else np.float32)
+    driver = Driver(env, RandomPolicy(action_spec, seed=config.seed), hooks=[replay], device=device)
+    driver.reset(seed=config.seed)
+    rng = np.random.default_rng(config.seed)
+    returns, episode_return, losses = [], 0.0, {}
+
+    def learn(count: int) -> None:
+        nonlocal losses
+        for _ in range(count):
+            if replay.has_window(config.horizon + 1):
+                batch = replay.sample(rng, config.batch_size, config.horizon + 1)
+                losses = learner.update({key: value.to(device) for key, value in batch.items()})
+
+    while driver.steps < config.steps:
+        if driver.steps == config.seed_steps:
+            learn(config.pretrain_updates)
+            driver.policy = acting_policy(model, config, explore=True)
+        rows = driver.step()
+        episode_return += float(rows["reward"][0])
+        if rows["terminated"][0] or rows["truncated"][0]:
+            returns.append(episode_return)
+            if writer is not None:
+                writer.add_scalar("env/return", episode_return, driver.steps)
+            episode_return = 0.0
+        if driver.steps > config.seed_steps:
+            learn(config.updates_per_step)
+            if writer is not None and learner.updates % 100 == 0:
+                for name, value in losses.items():
+                    writer.add_scalar(f"train/loss/{name}", value, driver.steps)
+    if driver.steps <= config.seed_steps:
+        learn(config.pretrain_updates)
+    env.close()
+    train_s = time.perf_counter() - began
+    model.eval()
+    eval_env = make_env(config.env, min(config.eval_episodes, 4), obs=config.obs, image_size=config.image_size,
+                        max_episode_steps=config.max_episode_steps)
+    policy = acting_policy(model, config, explore=False)
+    record = evaluate_against_random(eval_env, policy, env_id=config.env, episodes=config.eval_episodes,
+                                     seed=config.seed + 10_000, device=device)
+    planner = getattr(policy, "planner", None)
+    if planner is not None:  # the prior alone on the same seeds: what planning adds on top of it
+        prior_only = ModelPolicy(model, PriorHead(model, sample=False))
+        record["prior_returns"] = run_episodes(eval_env, prior_only, episodes=config.eval_episodes,
+                                               seed=config.seed + 10_000, device=device).tolist()
+    eval_env.close()
+    record.update({"env_steps": driver.steps, "updates": learner.updates, "train_s": round(train_s, 1),
+                   "wall_s": round(time.perf_counter() - began, 1), "acting": "mppi" if planner is not None else "prior",
+                   "plan_ms_per_action": round(1e3 * planner.seconds / max(planner.actions, 1), 3) if planner else None})
+    if writer is not None:
+        writer.add_scalar("kpi/real_return", record["return_mean"], driver.steps)
+        writer.add_scalar("kpi/random_return", record["random_mean"], driver.steps)
+    return {"eval": record, "train_returns": returns, "final_losses": losses, "model": model}

@@ -1,0 +1,117 @@
+"""The KPIs of a planner run (issue 13, item 5), for any world model, through the protocol only.
+
+``wm plan`` scores them on its evaluation episodes and ``wm pets`` on the latest real episode, then writes the
+same TensorBoard tags (:func:`log_planner_kpis`; ``kpi/return_vs_env_steps`` comes from the callers'
+``trainers.callbacks.log_return_vs_env_steps``)::
+
+    kpi/open_loop_mse_h{k}             open-loop prediction error k steps ahead, k in (1, 5, H): the decoded
+                                       frames' MSE on the [0, 1] scale (pixel models), the state MSE (PETS)
+    kpi/open_loop_disagreement_h{k}    PETS only: the ensemble's disagreement on the same imagined steps
+    kpi/plan_ms_per_action             planning milliseconds per executed action
+
+Open-loop windows cut from real episodes (store-encoded ``(L, ...)`` arrays), ``K = context`` rows each::
+
+    rows of a window   t .. t+K-1 | t+K ... t+K+H-1
+    observed           obs, action | --                     (dreams.open_loop: the one open-loop prediction)
+    predicted                      | 1   ...   H  steps ahead, under the real actions a_{t+K-1} .. a_{t+K+H-2}
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from worldmodels import dreams, viz
+from worldmodels.core import WorldModel, state_device
+from worldmodels.pets.world_model import PETSWorldModel
+
+FRAME_CONTEXT = 4  # real frames filtered before a pixel model predicts (a recurrent belief needs a few)
+
+
+class EpisodeRecorder:
+    """A driver hook keeping the first ``limit`` complete episodes, store-encoded ``(L, ...)`` arrays."""
+
+    def __init__(self, limit: int = 4) -> None:
+        self.limit = limit
+        self.episodes: list[dict[str, np.ndarray]] = []
+
+    def on_episode(self, env_index: int, episode: dict[str, np.ndarray], complete: bool) -> None:
+        if complete and len(self.episodes) < self.limit:
+            self.episodes.append(episode)
+
+
+@contextlib.contextmanager
+def _random_state_kept(world_model: WorldModel) -> Iterator[None]:
+    """Scoring samples (PETS particles, RSSM priors) but must not change what the run samples next: a run with and
+    without the KPIs trains the same. Restores the global torch RNG and the model's own ``generator``, if any."""
+    generator = getattr(world_model, "generator", None)
+    saved = generator.get_state() if generator is not None else None
+    device = state_device(world_model.initial(1))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    if saved is not None:
+        generator.set_state(saved)
+
+
+def kpi_horizons(horizon: int) -> list[int]:
+    """The horizons the KPIs are logged at: 1, 5 and ``H`` (those within ``H``)."""
+    return sorted({k for k in (1, 5, horizon) if 1 <= k <= horizon})
+
+
+def _windows(episodes: Sequence[dict[str, np.ndarray]], length: int, count: int) -> dict[str, np.ndarray] | None:
+    """At most ``count`` windows of ``length`` rows, spread evenly over every start in ``episodes``."""
+    starts = [(e, t) for e, episode in enumerate(episodes) for t in range(len(episode["obs"]) - length + 1)]
+    if not starts:
+        return None
+    chosen = [starts[i] for i in np.unique(np.linspace(0, len(starts) - 1, min(count, len(starts))).astype(int))]
+    return {key: np.stack([episodes[e][key][t:t + length] for e, t in chosen]) for key in ("obs", "action")}
+
+
+@torch.no_grad()
+def open_loop_errors(world_model: WorldModel, episodes: Sequence[dict[str, np.ndarray]], horizon: int, *,
+                     windows: int = 32) -> dict[str, list[float]]:
+    """``{"mse": [k = 1 .. H]}`` (+ ``"disagreement"`` for PETS) over windows of real ``episodes``; ``{}`` when no
+    episode is long enough (``context + H`` rows; context 1 for vector observations, :data:`FRAME_CONTEXT` for frames).
+    """
+    frames = len(world_model.obs_shape) == 3
+    context = FRAME_CONTEXT if frames else 1
+    chunk = _windows(episodes, context + horizon, windows)
+    if chunk is None:
+        return {}
+    with _random_state_kept(world_model):
+        return _score(world_model, chunk, context, horizon, frames)
+
+
+def _score(world_model: WorldModel, chunk: dict[str, np.ndarray], context: int, horizon: int,
+           frames: bool) -> dict[str, list[float]]:
+    W = chunk["obs"].shape[0]
+    obs = torch.as_tensor(chunk["obs"])  # (W, K+H, ...) uint8 frames or float vectors
+    action = world_model.action_spec.to_model(torch.as_tensor(chunk["action"])).float()  # (W, K+H, A)
+    is_first = torch.zeros(W, context + horizon, dtype=torch.bool)
+    is_first[:, 0] = True
+    predicted = dreams.open_loop(world_model, obs, action, is_first, context)["frames"]  # (W, H, ...)
+    real = obs[:, context:]
+    if frames:
+        mse = viz.frame_mse(real, predicted)  # (W, H)
+    else:
+        mse = ((predicted.cpu().float() - real.float()) ** 2).mean(-1).numpy()  # (W, H)
+    out = {"mse": mse.mean(0).tolist()}
+    if isinstance(world_model, PETSWorldModel):  # the ensemble's spread along the same real actions
+        device = world_model.ensemble.input_mean.device
+        _, last = world_model.observe(obs[:, :context].to(device), action[:, :context].to(device),
+                                      is_first[:, :context])
+        spread = world_model.disagreement(last, action[:, context - 1:context - 1 + horizon].to(device))  # (W, H)
+        out["disagreement"] = spread.mean(0).tolist()
+    return out
+
+
+def log_planner_kpis(writer: Any, step: int, *, open_loop: dict[str, list[float]], ms_per_action: float | None) -> None:
+    """Write the module's tags at ``step`` (env steps) on a torch ``SummaryWriter``."""
+    if ms_per_action is not None:
+        writer.add_scalar("kpi/plan_ms_per_action", ms_per_action, step)
+    for name, values in open_loop.items():
+        for k in kpi_horizons(len(values)):
+            writer.add_scalar(f"kpi/open_loop_{name}_h{k}", values[k - 1], step)
