@@ -3,7 +3,7 @@
 ``wm import --source DIR --format npz --out STORE`` or ``wm import --source NAMESPACE/DATASET-v0 --format minari
 --out STORE``. Every episode is validated before anything is written; one bad episode refuses the whole
 import, with one line per problem naming the episode, the field and the fix (formats and the reward
-convention: :mod:`worldmodels.data.importers`, :mod:`worldmodels.data.validate`, docs/datasets.md).
+convention: :mod:`worldmodels.data.importers`, :mod:`worldmodels.data.validate`, the README's dataset section).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``--checkpoint`` is a shipped name, an exported model directory or a training run, read by ``worldmodels.load``.
 Binds ``127.0.0.1`` by default; any other host needs ``--token`` (or ``WM_SERVE_TOKEN``), and with a token every
 endpoint but ``/healthz`` needs ``Authorization: Bearer <token>``. ``--port 0`` picks a free port; the URL
-it bound is printed first. Endpoints and encodings: :mod:`worldmodels.serving.app` and docs/serving.md.
+it bound is printed first. Endpoints and encodings: :mod:`worldmodels.serving.app` and the README's serving section.
 """
 
 from __future__ import annotations

@@ -230,7 +230,7 @@ def test_wm_serve_port_0_prints_the_url_it_bound(models):
 
 
 def test_in_process_api_from_any_directory_carries_the_env_settings(tmp_path, monkeypatch):
-    """`worldmodels.load(...).policy()` is the server's policy in-process; docs/serving.md's loop, on Catch."""
+    """`worldmodels.load(...).policy()` is the server's policy in-process; the README serving section's loop, on Catch."""
     vae, mdnrnn, params = tiny_worldmodels(tmp_path / "plain")
     save_worldmodels(tmp_path / "catch", vae, mdnrnn, make_controller("linear", 4 + 8, CATCH), params,
                      env_id="worldmodels/Catch-v0", action_spec=CATCH, env_options={"frameskip": 2, "max_episode_steps": 3})

@@ -13,7 +13,7 @@ from worldmodels.evaluation import run_episodes
 from worldmodels.pets.family import load_whole
 from worldmodels.policies import RandomPolicy
 
-# Small enough for well under a minute of CPU (measured ~23 s CPU, see docs/pets.md): 3 members, 100 rows per
+# Small enough for well under a minute of CPU (measured ~23 s CPU, see the README PETS section): 3 members, 100 rows per
 # imagine call (50 candidates x 2 particles), 2 CEM iterations. Horizon 20 (0.4 s): with 12 the plans kept the
 # pole up but let the cart drift off the track (|x| > 2.4) after 120-160 steps, since only termination is scored.
 LIGHT = dict(ensemble=3, hidden=64, layers=3, candidates=50, particles=2, iterations=2, cem_elites=5, horizon=20)
