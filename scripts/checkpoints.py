@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from worldmodels.config import arg
 from worldmodels.registry import SHIPPED, list_checkpoints
 
-# The metrics `wm checkpoints` prints per model (all of them are in its config.json and model card).
+# The metrics `wm checkpoints` prints per model, in this order (all of them are in its config.json and model card).
+# The open-loop ratios to the copy-last-frame / mean-frame baselines come before PSNR, which alone flatters.
 SUMMARY_METRICS = {"return_mean": "return", "eval_return": "return", "random_mean": "random", "random_return": "random",
+                   "kpi/open_loop_vs_copy_h1": "vs copy h1", "kpi/open_loop_vs_copy_h15": "vs copy h15",
+                   "kpi/open_loop_vs_mean_h15": "vs mean h15",
                    "kpi/open_loop_psnr_h1": "PSNR h1", "kpi/open_loop_psnr_h15": "PSNR h15"}
 
 
@@ -28,7 +31,7 @@ def run(config: CheckpointsConfig) -> list[dict]:
         if "error" in row:
             print(f"{row['name']:<28} unreadable: {row['error']}")
             continue
-        shown = {k: v for k, v in row["metrics"].items() if k in SUMMARY_METRICS}
+        shown = {k: row["metrics"][k] for k in SUMMARY_METRICS if k in row["metrics"]}
         metrics = ", ".join(f"{SUMMARY_METRICS[k]} {v:.3g}" for k, v in shown.items() if isinstance(v, (int, float)))
         print(f"{row['name']:<28} {row['family']:<12} {row['env_id']:<14} {row['size_mb']:>5.1f} MB  {metrics}  card: {row['card']}")
     return rows

@@ -11,6 +11,10 @@ is given the first ``--context`` frames and real actions, then:
 Both also go to TensorBoard under ``--logdir`` (tags ``dreams/open_loop/sample_<i>``,
 ``dreams/imagined/sample_<i>``, ``dreams/reconstruction``, ``dreams/latent_traversal`` and the
 ``kpi/*`` open-loop scalars). MP4 files are written only when imageio-ffmpeg (or av) is installed.
+
+The KPIs are scored once over all the episodes' predicted frames, so the mean-frame baseline
+(:mod:`worldmodels.baselines`) is the mean of every evaluated real frame and each ratio compares errors on the
+same frames.
 """
 
 from __future__ import annotations
@@ -99,6 +103,27 @@ def collect_episode(env_id: str, *, image_size: int, length: int, seed: int) -> 
             "is_first": is_first}
 
 
+def _pad(x: torch.Tensor, length: int, fill: float | bool) -> torch.Tensor:
+    """``(1, L, ...)`` -> ``(1, length, ...)``: rows past the episode's end filled with ``fill``."""
+    x = x.cpu()
+    return torch.cat([x, x.new_full((1, length - x.shape[1], *x.shape[2:]), fill)], 1)
+
+
+def pooled_kpis(batches: list[dict[str, torch.Tensor]], outs: list[dict[str, torch.Tensor]], context: int) -> dict[str, float]:
+    """:func:`~trainers.callbacks.open_loop_kpis` of every episode at once: ``(1, T_i, ...)`` batches and their
+    open-loop outputs ``(1, T_i - context, ...)`` padded to one ``(N, max T_i, ...)`` batch.
+
+    Padded rows are flagged ``is_first`` (a new episode), which ``open_loop_kpis`` masks, so a shorter episode
+    counts at the horizons it reaches only, as when each episode was scored alone.
+    """
+    T = max(b["obs"].shape[1] for b in batches)
+    batch = {"obs": torch.cat([_pad(b["obs"], T, 0) for b in batches]),  # (N, T, H, W, C)
+             "is_first": torch.cat([_pad(b["is_first"], T, True) for b in batches]),  # (N, T)
+             **{key: torch.cat([_pad(b[key], T, 0) for b in batches]) for key in ("reward", "terminated")}}
+    out = {key: torch.cat([_pad(o[key], T - context, 0) for o in outs]) for key in ("frames", "reward", "end")}
+    return open_loop_kpis(batch, out, context)
+
+
 def _clip(frames: np.ndarray, path: Path, fps: float, mp4: bool, written: dict[str, list[str]]) -> None:
     written["gifs"].append(str(viz.write_gif(path.with_suffix(".gif"), frames, fps)))
     if mp4 and viz.mp4_available():
@@ -117,7 +142,7 @@ def run(config: DreamConfig) -> dict:
     logdir = Path(config.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[str]] = {"gifs": [], "mp4s": []}
-    kpis: list[dict[str, float]] = []
+    scored: tuple[list, list] = ([], [])  # the episodes' batches and open-loop outputs, scored together
     writer = SummaryWriter(str(logdir))
     K = config.context
     try:
@@ -141,7 +166,8 @@ def run(config: DreamConfig) -> dict:
             _clip(shown, logdir / f"dream_ep{i}", config.fps, config.mp4, written)
             viz.add_gif_summary(writer, f"dreams/open_loop/sample_{i}", strip, 0, config.fps)
             viz.add_gif_summary(writer, f"dreams/imagined/sample_{i}", shown, 0, config.fps)
-            kpis.append(open_loop_kpis(batch, out, K))
+            scored[0].append(batch)
+            scored[1].append(out)
             if i == 0:
                 with torch.no_grad():
                     recon = viz.as_uint8(reconstruct(model, batch["obs"][0, :K]))
@@ -149,9 +175,8 @@ def run(config: DreamConfig) -> dict:
                     grid = latent_traversal_grid(model, batch["obs"][0, :1], batch["obs"][0], dims=6, steps=7)
                     if grid is not None:
                         viz.add_image_summary(writer, "dreams/latent_traversal", grid, 0)
-        names = sorted({name for k in kpis for name in k})
-        mean_kpis = {name: float(np.mean([k[name] for k in kpis if name in k])) for name in names}
-        for name, value in mean_kpis.items():
+        mean_kpis = pooled_kpis(*scored, K)
+        for name, value in sorted(mean_kpis.items()):
             writer.add_scalar(name, value, 0)
     finally:
         writer.close()

@@ -52,7 +52,7 @@ def run(config: EvaluateConfig) -> dict:
                                 f"an exported model or a shipped name: {error}") from None
     record = evaluate_model(model, episodes=config.episodes, seed=config.seed, env_id=config.env,
                             num_envs=config.num_envs, max_episode_steps=config.max_episode_steps,
-                            frameskip=config.frameskip, sample=config.sample, device=device)
+                            frameskip=config.frameskip, sample=config.sample, device=device, progress=True)
     root = model.path.parent.parent if model.path.suffix == ".ckpt" else model.path  # a .ckpt's run directory
     # The run's own eval.json is for its own env: another env's evaluation goes next to it, never over it.
     other_env = config.env and config.env != model.env_id

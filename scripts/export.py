@@ -4,8 +4,9 @@
 
 1. ``worldmodels.pretrained.export_from_run``: safetensors + config.json (never a pickle).
 2. Held-out prediction error: ``wm dream`` on ``--heldout-episodes`` fresh random-policy episodes
-   (a seed the run never used): open-loop MSE / PSNR at horizons 1, 5 and 15, reward error.
-3. ``README.md``, the model card: command, data size, steps, wall time, hardware, metrics.
+   (a seed the run never used): open-loop MSE / PSNR at horizons 1, 5 and 15 next to the copy-last-frame and
+   mean-frame baselines on the same frames and the ratios to them (``worldmodels.baselines``), reward error.
+3. ``README.md``, the model card: command, data size, steps, wall time, hardware, metrics led by the ratios.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +70,48 @@ def _run_facts(run_dir: Path) -> dict:
     return facts
 
 
-def _card(config: ExportConfig, pretrained: dict, facts: dict, kpis: dict) -> str:
-    metrics = pretrained.get("metrics", {})
-    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
-                     for k, v in {**metrics, **kpis}.items())
+# Columns of the card's open-loop table: header -> metric key at horizon k. The ratios lead: a bare MSE or PSNR
+# flatters a model whose frames are mostly static background.
+OPEN_LOOP_COLUMNS = {"model / copy-last": "kpi/open_loop_vs_copy_h{k}", "model / mean frame": "kpi/open_loop_vs_mean_h{k}",
+                     "model MSE": "kpi/open_loop_mse_h{k}", "copy-last MSE": "kpi/copy_last_mse_h{k}",
+                     "mean-frame MSE": "kpi/mean_frame_mse_h{k}", "model PSNR (dB)": "kpi/open_loop_psnr_h{k}"}
+
+
+def open_loop_table(metrics: dict) -> str:
+    """Markdown table, one row per horizon ``k`` with a ``kpi/open_loop_mse_h{k}`` in ``metrics``; '-' where absent."""
+    horizons = sorted(int(m.group(1)) for key in metrics if (m := re.fullmatch(r"kpi/open_loop_mse_h(\d+)", key)))
+    lines = ["| steps ahead | " + " | ".join(OPEN_LOOP_COLUMNS) + " |", "|---" * (len(OPEN_LOOP_COLUMNS) + 1) + "|"]
+    for k in horizons:
+        cells = [metrics.get(key.format(k=k)) for key in OPEN_LOOP_COLUMNS.values()]
+        lines.append(f"| {k} | " + " | ".join("-" if v is None else f"{v:.3g}" for v in cells) + " |")
+    return "\n".join(lines)
+
+
+def metrics_section(metrics: dict, *, episodes: int, context: int, horizon: int) -> str:
+    """The card's ``## Measured metrics``: the open-loop table against the baselines, then every value."""
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |" for k, v in metrics.items())
+    return f"""## Measured metrics
+
+Held-out open-loop prediction: {episodes} fresh random-policy episodes (seed {HELDOUT_SEED}), {context} real context
+frames, then {horizon} frames predicted under the real actions. The model's error stands next to two baselines on
+the same frames: copying the last context frame forward, and the mean frame (the per-pixel mean of the evaluated
+real frames). A ratio below 1 beats that baseline; near 1 the model predicts no better than "nothing moves", however
+high its PSNR (a forecast that loses Pong's ball and paddles still scores ~35 dB: the background is nearly every pixel).
+
+{open_loop_table(metrics)}
+
+Every value, as in config.json `metrics`. Real-env returns are from the run's own evaluation (same seeds for the
+agent and a random policy); `kpi/*` are the held-out open-loop figures above.
+
+| metric | value |
+|---|---|
+{rows}
+"""
+
+
+def _card(config: ExportConfig, pretrained: dict, facts: dict) -> str:
+    section = metrics_section(pretrained.get("metrics", {}), episodes=config.heldout_episodes, context=config.context,
+                              horizon=config.horizon)
     return f"""# {Path(config.out).name}
 
 A {pretrained.get('family')} world model for `{pretrained.get('env_id')}`, trained by this project on this CPU.
@@ -89,16 +129,7 @@ Load it with `worldmodels.load("{config.out}")`; render its dreams with
 | components | {', '.join(pretrained.get('components', []))} |
 | sizes | `{json.dumps(pretrained.get('sizes', pretrained.get('config', {})))[:400]}` |
 
-## Measured metrics
-
-Real-env returns are from the run's own evaluation (same seeds for the agent and a random
-policy). `kpi/*` are held-out: {config.heldout_episodes} fresh random-policy episodes (seed {HELDOUT_SEED}),
-{config.context} real context frames, then open-loop prediction under the real actions.
-
-| metric | value |
-|---|---|
-{rows}
-
+{section}
 These are small CPU-trained models: treat them as starting points for fine-tuning and as
 working examples of the format, not as competitive agents.
 """
@@ -122,6 +153,16 @@ def check_out(out: Path, run_dir: Path) -> None:
                          "give a new or empty directory (or leave --out empty for RUN_DIR/export)")
 
 
+def heldout_kpis(model_dir: str | Path, config: ExportConfig) -> dict[str, float]:
+    """``wm dream``'s open-loop KPIs of ``model_dir`` on ``config.heldout_episodes`` fresh random-policy episodes."""
+    with tempfile.TemporaryDirectory() as logdir:
+        heldout = dream.run(dream.DreamConfig(checkpoint=str(model_dir), logdir=logdir, context=config.context,
+                                              horizon=config.horizon, episodes=config.heldout_episodes,
+                                              seed=HELDOUT_SEED, mp4=False, device=config.device,
+                                              threads=config.threads))
+    return {k: float(f"{v:.5g}") for k, v in heldout["kpis"].items()}  # significant digits: MSEs are ~1e-4
+
+
 def run(config: ExportConfig) -> dict:
     run_dir = Path(config.run_dir)
     out = Path(config.out) if config.out else run_dir / "export"
@@ -132,16 +173,11 @@ def run(config: ExportConfig) -> dict:
     export_from_run(run_dir, out)
     # Marks the directory as this run's export, so that a rerun may overwrite it and nothing else.
     save_json_atomic(out / "config.json", {**read_config(out), EXPORTED_FROM: str(run_dir.resolve())})
-    with tempfile.TemporaryDirectory() as logdir:
-        heldout = dream.run(dream.DreamConfig(checkpoint=str(out), logdir=logdir, context=config.context,
-                                              horizon=config.horizon, episodes=config.heldout_episodes,
-                                              seed=HELDOUT_SEED, mp4=False, device=config.device,
-                                              threads=config.threads))
-    kpis = {k: round(v, 5) for k, v in heldout["kpis"].items()}
+    kpis = heldout_kpis(out, config)
     pretrained = read_config(out)
     pretrained["metrics"] = {**pretrained.get("metrics", {}), **kpis}
     save_json_atomic(out / "config.json", pretrained)
-    card = _card(config, pretrained, _run_facts(run_dir), {})
+    card = _card(config, pretrained, _run_facts(run_dir))
     tmp = out / ".README.md.tmp"
     tmp.write_text(card)
     tmp.replace(out / "README.md")

@@ -10,10 +10,12 @@ when rerun, and the result is exported to ``RUN_DIR/pretrained``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from trainers.finetune import FinetuneConfig, finetune
 from worldmodels.envs.spaces import ActionSpec
+from worldmodels.evaluation import result_table
 from worldmodels.locking import exclusive_lock
 
 CONFIG = FinetuneConfig
@@ -26,7 +28,7 @@ PRESETS: dict[str, dict] = {
 
 
 def run(config: FinetuneConfig) -> dict:
-    """Fine-tune, print what was re-initialised and frozen; returns ``finetune.json``'s dict."""
+    """Fine-tune, print what was re-initialised and frozen and the agent vs random; returns ``finetune.json``'s dict."""
     with exclusive_lock(config.run_dir, what="run directory"), \
             exclusive_lock(Path(config.run_dir) / "episodes", what="episode store"):
         result = finetune(config)
@@ -35,4 +37,6 @@ def run(config: FinetuneConfig) -> dict:
             f"{', '.join(result['reinitialised']) or 'nothing'}" if result["action_space_changed"] else
             f"same action space ({target.kind}({target.dim})): nothing re-initialised")
     print(f"wm finetune: {result['source_env']} -> {result['env']}; {line}; frozen: {', '.join(result['frozen']) or 'nothing'}")
+    eval_path = Path(config.run_dir) / "eval.json"  # both families' fine-tunes end with an agent-vs-random evaluation
+    print(f"{result_table(json.loads(eval_path.read_text()))}\n-> {eval_path}")
     return result

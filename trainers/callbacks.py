@@ -1,4 +1,4 @@
-"""Lightning callbacks that show what a world model dreams, and the world-model KPIs.
+"""Lightning callbacks that show what a world model dreams, the world-model KPIs, and the fit's progress.
 
 Every callback here is OPTIONAL behaviour (STYLE.md): it never touches the loss, runs under
 ``torch.no_grad`` in eval mode with the global RNG state saved and restored (so a run with and
@@ -15,7 +15,8 @@ alone, a ``ConvVAE``) and the latent policy that acts in its dreams (``None``: r
 Images go to every ``TensorBoardLogger`` of the trainer (other loggers get the scalars only).
 
 Tags: ``dreams/open_loop/sample_<i>``, ``dreams/reconstruction``, ``dreams/latent_traversal``,
-``dreams/imagined/sample_<i>``, ``kpi/open_loop_mse_h<h>``, ``kpi/open_loop_psnr_h<h>``,
+``dreams/imagined/sample_<i>``, ``kpi/open_loop_mse_h<h>``, ``kpi/open_loop_psnr_h<h>``, the baselines and
+ratios of :mod:`worldmodels.baselines` (``kpi/copy_last_mse_h<h>``, ``kpi/open_loop_vs_copy_h<h>``, ...),
 ``kpi/reward_mae``, ``kpi/termination_accuracy``, ``kpi/return_vs_env_steps``.
 """
 
@@ -31,8 +32,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from worldmodels import dreams, viz
+from worldmodels import baselines, dreams, viz
 from worldmodels.core import LatentPolicy
+from worldmodels.progress import Progress
 
 ModelsFn = Callable[[LightningModule], tuple[dreams.DreamModel, LatentPolicy | None]]
 """``pl_module -> (model, head)``: what a callback renders and who acts in its dreams (``None``: random)."""
@@ -265,7 +267,8 @@ def open_loop_kpis(batch: Mapping[str, torch.Tensor], out: Mapping[str, Any], co
         predicted                  | frames[0] frames[1] ...   reward[j] ~ reward[context+j], end[j] ~ terminated[context+j]
 
     MSE / PSNR at horizon ``h`` use predicted frame ``h - 1`` (frames on the [0, 1] scale); a horizon
-    longer than the prediction is left out.
+    longer than the prediction is left out. The MSE comes with the copy-last-context-frame and mean-frame
+    baselines on the same frames and the ratios to them (:mod:`worldmodels.baselines`): PSNR alone flatters.
     """
     true = viz.as_uint8(batch["obs"][:, context:])  # (B, P, H, W, C)
     pred = viz.as_uint8(out["frames"])  # (B, P, H, W, C)
@@ -274,11 +277,11 @@ def open_loop_kpis(batch: Mapping[str, torch.Tensor], out: Mapping[str, Any], co
     assert true.shape == pred.shape, f"real {true.shape} vs predicted {pred.shape}"
     new_episode = _numpy(batch["is_first"][:, context : context + P]).astype(bool)  # (B, P)
     valid = ~np.logical_or.accumulate(new_episode, axis=1)  # (B, P)
-    mse, db = viz.frame_mse(true, pred), viz.psnr(true, pred)  # (B, P)
-    metrics: dict[str, float] = {}
+    last = viz.as_uint8(batch["obs"][:, context - 1])  # (B, H, W, C): what the copy-last baseline repeats
+    metrics = baselines.by_horizon(baselines.open_loop_vs_baselines(true, pred, last, valid=valid), horizons)
+    db = viz.psnr(true, pred)  # (B, P)
     for h in horizons:
         if h <= P and valid[:, h - 1].any():
-            metrics[f"kpi/open_loop_mse_h{h}"] = float(mse[:, h - 1][valid[:, h - 1]].mean())
             metrics[f"kpi/open_loop_psnr_h{h}"] = float(db[:, h - 1][valid[:, h - 1]].mean())
     if valid.any():
         reward = _numpy(batch["reward"][:, context : context + P])
@@ -335,3 +338,43 @@ class KPISummary(Callback):
         logger = trainer.logger
         logdir = None if logger is None else getattr(logger, "root_dir", None) or logger.log_dir
         self.table = print_kpi_table(self.collect(trainer), logdir)
+
+
+class ProgressLog(Callback):
+    """The one progress display of a fit (Lightning's own bar is off): :class:`worldmodels.progress.Progress`.
+
+    Counts the stage's steps, ``global_step // steps_per_update`` (Dreamer: 3 optimiser steps per gradient
+    step), up to ``max_steps`` (else the Trainer's estimate), from where a resumed fit starts; shows the last
+    value of each of ``metrics`` that was logged. Rank zero only.
+    """
+
+    def __init__(self, stage: str, *, steps_per_update: int = 1, metrics: tuple[str, ...] = ("train/loss",),
+                 **progress_options: Any) -> None:
+        self.stage, self.steps_per_update, self.metrics = stage, steps_per_update, metrics
+        self.progress_options = progress_options
+        self.progress: Progress | None = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        total = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
+        self.progress = Progress(self.stage, total // self.steps_per_update,
+                                 initial=trainer.global_step // self.steps_per_update, **self.progress_options)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.progress is not None:
+            self.progress.set(trainer.global_step // self.steps_per_update, detail=self.detail(trainer))
+
+    def detail(self, trainer: Trainer) -> str:
+        values = [(name, trainer.callback_metrics.get(name)) for name in self.metrics]
+        return ", ".join(f"{name} {float(value):.4g}" for name, value in values
+                         if value is not None and torch.as_tensor(value).numel() == 1)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self.on_train_end(trainer, pl_module)

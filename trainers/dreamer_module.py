@@ -143,9 +143,10 @@ class DreamerModule(L.LightningModule):
         logs.update({f"imag/{k}": v for k, v in imag_metrics.items()})
         if self.replay is not None:
             env = self.replay.metrics()
-            logs.update({f"env/{k}": float(v) for k, v in env.items()})
+            logs.update({f"env/{k}": float(v) for k, v in env.items() if k != "return"})
             if "return" in env and self.logger is not None and self.trainer.is_global_zero:
-                # Sample efficiency: x axis = env steps, not optimiser steps.
+                # Returns go on the env-step axis, never on optimiser steps (DESIGN.md, TensorBoard tags).
+                self.logger.log_metrics({"env/return": float(env["return"])}, step=int(env["steps"]))
                 log_return_vs_env_steps(self.logger, int(env["steps"]), float(env["return"]))
         self.log_dict(logs, on_step=True, prog_bar=False, batch_size=B * T)
 

@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from trainers.callbacks import ProgressLog
 from trainers.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from trainers.distributed import lightning_strategy, rank_seed
 from trainers.dream_callbacks import dream_callbacks
@@ -78,7 +79,9 @@ class DreamerRunConfig(DreamerAgentConfig):
     precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on GPU, 32-true on CPU")
     checkpoint_every: int = arg(1000, "gradient steps between checkpoints", minimum=1)
     log_every: int = arg(50, "gradient steps between log rows", minimum=1)
-    dream_every: int = arg(1000, "gradient steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off", minimum=0)
+    dream_every: int = arg(1000, "gradient steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, "
+                                  "KPIs), at most a quarter of the run's gradient steps so every run logs them a few times; "
+                                  "0 = off", minimum=0)
     devices: int = arg(1, "devices (processes) per node; > 1 trains with DDP, each rank with its own envs and replay", minimum=1)
     num_nodes: int = arg(1, "nodes for multi-node DDP (launch with torchrun or srun, see README)", minimum=1)
     strategy: str = arg("auto", "Lightning strategy: auto, ddp (per rank: env seed + 1000*rank, episodes-rank<r>/)")
@@ -147,7 +150,8 @@ def evaluate(module: DreamerModule, env_id: str, *, episodes: int, seed: int, op
     policy = ModelPolicy(module.world_model, ActorHead(module.actor, module.action_spec, sample=sample))
     env = make_vector(env_id, 1, seed=seed, **options)
     try:
-        return evaluate_against_random(env, policy, env_id=env_id, episodes=episodes, seed=seed, device=module.device)
+        return evaluate_against_random(env, policy, env_id=env_id, episodes=episodes, seed=seed, device=module.device,
+                                       progress=True)
     finally:
         env.close()
 
@@ -165,6 +169,8 @@ def make_trainer(config: DreamerRunConfig, run_dir: Path, *, callbacks: Sequence
     """
     total = gradient_steps(config) if max_gradient_steps is None else max_gradient_steps
     precision = config.precision or ("bf16-mixed" if on_gpu(config) else "32-true")
+    progress = ProgressLog("dreamer" if max_gradient_steps is None else "dreamer offline",
+                           steps_per_update=OPTIMISERS_PER_STEP, metrics=("train/loss/model", "env/steps"))
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                                   every_n_train_steps=config.checkpoint_every * OPTIMISERS_PER_STEP)
     return L.Trainer(
@@ -174,9 +180,12 @@ def make_trainer(config: DreamerRunConfig, run_dir: Path, *, callbacks: Sequence
         devices=config.devices, num_nodes=config.num_nodes,
         # three backward passes per step, each through one part (world model / actor / critic)
         strategy=lightning_strategy(config.strategy, find_unused_parameters=True),
-        logger=TensorBoardLogger(str(run_dir), name="tb", version=0),
-        callbacks=[checkpoints, *dream_callbacks("dreamer", every_n_steps=config.dream_every * OPTIMISERS_PER_STEP),
+        logger=TensorBoardLogger(str(run_dir), name="tb", version=0, default_hp_metric=False),
+        callbacks=[checkpoints, progress,
+                   *dream_callbacks("dreamer", every_n_steps=config.dream_every * OPTIMISERS_PER_STEP,
+                                    total_steps=total * OPTIMISERS_PER_STEP),
                    *callbacks],
+        # ProgressLog is the one progress display
         log_every_n_steps=config.log_every, enable_progress_bar=False, enable_model_summary=False,
     )
 

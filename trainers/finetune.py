@@ -193,7 +193,7 @@ def finetune_worldmodels(config: FinetuneConfig, source: Path, pretrained: dict,
     device = resolve_device(wm.device)
     result = evaluate_model(load(run_dir, device), episodes=wm.eval_episodes, seed=wm.seed + 10_000, env_id=env_id,
                             num_envs=wm.num_envs, max_episode_steps=wm.max_episode_steps, frameskip=wm.frameskip,
-                            device=device)
+                            device=device, progress=True)
     save_json_atomic(run_dir / "eval.json", result)
     export_from_run(run_dir)
     reinitialised = describe_reinit(reports, keep)

@@ -85,7 +85,8 @@ def train_mbpo(config: MBPORunConfig, *, writer: Any = None) -> dict[str, Any]:
     env.close()
     eval_env = make_state_env(config.env, min(config.eval_episodes, 5))
     record = evaluate_against_random(eval_env, SACPolicy(sac, sample=False), env_id=config.env,
-                                     episodes=config.eval_episodes, seed=config.seed + 10_000, device=device)
+                                     episodes=config.eval_episodes, seed=config.seed + 10_000, device=device,
+                                     progress=True)
     eval_env.close()
     record.update({"env_steps": result["env_steps"], "sac_updates": result["sac_updates"],
                    "train_s": result["train_s"], "wall_s": round(time.perf_counter() - began, 1)})

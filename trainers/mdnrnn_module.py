@@ -46,11 +46,12 @@ class MDNRNNModule(L.LightningModule):
         parts = self.mdnrnn.loss(z, batch["action"].float(), batch["reward"].float(), batch["terminated"], batch["is_first"],
                                   done_pos_weight=self.done_pos_weight)
         loss = weighted_sum(parts, self.loss_scales)
+        # Training logs per step, validation per pass: one value per tag, no `_step` / `_epoch` twins.
+        per_step = stage == "train"
         for key, value in parts.items():
-            self.log(f"{stage}/loss/{key}", value, batch_size=B, on_epoch=True, on_step=stage == "train",
-                     sync_dist=stage != "train")  # validation averages over every rank under DDP
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=B, on_epoch=True, on_step=stage == "train",
-                 sync_dist=stage != "train")
+            self.log(f"{stage}/loss/{key}", value, batch_size=B, on_epoch=not per_step, on_step=per_step,
+                     sync_dist=not per_step)  # validation averages over every rank under DDP
+        self.log(f"{stage}/loss", loss, batch_size=B, on_epoch=not per_step, on_step=per_step, sync_dist=not per_step)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -234,7 +234,7 @@ def train(config: PETSRunConfig) -> dict[str, Any]:
     eval_env = make_state_env(config.env, config.eval_envs)
     eval_policy = PlannerPolicy(world_model, make_planner(config, spec), device=device)
     record = evaluate_against_random(eval_env, eval_policy, env_id=config.env, episodes=config.eval_episodes,
-                                     seed=config.eval_seed, device=device)
+                                     seed=config.eval_seed, device=device, progress=True)
     eval_env.close()
     record.update({"family": "pets", "env_steps": len(buffer), "propagation": config.propagation,
                    "planner": "cem", "plan_ms_per_action": 1000 * planner.seconds / max(planner.actions, 1)})

@@ -207,7 +207,7 @@ def train_tdmpc(config: TDMPCRunConfig, *, writer: Any = None) -> dict[str, Any]
             learn(config.updates_per_step)
             if writer is not None and learner.updates % 100 == 0:
                 for name, value in losses.items():
-                    writer.add_scalar(f"train/loss/{name}", value, driver.steps)
+                    writer.add_scalar(f"train/loss/{name}", value, learner.updates)  # losses: x = updates
     if driver.steps <= config.seed_steps:
         learn(config.pretrain_updates)
     env.close()
@@ -217,7 +217,7 @@ def train_tdmpc(config: TDMPCRunConfig, *, writer: Any = None) -> dict[str, Any]
                         max_episode_steps=config.max_episode_steps)
     policy = acting_policy(model, config, explore=False)
     record = evaluate_against_random(eval_env, policy, env_id=config.env, episodes=config.eval_episodes,
-                                     seed=config.seed + 10_000, device=device)
+                                     seed=config.seed + 10_000, device=device, progress=True)
     planner = getattr(policy, "planner", None)
     if planner is not None:  # the prior alone on the same seeds: what planning adds on top of it
         prior_only = ModelPolicy(model, PriorHead(model, sample=False))

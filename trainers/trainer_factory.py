@@ -1,7 +1,7 @@
 """The one Lightning ``Trainer`` set-up of the World Models stages (V and M) and their resumable fit.
 
 Every stage trainer writes ``STAGE_DIR/ckpt/last.ckpt`` atomically (a kill never leaves it half-written),
-logs to ``RUN_DIR/tb/<name>`` and counts ``max_steps`` in optimiser steps. Dreamer's online trainer is
+logs to ``RUN_DIR/tb/<name>`` (no ``hp_metric``), shows its progress (:class:`~trainers.callbacks.ProgressLog`) and counts ``max_steps`` in optimiser steps. Dreamer's online trainer is
 :func:`trainers.dreamer_run.make_trainer`.
 """
 
@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from trainers.callbacks import ProgressLog
 from trainers.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from trainers.distributed import lightning_strategy
 from trainers.guards import FiniteGuard
@@ -30,12 +31,12 @@ def stage_trainer(*, run_dir: str | Path, stage_dir: Path, name: str, max_steps:
         max_steps=max_steps, max_epochs=-1, accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=devices, num_nodes=num_nodes, strategy=lightning_strategy(strategy),
         use_distributed_sampler=False,  # the data modules shard episodes by rank themselves
-        logger=TensorBoardLogger(str(Path(run_dir) / "tb"), name=name, version=0),
+        logger=TensorBoardLogger(str(Path(run_dir) / "tb"), name=name, version=0, default_hp_metric=False),
         callbacks=[FiniteGuard(name, hint="a lower learning rate usually fixes this"),  # before any checkpoint of a bad step
                    ModelCheckpoint(dirpath=stage_dir / "ckpt", save_last=True, save_top_k=0,
-                                   every_n_train_steps=checkpoint_every), *callbacks],
+                                   every_n_train_steps=checkpoint_every), ProgressLog(name), *callbacks],
         limit_val_batches=val_batches, log_every_n_steps=min(50, max(1, max_steps // 10)),
-        enable_progress_bar=False, enable_model_summary=False,
+        enable_progress_bar=False, enable_model_summary=False,  # ProgressLog is the one progress display
     )
 
 

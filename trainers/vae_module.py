@@ -54,11 +54,13 @@ class VAEModule(L.LightningModule):
         parts, out = self.vae.loss(images, kl_tolerance=self.kl_tolerance)
         loss = weighted_sum(parts, self.loss_scales)
         batch_size = images.shape[0]
+        # Training logs per step, validation per pass: one value per tag, no `_step` / `_epoch` twins.
+        per_step = stage == "train"
         for key, value in parts.items():
-            self.log(f"{stage}/loss/{key}", value, batch_size=batch_size, on_epoch=True, on_step=stage == "train",
-                     sync_dist=stage != "train")  # validation averages over every rank under DDP
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, on_epoch=True, on_step=stage == "train",
-                 sync_dist=stage != "train")
+            self.log(f"{stage}/loss/{key}", value, batch_size=batch_size, on_epoch=not per_step, on_step=per_step,
+                     sync_dist=not per_step)  # validation averages over every rank under DDP
+        self.log(f"{stage}/loss", loss, batch_size=batch_size, on_epoch=not per_step, on_step=per_step,
+                 sync_dist=not per_step)
         return loss, images, out
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -72,7 +72,9 @@ class WorldModelsConfig:
     eval_episodes: int = arg(100, "real-env evaluation episodes (paper: 100)", minimum=1)
     evaluate: bool = arg(True, "evaluate C against random in the real env at the end; false = no evaluation "
                                "(with --store: no env is made at all)")
-    dream_every: int = arg(500, "optimiser steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, KPIs); 0 = off", minimum=0)
+    dream_every: int = arg(500, "optimiser steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, "
+                                 "KPIs), at most a quarter of the stage's steps so every run logs them a few times; 0 = off",
+                             minimum=0)
     checkpoint_every: int = arg(500, "Lightning checkpoint interval in optimiser steps", minimum=1)
     val_batches: int = arg(8, "validation batches per V / M validation pass", minimum=0)
     loader_workers: int = arg(0, "DataLoader worker processes feeding V (0 = main process; 1-4 keep a GPU fed)", minimum=0)

@@ -111,8 +111,7 @@ def stage_collect(config: WorldModelsConfig) -> Path:
     try:
         spec = store_spec_for(vec_env, config.env)
         store = EpisodeStore.create(store_dir, env_id=spec.env_id, obs_shape=spec.obs_shape, action_spec=spec.action_spec)
-        stats = collect_episodes(vec_env, store, episodes=config.episodes, policy=config.collect_policy, seed=config.seed,
-                                 progress=False)
+        stats = collect_episodes(vec_env, store, episodes=config.episodes, policy=config.collect_policy, seed=config.seed)
     finally:
         vec_env.close()
     save_json_atomic(store_dir / DONE, stats.to_dict())
@@ -152,7 +151,7 @@ def stage_vae(config: WorldModelsConfig, store_dir: Path) -> ConvVAE:
             use_channels_last(module)  # NHWC conv kernels; frames are NHWC in storage already
         fit_stage(config, "vae", module, vae_datamodule(config, store_dir), config.vae_steps,
                   precision=config.precision or default_precision(device),
-                  callbacks=dream_callbacks("vae", every_n_steps=config.dream_every))
+                  callbacks=dream_callbacks("vae", every_n_steps=config.dream_every, total_steps=config.vae_steps))
     return load_stage(config, "vae")
 
 
@@ -172,7 +171,8 @@ def stage_mdnrnn(config: WorldModelsConfig, latent_dir: Path, action_spec: Actio
                  store_dir: Path) -> MDNRNN:
     """Fit M on (B, T) chunks of cached latents, export it to RUN_DIR/mdnrnn."""
     if not (Path(config.run_dir) / "mdnrnn" / DONE).exists():
-        callbacks = dream_callbacks("mdnrnn", every_n_steps=config.dream_every, batch=frame_batch(config, store_dir),
+        callbacks = dream_callbacks("mdnrnn", every_n_steps=config.dream_every, total_steps=config.mdnrnn_steps,
+                                    batch=frame_batch(config, store_dir),
                                     models_fn=with_vae(vae, action_spec))
         fit_stage(config, "mdnrnn", mdnrnn_module(config, action_spec.dim), mdnrnn_datamodule(config, latent_dir),
                   config.mdnrnn_steps, callbacks=callbacks)
@@ -228,12 +228,11 @@ def stage_controller(config: WorldModelsConfig, vae: ConvVAE, mdnrnn: MDNRNN, la
     def log(generation: int, record: dict) -> None:
         for key in ("best", "mean", "worst", "sigma", "best_ever"):
             writer.add_scalar(f"cmaes/{key}", record[key], generation)
-        print(f"generation {generation}: best {record['best']:.3f} mean {record['mean']:.3f} sigma {record['sigma']:.3f} "
-              f"({record['seconds']:.1f}s)")
 
-    try:
+    try:  # progress: the generations with an ETA and the latest best / mean / sigma
         result = train_cmaes(fitness, controller.num_params, generations=config.generations, population=config.population,
-                             sigma0=config.sigma0, seed=config.seed, checkpoint_dir=out, device=device, log=log)
+                             sigma0=config.sigma0, seed=config.seed, checkpoint_dir=out, device=device, log=log,
+                             progress=True)
         # The best candidate's score is one noisy draw; re-rank it against the distribution mean with more rollouts.
         candidates = torch.as_tensor(np.stack([result["best_params"], result["mean"]]), dtype=torch.float32, device=device)
         final_repeats = config.final_repeats if config.controller_env == "dream" else config.repeats

@@ -24,6 +24,7 @@ from worldmodels.core import Policy
 from worldmodels.driver import Driver
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.policies import RandomPolicy
+from worldmodels.progress import Progress
 
 EVAL_KEYS = ("env", "seed", "episodes", "returns", "return_mean", "return_std",
              "random_returns", "random_mean", "random_std")
@@ -31,16 +32,18 @@ EVAL_KEYS = ("env", "seed", "episodes", "returns", "return_mean", "return_std",
 
 def run_episodes(env: gym.vector.VectorEnv, policy: Policy | Callable[[np.ndarray], Policy], *, episodes: int,
                  seed: int, max_steps: int | None = None, device: torch.device | str = "cpu",
-                 hooks: Sequence[Any] = ()) -> np.ndarray:
+                 hooks: Sequence[Any] = (), progress: str | None = None) -> np.ndarray:
     """``(episodes,)`` undiscounted returns. ``policy`` is a Policy, or ``make(job_ids (E,)) -> Policy`` per wave.
 
     ``max_steps`` cuts every episode after that many agent steps (its return so far counts). ``hooks`` are
     driver hooks (:class:`~worldmodels.driver.DriverHook`) that see every row played, e.g. to score a model on them.
+    ``progress`` names the stage of a progress display of the episodes, with an ETA (``None``: none).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     num_envs = env.num_envs
     returns = np.zeros(episodes, dtype=np.float64)
+    shown = Progress(progress or "evaluate", episodes, unit="episode", enabled=progress is not None)
     for wave_start in range(0, episodes, num_envs):
         jobs = np.minimum(np.arange(wave_start, wave_start + num_envs), episodes - 1)  # (E,)
         wave_policy = policy(jobs) if callable(policy) and not hasattr(policy, "act") else policy
@@ -58,18 +61,25 @@ def run_episodes(env: gym.vector.VectorEnv, policy: Policy | Callable[[np.ndarra
             total += np.where(finished, 0.0, driver.current["reward"].astype(np.float64))
         count = min(num_envs, episodes - wave_start)
         returns[wave_start:wave_start + count] = total[:count]
+        shown.update(count, detail=f"mean return {returns[:wave_start + count].mean():.2f}")
+    shown.close()
     return returns
 
 
 def evaluate_against_random(env: gym.vector.VectorEnv, policy: Policy, *, env_id: str, episodes: int, seed: int,
                             max_steps: int | None = None, device: torch.device | str = "cpu",
-                            random_returns: np.ndarray | None = None, hooks: Sequence[Any] = ()) -> dict[str, Any]:
-    """The agent and a uniform random policy on the same seeds -> the ``eval.json`` dict (``hooks``: the agent's)."""
+                            random_returns: np.ndarray | None = None, hooks: Sequence[Any] = (),
+                            progress: bool = False) -> dict[str, Any]:
+    """The agent and a uniform random policy on the same seeds -> the ``eval.json`` dict (``hooks``: the agent's).
+
+    ``progress``: show both policies' episodes with an ETA (stages ``evaluate agent``, ``evaluate random``).
+    """
     returns = run_episodes(env, policy, episodes=episodes, seed=seed, max_steps=max_steps, device=device,
-                           hooks=hooks)
+                           hooks=hooks, progress="evaluate agent" if progress else None)
     if random_returns is None:
         random = RandomPolicy(ActionSpec.from_space(env.single_action_space), seed=seed)
-        random_returns = run_episodes(env, random, episodes=episodes, seed=seed, max_steps=max_steps)
+        random_returns = run_episodes(env, random, episodes=episodes, seed=seed, max_steps=max_steps,
+                                      progress="evaluate random" if progress else None)
     return eval_record(env_id=env_id, seed=seed, returns=returns, random_returns=random_returns)
 
 

@@ -7,6 +7,9 @@ same TensorBoard tags (:func:`log_planner_kpis`; ``kpi/return_vs_env_steps`` com
     kpi/open_loop_mse_h{k}             open-loop prediction error k steps ahead, k in (1, 5, H): the decoded
                                        frames' MSE on the [0, 1] scale (pixel models), the state MSE (PETS)
     kpi/open_loop_disagreement_h{k}    PETS only: the ensemble's disagreement on the same imagined steps
+    kpi/copy_last_mse_h{k}, kpi/mean_frame_mse_h{k}, kpi/open_loop_vs_copy_h{k}, kpi/open_loop_vs_mean_h{k}
+                                       the two baselines on the same steps and the ratios to them
+                                       (worldmodels.baselines: the one definition, shared with the dream KPIs)
     kpi/plan_ms_per_action             planning milliseconds per executed action
 
 Open-loop windows cut from real episodes (store-encoded ``(L, ...)`` arrays), ``K = context`` rows each::
@@ -24,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from worldmodels import dreams, viz
+from worldmodels import baselines, dreams
 from worldmodels.core import WorldModel, state_device
 from worldmodels.pets.world_model import PETSWorldModel
 
@@ -72,9 +75,12 @@ def _windows(episodes: Sequence[dict[str, np.ndarray]], length: int, count: int)
 
 @torch.no_grad()
 def open_loop_errors(world_model: WorldModel, episodes: Sequence[dict[str, np.ndarray]], horizon: int, *,
-                     windows: int = 32) -> dict[str, list[float]]:
+                     windows: int = 32) -> dict[str, list[float | None]]:
     """``{"mse": [k = 1 .. H]}`` (+ ``"disagreement"`` for PETS) over windows of real ``episodes``; ``{}`` when no
     episode is long enough (``context + H`` rows; context 1 for vector observations, :data:`FRAME_CONTEXT` for frames).
+
+    Also the series of :data:`worldmodels.baselines.BASELINES` on the same windows (a ratio is ``None`` where its
+    baseline is exact, e.g. a still episode).
     """
     frames = len(world_model.obs_shape) == 3
     context = FRAME_CONTEXT if frames else 1
@@ -82,23 +88,22 @@ def open_loop_errors(world_model: WorldModel, episodes: Sequence[dict[str, np.nd
     if chunk is None:
         return {}
     with _random_state_kept(world_model):
-        return _score(world_model, chunk, context, horizon, frames)
+        return _score(world_model, chunk, context, horizon)
 
 
-def _score(world_model: WorldModel, chunk: dict[str, np.ndarray], context: int, horizon: int,
-           frames: bool) -> dict[str, list[float]]:
+def _score(world_model: WorldModel, chunk: dict[str, np.ndarray], context: int,
+           horizon: int) -> dict[str, list[float | None]]:
     W = chunk["obs"].shape[0]
     obs = torch.as_tensor(chunk["obs"])  # (W, K+H, ...) uint8 frames or float vectors
     action = world_model.action_spec.to_model(torch.as_tensor(chunk["action"])).float()  # (W, K+H, A)
     is_first = torch.zeros(W, context + horizon, dtype=torch.bool)
     is_first[:, 0] = True
     predicted = dreams.open_loop(world_model, obs, action, is_first, context)["frames"]  # (W, H, ...)
-    real = obs[:, context:]
-    if frames:
-        mse = viz.frame_mse(real, predicted)  # (W, H)
-    else:
-        mse = ((predicted.cpu().float() - real.float()) ** 2).mean(-1).numpy()  # (W, H)
-    out = {"mse": mse.mean(0).tolist()}
+    errors = baselines.open_loop_vs_baselines(obs[:, context:], predicted, obs[:, context - 1])  # name -> (H,)
+    # The model's own series keeps its eval.json name (``record["open_loop"]["mse"]``); None: JSON has no NaN.
+    out: dict[str, list[float | None]] = {"mse" if name == baselines.MODEL else name:
+                                          [float(v) if np.isfinite(v) else None for v in values]
+                                          for name, values in errors.items()}
     if isinstance(world_model, PETSWorldModel):  # the ensemble's spread along the same real actions
         device = world_model.ensemble.input_mean.device
         _, last = world_model.observe(obs[:, :context].to(device), action[:, :context].to(device),
@@ -108,10 +113,13 @@ def _score(world_model: WorldModel, chunk: dict[str, np.ndarray], context: int, 
     return out
 
 
-def log_planner_kpis(writer: Any, step: int, *, open_loop: dict[str, list[float]], ms_per_action: float | None) -> None:
+def log_planner_kpis(writer: Any, step: int, *, open_loop: dict[str, list[float | None]],
+                     ms_per_action: float | None) -> None:
     """Write the module's tags at ``step`` (env steps) on a torch ``SummaryWriter``."""
     if ms_per_action is not None:
         writer.add_scalar("kpi/plan_ms_per_action", ms_per_action, step)
     for name, values in open_loop.items():
-        for k in kpi_horizons(len(values)):
-            writer.add_scalar(f"kpi/open_loop_{name}_h{k}", values[k - 1], step)
+        # The baselines are tagged as everywhere else; the model's own series ("mse", "disagreement") as open_loop_*.
+        tag = name if name in baselines.BASELINES else f"open_loop_{name}"
+        for key, value in baselines.by_horizon({tag: values}, kpi_horizons(len(values))).items():
+            writer.add_scalar(key, value, step)

@@ -153,13 +153,13 @@ def check_env_fits(model: Pretrained, vec_env: Any, env_id: str) -> None:
 def evaluate_model(model: Pretrained, *, episodes: int, seed: int, env_id: str = "", num_envs: int = 8,
                    max_episode_steps: int | None = None, frameskip: int | None = None, sample: bool = False,
                    device: str | torch.device = "cpu", policy: Policy | None = None,
-                   hooks: Sequence[Any] = ()) -> dict[str, Any]:
+                   hooks: Sequence[Any] = (), progress: bool = False) -> dict[str, Any]:
     """A loaded model's policy vs uniform random on the same seeds in its env: the ``eval.json`` record.
 
     Env options are the model's own (image size, frameskip, episode cap), overridden by those given here; the
     env is the family's (``Family.make_env``: pixels, or PETS' vector observations).
     ``policy`` plays instead of the model's own (e.g. a planner over its world model, ``wm plan``); ``hooks``
-    (driver hooks) see its episodes.
+    (driver hooks) see its episodes; ``progress`` shows the episodes with an ETA.
     """
     no_policy = model.world_model is None or (model.family == WORLDMODELS and "controller" not in model.components)
     if policy is None and no_policy:
@@ -174,7 +174,7 @@ def evaluate_model(model: Pretrained, *, episodes: int, seed: int, env_id: str =
         check_env_fits(model, vec_env, env_id)
         own = model.policy(sample=sample, seed=seed) if policy is None else policy
         return evaluate_against_random(vec_env, own, env_id=env_id, episodes=episodes, seed=seed, device=device,
-                                       hooks=hooks)
+                                       hooks=hooks, progress=progress)
     finally:
         vec_env.close()
 

@@ -28,6 +28,7 @@ import torch
 
 from worldmodels.config import save_json_atomic, writing
 from worldmodels.finite import check_finite
+from worldmodels.progress import Progress
 
 Fitness = Callable[[torch.Tensor], torch.Tensor]
 """``fitness(params (P, N) float32) -> (P,)`` mean return per candidate (higher is better)."""
@@ -64,10 +65,12 @@ def train_cmaes(
     checkpoint_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
     log: Callable[[int, dict], None] | None = None,
+    progress: bool = False,
 ) -> dict:
     """Run (or resume) CMA-ES for ``generations`` total generations.
 
-    Returns ``{"best_params" (N,), "best_fitness", "mean" (N,), "generation", "history"}``;
+    ``log(generation, record)`` sees every generation's record; ``progress`` shows the generations with an ETA and
+    the latest best / mean / sigma (:class:`~worldmodels.progress.Progress`). Returns ``{"best_params" (N,), "best_fitness", "mean" (N,), "generation", "history"}``;
     ``best_params`` is the best single candidate seen (its fitness is a noisy estimate, so
     callers re-evaluate it against ``mean`` with more repeats before trusting it).
     """
@@ -83,6 +86,7 @@ def train_cmaes(
         raise ValueError(f"resume state holds {mean.shape[0]} parameters, the controller has {num_params}; "
                          f"delete {directory} to start over")
     es = cma.CMAEvolutionStrategy(mean, sigma, {"popsize": population, "seed": seed + generation + 1, "verbose": -9})
+    shown = Progress("cma-es", generations, unit="generation", initial=min(generation, generations), enabled=progress)
     while generation < generations:
         began = time.perf_counter()
         solutions = es.ask()  # P arrays of (N,)
@@ -102,9 +106,11 @@ def train_cmaes(
         history.append(record)
         if log is not None:
             log(generation, record)
+        shown.set(generation, detail=f"best {record['best']:.3f} mean {record['mean']:.3f} sigma {record['sigma']:.3f}")
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             _save_state(directory, mean=np.asarray(es.mean), sigma=float(es.sigma), generation=generation,
                         best_params=best_params, best_fitness=best_fitness, history=history)
+    shown.close()
     return {"best_params": np.asarray(best_params), "best_fitness": best_fitness, "mean": np.asarray(es.mean),
             "generation": generation, "history": history}

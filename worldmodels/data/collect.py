@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass
 
 import gymnasium as gym
 import numpy as np
-from tqdm.auto import tqdm
 
 from worldmodels.core import Policy
 from worldmodels.data.store import EpisodeStore, StoreSpec, check_compatible
 from worldmodels.driver import Driver
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.policies import RANDOM_POLICIES, make_random_policy
+from worldmodels.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ def collect_episodes(vec_env: gym.vector.VectorEnv, store: EpisodeStore, *, epis
     """Step ``vec_env`` until the store holds ``episodes`` episodes in total (the target, not an increment).
 
     ``policy`` is a :class:`~worldmodels.core.Policy` or the name of a random one (``RANDOM_POLICIES``:
-    ``random``, ``sticky``, ``hold``), seeded with the run seed.
+    ``random``, ``sticky``, ``hold``), seeded with the run seed. ``progress``: show episodes collected, with an
+    ETA (:class:`~worldmodels.progress.Progress`).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes}")
@@ -108,16 +109,13 @@ def collect_episodes(vec_env: gym.vector.VectorEnv, store: EpisodeStore, *, epis
     driver.reset(seed=run_seed)
 
     start = time.perf_counter()
-    bar = tqdm(total=episodes, initial=existing, unit="ep", desc="collect", disable=not progress)
-    try:
+    with Progress("collect", episodes, unit="episode", initial=existing, enabled=progress) as shown:
         while not writer.full:
             before = writer.written
             driver.step()
             if writer.written > before:
-                bar.update(writer.written - before)
-                bar.set_postfix(fps=f"{driver.steps / max(time.perf_counter() - start, 1e-9):.0f}")
-    finally:
-        bar.close()
+                shown.set(existing + writer.written,
+                          detail=f"{driver.steps / max(time.perf_counter() - start, 1e-9):.0f} env steps/s")
     seconds = time.perf_counter() - start
     return CollectStats(writer.written, writer.frames, driver.steps, seconds, driver.steps / max(seconds, 1e-9),
                         float(np.mean(writer.returns)), len(store))

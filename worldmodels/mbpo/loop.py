@@ -175,7 +175,7 @@ def run_mbpo(env: Any, world_model: WorldModel, fit_model: Callable[[dict[str, t
                                             real_ratio=settings.real_ratio, generator=generator))
         if log is not None and step % 250 == 0:
             for name, value in losses.items():
-                log(f"train/loss/{name}", value, step)
+                log(f"train/loss/{name}", value, sac.updates)  # losses: x = SAC updates; returns: x = env steps
             log("mbpo/rollout_length", rollout_length(settings.schedule, step), step)
             log("mbpo/synthetic_transitions", len(synthetic), step)
     return {"train_returns": hook.returns, "env_steps": driver.steps, "sac_updates": sac.updates,
