@@ -42,6 +42,7 @@ COMMANDS: dict[str, Command] = {
     "import": Command("scripts.import_data", "Import recorded episodes (.npz directory or Minari dataset) into an episode store, validated first."),
     "doctor": Command("scripts.doctor", "Check an env (gymnasium API, spaces, rendering, seeding, speed) and print the command that trains on it."),
     "pets": Command("scripts.pets", "PETS online: refit a probabilistic ensemble every episode, act by CEM-MPC over it, then evaluate it vs random."),
+    "remeasure": Command("scripts.remeasure", "Re-measure a shipped or exported model's held-out open-loop KPIs and baselines in place (as wm export)."),
     "plan": Command("scripts.plan", "Plan with any saved world model (MPC: shooting, CEM, iCEM, MPPI) in the real env next to random on the same seeds."),
 }
 

@@ -89,16 +89,20 @@ def open_loop_table(metrics: dict) -> str:
 
 def metrics_section(metrics: dict, *, episodes: int, context: int, horizon: int) -> str:
     """The card's ``## Measured metrics``: the open-loop table against the baselines, then every value."""
-    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |" for k, v in metrics.items())
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
+                     for k, v in sorted(metrics.items()))
     return f"""## Measured metrics
 
 Held-out open-loop prediction: {episodes} fresh random-policy episodes (seed {HELDOUT_SEED}), {context} real context
 frames, then {horizon} frames predicted under the real actions. The model's error stands next to two baselines on
 the same frames: copying the last context frame forward, and the mean frame (the per-pixel mean of the evaluated
-real frames). A ratio below 1 beats that baseline; near 1 the model predicts no better than "nothing moves", however
-high its PSNR (a forecast that loses Pong's ball and paddles still scores ~35 dB: the background is nearly every pixel).
+real frames). A ratio below 1 beats that baseline. A copy-last ratio near 1 or above means the model predicts no
+better than "nothing moves", however high its PSNR (a forecast that loses Pong's ball and paddles still scores ~35 dB:
+the background is nearly every pixel).
 
 {open_loop_table(metrics)}
+
+`-`: undefined, that baseline is exact on these frames (its error is 0).
 
 Every value, as in config.json `metrics`. Real-env returns are from the run's own evaluation (same seeds for the
 agent and a random policy); `kpi/*` are the held-out open-loop figures above.

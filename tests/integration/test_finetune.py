@@ -40,8 +40,10 @@ def test_worldmodels_catch_to_pong_reinitialises_only_action_columns(tmp_path, c
     result = run(debug(source=str(tmp_path / "src"), env="ALE/Pong-v5", run_dir=str(tmp_path / "run")))
     # M's LSTM reads [z (4), action]: only the action columns 4: are new; C is re-trained at the new size.
     assert result["reinitialised"] == ["mdnrnn.lstm.weight_ih_l0[:, 4:]", "controller (re-trained by CMA-ES)"]
-    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("wm finetune:")]
+    out = capsys.readouterr().out
+    line = [x for x in out.splitlines() if x.startswith("wm finetune:")]
     assert len(line) == 1 and "discrete(3) -> discrete(6): re-initialised mdnrnn.lstm.weight_ih_l0[:, 4:]" in line[0]
+    assert "  agent " in out and "  random " in out  # it ends with the agent vs random table
     bundle = from_pretrained(result["pretrained_dir"], family="worldmodels")
     assert bundle.env_id == "ALE/Pong-v5" and bundle.components["mdnrnn"].action_dim == 6
     assert bundle.components["controller"].controller.action_dim == 6

@@ -14,7 +14,7 @@ from scripts.cli import COMMANDS, main
 NO_DEVICE = {"collect": "random policy, no model", "checkpoints": "lists files", "serve-load": "an HTTP client",
              "import": "validates and copies arrays", "doctor": "checks an env, no model"}
 NO_ENV = {"checkpoints": "lists files", "serve-load": "an HTTP client", "serve": "the client owns the env",
-          "export": "measures on the model's own env"}
+          "export": "measures on the model's own env", "remeasure": "measures on the model's own env"}
 NO_THREADS = NO_DEVICE
 
 

@@ -97,3 +97,21 @@ def test_callback_writes_progress_lines_during_a_tiny_fit(tmp_path, capsys):
     # 4 steps, one line per quarter; the last one is the finished line with the last logged loss.
     assert len(written) == 4 and written[0].startswith("vae step 1/4 (25%)") and "ETA" in written[0]
     assert written[-1].startswith("vae step 4/4 (100%)") and "done in" in written[-1] and "train/loss " in written[-1]
+
+
+def test_callback_of_a_resumed_fit_starts_from_the_checkpoint(tmp_path, capsys):
+    torch.manual_seed(0)
+    data = torch.utils.data.DataLoader(torch.randn(8, 2), batch_size=2)
+
+    def fit(max_steps: int, ckpt_path: str | None = None) -> list[str]:
+        trainer = L.Trainer(max_steps=max_steps, logger=False, callbacks=[ProgressLog("mdnrnn")],
+                            default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False,
+                            accelerator="cpu", devices=1)
+        trainer.fit(Regression(), train_dataloaders=data, ckpt_path=ckpt_path, weights_only=True)
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("mdnrnn step ")]
+
+    fit(2)
+    (checkpoint,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    resumed = fit(4, str(checkpoint))
+    # Steps 3 and 4 of 4 only (the bar starts at the checkpoint's step 2, at 50 %).
+    assert [line.split(",")[0] for line in resumed] == ["mdnrnn step 3/4 (75%)", "mdnrnn step 4/4 (100%)"]

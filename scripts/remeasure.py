@@ -1,0 +1,52 @@
+"""Re-measure a shipped or exported model's held-out open-loop KPIs (with their baselines) in place.
+
+The same measurement as ``wm export`` (:func:`scripts.export.heldout_kpis`: ``wm dream`` on fresh random-policy
+episodes with a seed no run uses), for models that have no run directory any more. Only ``config.json``'s
+``"metrics"`` and the card's "Measured metrics" section change; ``model.safetensors`` (and the sha256 that
+covers it) is never written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+from scripts.export import ExportConfig, heldout_kpis, metrics_section
+from worldmodels.config import arg, read_json, save_json_atomic
+from worldmodels.registry import resolve
+
+CARD_SECTION, CARD_SECTION_END = "## Measured metrics", "These are small CPU-trained models"
+
+
+@dataclass
+class RemeasureConfig:
+    checkpoint: str = arg("", "a shipped name (`wm checkpoints`) or an exported model directory")
+    heldout_episodes: int = arg(8, "fresh random-policy episodes (as `wm export`)", minimum=1)
+    device: str = arg("cpu", "torch device: auto, cpu or cuda (cpu: the figures match across machines)")
+    threads: str = arg("0", "torch CPU threads: 'auto', 0 (torch's default) or n")
+
+
+CONFIG = RemeasureConfig
+
+
+def run(config: RemeasureConfig) -> dict:
+    if not config.checkpoint:
+        raise ValueError("--checkpoint is required: a shipped name (see `wm checkpoints`) or an exported model directory")
+    out = resolve(config.checkpoint)
+    settings = replace(ExportConfig(), heldout_episodes=config.heldout_episodes, device=config.device,
+                       threads=config.threads)
+    kpis = heldout_kpis(out, settings)
+    model_config = read_json(out / "config.json", what="the model's settings")
+    model_config["metrics"] = {**model_config.get("metrics", {}), **kpis}
+    save_json_atomic(out / "config.json", model_config)
+    card_path = out / "README.md"
+    card = card_path.read_text() if card_path.is_file() else ""
+    if CARD_SECTION in card and CARD_SECTION_END in card:  # a model without an export's card keeps only config.json
+        begin, end = card.index(CARD_SECTION), card.index(CARD_SECTION_END)
+        section = metrics_section(model_config["metrics"], episodes=settings.heldout_episodes,
+                                  context=settings.context, horizon=settings.horizon)
+        tmp = card_path.with_name(".README.md.tmp")
+        tmp.write_text(card[:begin] + section + "\n" + card[end:])
+        tmp.replace(card_path)  # atomic, as export writes its card
+    print(json.dumps({"checkpoint": str(out), "kpis": kpis}, indent=2))
+    return kpis
