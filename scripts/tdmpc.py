@@ -10,6 +10,7 @@ TensorBoard logs under ``RUN_DIR/tb``. ``--obs pixels`` plans from frames. The l
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -31,8 +32,10 @@ def run(config: TDMPCRunConfig) -> dict:
             result = train_tdmpc(config, writer=writer)
         record = result["eval"]
         write_eval(run_dir / "eval.json", record)
+        tmp = run_dir / ".model.safetensors.tmp"  # temp + rename: a kill never leaves half a weights file
         save_file({name: value.detach().cpu().contiguous() for name, value in result["model"].state_dict().items()},
-                  str(run_dir / "model.safetensors"))
+                  str(tmp))
+        os.replace(tmp, run_dir / "model.safetensors")
         results = {"eval": record, "train_returns": result["train_returns"], "final_losses": result["final_losses"]}
         save_json_atomic(run_dir / "results.json", results)
     print(f"wm tdmpc: {summary_line(record)} after {record['env_steps']} env steps, {record['wall_s']} s -> "

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import VectorEnv
 
 from trainers.online import StreamReplay
 from worldmodels import profiling
@@ -32,6 +32,7 @@ from worldmodels.core import Policy
 from worldmodels.driver import Driver
 from worldmodels.envs import make_vector
 from worldmodels.envs.cartpole_continuous import register_continuous_cartpole
+from worldmodels.pets.envs import vector_obs_env
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import evaluate_against_random, run_episodes
@@ -97,12 +98,7 @@ def make_env(env_id: str, num_envs: int, *, obs: str, image_size: int = 64,
         probe.close()
     if obs == "pixels":
         return make_vector(env_id, num_envs, image_size=image_size, max_episode_steps=max_episode_steps)
-    kwargs: dict[str, Any] = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    env = gym.make_vec(env_id, num_envs, vectorization_mode="sync",
-                       vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP}, **kwargs)
-    if len(env.single_observation_space.shape) != 1:
-        raise ValueError(f"{env_id} observations are {env.single_observation_space.shape}, not vectors; use --obs pixels")
-    return env
+    return vector_obs_env(env_id, num_envs, max_episode_steps=max_episode_steps)
 
 
 def build_model(config: TDMPCRunConfig, obs_shape: tuple[int, ...], action_spec: ActionSpec) -> TDMPCWorldModel:

@@ -26,6 +26,7 @@ planner's neutral action, except where ``is_first`` says the env began a new epi
 
 from __future__ import annotations
 
+import abc
 import time
 from typing import Callable
 
@@ -83,7 +84,7 @@ def shift_plan(previous: torch.Tensor, neutral: torch.Tensor, is_first: torch.Te
     return torch.where(is_first.to(shifted.device).bool().view(-1, 1, 1), neutral, shifted)
 
 
-class SamplingPlanner:
+class SamplingPlanner(abc.ABC):
     """The loop of every sampling planner: warm start, iterations of sample -> score -> refit, the final plan.
 
     Subclasses set the search distribution (:meth:`init`), draw candidates from it (:meth:`sample`), refit it
@@ -154,9 +155,9 @@ class SamplingPlanner:
         """The search distribution centred on the warm start ``(B, H, A)``."""
         return warm
 
+    @abc.abstractmethod
     def sample(self, search: object, iteration: int, warm: torch.Tensor) -> torch.Tensor:
         """Candidates ``(B, N, H, A)`` of this iteration."""
-        raise NotImplementedError
 
     def refit(self, search: object, candidates: torch.Tensor, returns: torch.Tensor, iteration: int) -> object:
         """The search distribution after scoring ``candidates (B, N, H, A)`` with ``returns (B, N)``."""
