@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from trainers.bench_collect import collection_vs_raw
 from trainers.bench_config import DEFAULT_PRESET, KINDS, PRESETS, BenchConfig, bench_collection, steps_and_warmup  # noqa: F401 - PRESETS re-exported for the CLI
 from trainers.bench_models import (bench_dream_controller, bench_dreamer_step, bench_imagine, bench_loader,
                                    bench_plan, bench_worldmodels)
@@ -39,10 +40,15 @@ CLI_ALIASES = {"--env-id": "env"}  # the flag's old spelling; --env as on every 
 
 def _run_collect(config: BenchConfig) -> dict:
     steps, warmup = steps_and_warmup(config, "collect")
-    return bench_collection(
+    record = bench_collection(
         config.env, config.num_envs, steps=steps, warmup=warmup,
         repeats=config.repeats, image_size=config.image_size, seed=config.seed,
     )
+    # The whole `wm collect` loop against the env's raw ceiling (trainers/bench_collect.py), alternating pairs.
+    record["collection_vs_raw"] = collection_vs_raw(config.env, config.num_envs, steps=steps, waves=1,
+                                                    repeats=config.repeats, seed=config.seed,
+                                                    image_size=config.image_size)
+    return record
 
 
 def bench_all(config: BenchConfig) -> dict:

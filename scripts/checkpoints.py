@@ -1,11 +1,11 @@
-"""List the pretrained world models shipped in ``checkpoints/`` (or another directory)."""
+"""List the shipped pretrained world models (every shipped NAME, see :mod:`worldmodels.shipped`) or another directory's."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from worldmodels.config import arg
-from worldmodels.registry import SHIPPED, list_checkpoints
+from worldmodels.registry import list_checkpoints
 
 # The metrics `wm checkpoints` prints per model, in this order (all of them are in its config.json and model card).
 # The open-loop ratios to the copy-last-frame / mean-frame baselines come before PSNR, which alone flatters.
@@ -17,16 +17,17 @@ SUMMARY_METRICS = {"return_mean": "return", "eval_return": "return", "random_mea
 
 @dataclass
 class CheckpointsConfig:
-    root: str = arg(str(SHIPPED), "directory whose sub-directories are pretrained world models")
+    root: str = arg("", "directory whose sub-directories are pretrained world models; empty = every shipped NAME "
+                        "($WM_CHECKPOINTS, the source tree's checkpoints/, the installed wheel's copy)")
 
 
 CONFIG = CheckpointsConfig
 
 
 def run(config: CheckpointsConfig) -> list[dict]:
-    rows = list_checkpoints(config.root)
+    rows = list_checkpoints(config.root or None)
     if not rows:
-        print(f"no pretrained world models under {config.root}")
+        print(f"no pretrained world models under {config.root or 'the shipped roots (set WM_CHECKPOINTS=DIR)'}")
     for row in rows:
         if "error" in row:
             print(f"{row['name']:<28} unreadable: {row['error']}")

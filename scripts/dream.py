@@ -24,24 +24,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 from torch.utils.tensorboard import SummaryWriter
 
 from trainers.callbacks import latent_traversal_grid, open_loop_kpis
 from worldmodels import viz
-from worldmodels.config import arg, read_json
-from worldmodels.dreams import dream, load_dream_models, open_loop, reconstruct
+from worldmodels.config import arg
+from worldmodels.dreams import dream, dream_models, open_loop, reconstruct
 from worldmodels.driver import record_episode
-from worldmodels.envs import ActionSpec, make_vector
+from worldmodels.envs import ActionSpec
 from worldmodels.policies import RandomPolicy
+from worldmodels.pretrained import make_env_for
 from worldmodels.profiling import resolve_device, set_threads
+from worldmodels.registry import load
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class DreamConfig:
-    checkpoint: str = arg("", "saved world model: a `wm worldmodels` run dir, a pretrained dir (config.json), or a Dreamer run dir / .ckpt")
-    env: str = arg("", "gymnasium env id for the real context episodes (default: the env the checkpoint names)")
+    checkpoint: str = arg("", "saved world model: a `wm worldmodels` run dir, a pretrained dir (config.json), a Dreamer "
+                              "run dir / .ckpt, or a shipped name")
+    env: str = arg("", "gymnasium env id for the real context episodes (default: the env the checkpoint names); its "
+                       "observation and action spaces must be the model's")
     logdir: str = arg("runs/dreams", "output directory: TensorBoard events and the GIF / MP4 files")
     context: int = arg(5, "real frames (and actions) given to the model before it predicts", minimum=1)
     horizon: int = arg(15, "frames the model predicts / imagines after the context", minimum=1)
@@ -59,9 +64,7 @@ CONFIG = DreamConfig
 
 def validate(config: DreamConfig) -> None:
     if not config.checkpoint:
-        raise ValueError("--checkpoint is required: a saved world model directory or .ckpt file")
-    if not Path(config.checkpoint).exists():
-        raise FileNotFoundError(f"--checkpoint {config.checkpoint}: no such file or directory")
+        raise ValueError("--checkpoint is required: a saved world model directory or .ckpt file, or a shipped name")
     for name in ("context", "horizon", "episodes", "scale"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
@@ -70,30 +73,14 @@ def validate(config: DreamConfig) -> None:
         raise ValueError(f"--fps must be positive, got {config.fps}")
 
 
-def resolve_env(config: DreamConfig) -> str:
-    """``--env``, else the ``env_id`` in the checkpoint's config.json, else the run's episode store."""
-    if config.env:
-        return config.env
-    path = Path(config.checkpoint)
-    for candidate in (path / "config.json", path.parent / "config.json", path / "episodes" / "store.json",
-                      path.parent / "episodes" / "store.json"):
-        values = read_json(candidate, default={})
-        if values.get("env_id") or values.get("env"):
-            return values.get("env_id") or values.get("env")
-    raise ValueError(f"--env is required: {config.checkpoint} does not name the env it was trained on")
-
-
-def collect_episode(env_id: str, *, image_size: int, length: int, seed: int) -> dict[str, torch.Tensor]:
-    """One real episode of at most ``length`` rows under a seeded random policy, as a ``(1, L, ...)`` batch.
+def collect_episode(env: VectorEnv, *, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """Sub-env 0's episode of at most ``length`` rows after ``reset(seed)`` under a seeded random policy, as a
+    ``(1, L, ...)`` batch.
 
     Rows follow DESIGN.md: row t holds obs[t], the action taken at it, the reward received on arriving at it.
     """
-    env = make_vector(env_id, 1, image_size=image_size, seed=seed)
-    try:
-        spec = ActionSpec.from_space(env.single_action_space)
-        episode = record_episode(env, RandomPolicy(spec, seed=seed), max_rows=length, seed=seed)
-    finally:
-        env.close()
+    spec = ActionSpec.from_space(env.single_action_space)
+    episode = record_episode(env, RandomPolicy(spec, seed=seed), max_rows=length, seed=seed)
     L = len(episode["obs"])
     is_first = torch.zeros(1, L, dtype=torch.bool)
     is_first[0, 0] = True
@@ -134,11 +121,16 @@ def run(config: DreamConfig) -> dict:
     """Load the model, collect the real episodes, write the clips and summaries; returns the paths and KPIs."""
     validate(config)
     set_threads(config.threads)
-    env_id = resolve_env(config)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model, head = load_dream_models(config.checkpoint, device)
-    image_size = model.obs_shape[0] if hasattr(model, "obs_shape") else model.image_size  # a world model, or V alone
+    pretrained = load(config.checkpoint, device)
+    model, head = dream_models(pretrained)
+    if len(getattr(model, "obs_shape", ())) == 1:  # a vector-observation Dreamer: nothing to draw
+        raise ValueError(f"--checkpoint {config.checkpoint} observes {tuple(model.obs_shape)} vectors, which have no "
+                         f"video; wm dream renders models of image observations (evaluate it with wm evaluate)")
+    env_id = config.env or pretrained.env_id
+    # The model's env settings (image size, frameskip, ...) and THE spaces check: one line before any clip.
+    env = make_env_for(pretrained, env_id, 1, seed=config.seed)
     logdir = Path(config.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[str]] = {"gifs": [], "mp4s": []}
@@ -147,7 +139,7 @@ def run(config: DreamConfig) -> dict:
     K = config.context
     try:
         for i in range(config.episodes):
-            batch = collect_episode(env_id, image_size=image_size, length=K + config.horizon, seed=config.seed + i)
+            batch = collect_episode(env, length=K + config.horizon, seed=config.seed + i)
             T = batch["obs"].shape[1]
             if T <= K:
                 raise ValueError(f"episode {i} of {env_id} ended after {T} frames; use a --context below {T}")
@@ -180,6 +172,7 @@ def run(config: DreamConfig) -> dict:
             writer.add_scalar(name, value, 0)
     finally:
         writer.close()
+        env.close()
     if config.mp4 and not written["mp4s"]:
         print("wm dream: MP4 skipped (pip install imageio-ffmpeg to get MP4 next to the GIFs)")
     print(f"wm dream: {len(written['gifs'])} GIFs in {logdir}; tensorboard --logdir {logdir}")

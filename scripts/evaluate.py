@@ -9,7 +9,6 @@ random_returns, random_mean, random_std) into the run directory, or ``--out``, a
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -17,9 +16,9 @@ from typing import Optional
 from worldmodels.config import arg
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
-from worldmodels.pretrained import evaluate_model
+from worldmodels.pretrained import eval_path, evaluate_model
 from worldmodels.profiling import resolve_device, set_threads
-from worldmodels.registry import SHIPPED, load
+from worldmodels.registry import load
 
 
 @dataclass
@@ -53,11 +52,8 @@ def run(config: EvaluateConfig) -> dict:
     record = evaluate_model(model, episodes=config.episodes, seed=config.seed, env_id=config.env,
                             num_envs=config.num_envs, max_episode_steps=config.max_episode_steps,
                             frameskip=config.frameskip, sample=config.sample, device=device, progress=True)
-    root = model.path.parent.parent if model.path.suffix == ".ckpt" else model.path  # a .ckpt's run directory
     # The run's own eval.json is for its own env: another env's evaluation goes next to it, never over it.
-    other_env = config.env and config.env != model.env_id
-    name = f"eval-{re.sub(r'[^A-Za-z0-9.-]+', '_', config.env)}.json" if other_env else "eval.json"
-    path = Path(config.out) if config.out else Path(name) if SHIPPED in root.parents else root / name
+    path = Path(config.out) if config.out else eval_path(model, "eval", config.env)
     write_eval(path, record)
     print(f"wm evaluate: {summary_line(record)} -> {path}")
     return record

@@ -9,11 +9,12 @@ driver. Writes ``eval.json`` (the ``wm evaluate`` schema plus ``"planner"``: its
 milliseconds per action; ``"open_loop"``: the model's open-loop error by horizon on the planner's episodes)
 to ``--out`` and returns the same dict. TensorBoard KPIs (:mod:`worldmodels.kpis`, plus
 ``kpi/return_vs_env_steps`` at the model's training env steps) go to ``tb/plan-<PLANNER>/`` next to that file.
+Planning on another ``--env`` (same spaces as the model's, else a one-line error) writes
+``eval-plan-<PLANNER>-<ENV>.json`` and ``tb/plan-<PLANNER>-<ENV>/`` instead, never over the model's own.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -28,9 +29,9 @@ from worldmodels.kpis import EpisodeRecorder, log_planner_kpis, open_loop_errors
 from worldmodels.planning import PLANNERS
 from worldmodels.planning.base import SamplingPlanner
 from worldmodels.policies import PlannerPolicy
-from worldmodels.pretrained import evaluate_model
+from worldmodels.pretrained import eval_path, evaluate_model
 from worldmodels.profiling import resolve_device, set_threads
-from worldmodels.registry import FAMILIES, SHIPPED, Pretrained, load
+from worldmodels.registry import FAMILIES, Pretrained, load
 
 
 @dataclass
@@ -60,7 +61,8 @@ class PlanConfig:
     device: str = arg("auto", "torch device of the model and the planner: auto, cpu or cuda")
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n; 1 keeps a small shared CPU from "
                             "thrashing (measured: 36x faster planning than 2 threads on a busy 2-core machine)")
-    out: str = arg("", "eval.json path; empty = RUN_DIR/eval-plan-<PLANNER>.json (shipped model: ./ instead)")
+    out: str = arg("", "eval.json path; empty = RUN_DIR/eval-plan-<PLANNER>.json (shipped model: ./ instead; for "
+                       "another --env than the model's: eval-plan-<PLANNER>-<ENV>.json there)")
     tensorboard: bool = arg(True, "log KPIs to tb/plan-<PLANNER>/ next to the eval.json: open-loop error by horizon "
                                   "(and PETS' ensemble disagreement), planning ms per action, return vs env steps")
 
@@ -125,10 +127,12 @@ def run(config: PlanConfig) -> dict:
                 "ms_per_call": 1000.0 * planner.seconds / max(planner.calls, 1)}
     record["planner"] = settings
     record["open_loop"] = open_loop_errors(model.world_model, recorder.episodes, config.horizon)
-    path = Path(config.out) if config.out else _default_out(model, config.planner)
+    # Another env's plan goes next to the model's own (eval-plan-cem-<ENV>.json, tb/plan-cem-<ENV>), never over it.
+    default = eval_path(model, f"eval-plan-{config.planner}", config.env)
+    path = Path(config.out) if config.out else default
     write_eval(path, record)
     if config.tensorboard:
-        _log_kpis(path.parent / "tb" / f"plan-{config.planner}", model, record)
+        _log_kpis(path.parent / "tb" / default.stem.removeprefix("eval-"), model, record)
     print(f"wm plan: {config.planner} {summary_line(record)}; "
           f"{settings['ms_per_action']:.1f} ms planning per action -> {path}")
     return record
@@ -144,9 +148,3 @@ def _log_kpis(logdir: Path, model: Pretrained, record: dict) -> None:
         log_planner_kpis(writer, env_steps, open_loop=record["open_loop"],
                          ms_per_action=record["planner"]["ms_per_action"])
 
-
-def _default_out(model: Pretrained, planner: str) -> Path:
-    """Next to the model (a .ckpt's run directory), or the working directory for a shipped model."""
-    root = model.path.parent.parent if model.path.suffix == ".ckpt" else model.path
-    name = f"eval-plan-{re.sub(r'[^A-Za-z0-9.-]+', '_', planner)}.json"
-    return Path(name) if SHIPPED in root.parents else root / name

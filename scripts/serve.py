@@ -3,7 +3,8 @@
 ``--checkpoint`` is a shipped name, an exported model directory or a training run, read by ``worldmodels.load``.
 Binds ``127.0.0.1`` by default; any other host needs ``--token`` (or ``WM_SERVE_TOKEN``), and with a token every
 endpoint but ``/healthz`` needs ``Authorization: Bearer <token>``. ``--port 0`` picks a free port; the URL
-it bound is printed first. Endpoints and encodings: :mod:`worldmodels.serving.app` and the README's serving section.
+it bound is printed first. ``--env ID`` checks at load time that ID's spaces are the model's. Endpoints and
+encodings: :mod:`worldmodels.serving.app` and the README's serving section.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 from dataclasses import dataclass
 
 from worldmodels.config import arg
+from worldmodels.pretrained import make_env_for
 from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load
 from worldmodels.serving import SessionSettings, create_app
@@ -24,6 +26,8 @@ TOKEN_ENV = "WM_SERVE_TOKEN"
 @dataclass
 class ServeConfig:
     checkpoint: str = arg("takecover-worldmodels-cpu", "a shipped model name, an exported model directory or a run directory")
+    env: str = arg("", "env id the clients act in: checked at load time (made once with the model's env settings) "
+                       "to have the model's observation and action spaces; empty = no check")
     host: str = arg("127.0.0.1", "interface to bind; a non-loopback host (e.g. 0.0.0.0) requires --token")
     port: int = arg(8000, "TCP port; 0 picks a free one (printed)", minimum=0, maximum=65535)
     token: str = arg("", f"bearer token every endpoint but /healthz requires; empty = ${TOKEN_ENV}, else no auth")
@@ -83,6 +87,8 @@ def make_server(config: ServeConfig):
     check_host(config.host, token)  # before loading anything: a refused host costs nothing
     set_threads(config.threads)  # measured: two OpenMP threads on 2 busy cores made one act ~20x slower than one
     model = load(config.checkpoint, resolve_device(config.device))
+    if config.env:  # refused here in one line, not as a 4xx on every act of a client in another env
+        make_env_for(model, config.env, 1, seed=config.seed).close()
     settings = SessionSettings(max_sessions=config.max_sessions, idle_timeout_s=config.idle_timeout_s,
                                max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
     app = create_app(model, settings=settings, token=token, name=config.checkpoint, sample=config.sample,

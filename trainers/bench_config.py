@@ -67,6 +67,7 @@ PRESETS: dict[str, dict] = {
 def machine_info() -> dict:
     """Where a figure came from: CPU count, Python and library versions."""
     return {
+        "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "platform": platform.platform(),
@@ -76,6 +77,18 @@ def machine_info() -> dict:
         "ale_py": ale_py.__version__,
         "numpy": np.__version__,
     }
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name and the flags that change which kernels run (bf16, AMX), from /proc/cpuinfo."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return platform.processor() or None
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(extras) or 'no avx512'})" if name else None
 
 
 def _spread(values: list[float]) -> dict:

@@ -42,7 +42,7 @@ from worldmodels.models.conv import to_float_image, to_uint8_image
 from worldmodels.models.vae import ConvVAE
 from worldmodels.models.vm_world_model import VMWorldModel
 from worldmodels.policies import ModelPolicy, RandomPolicy
-from worldmodels.registry import load
+from worldmodels.registry import Pretrained, load
 
 DreamModel = Union[WorldModel, ConvVAE]
 """What the dream functions accept: a world model, or V alone (reconstruction and latent traversal only)."""
@@ -89,7 +89,11 @@ def load_dream_models(name_or_path: str | Path, device: str | torch.device = "cp
     the dreams: C, or the Dreamer actor SAMPLING (its dreams show the stochastic policy it trains), ``None``
     when nothing was trained to act (random actions).
     """
-    pretrained = load(name_or_path, device)
+    return dream_models(load(name_or_path, device))
+
+
+def dream_models(pretrained: Pretrained) -> tuple[DreamModel, LatentPolicy | None]:
+    """:func:`load_dream_models` of an already loaded model."""
     model = pretrained.world_model if pretrained.world_model is not None else pretrained.components["vae"]
     policy = pretrained.policy(sample=True)
     return model, policy.head if isinstance(policy, ModelPolicy) else None

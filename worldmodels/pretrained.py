@@ -19,6 +19,7 @@ fresh initialisation, except the observation/latent columns of an input projecti
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,7 +30,7 @@ from worldmodels.checkpoint import CheckpointError, LoadReport, load_into, read_
 from worldmodels.config import given, read_json
 from worldmodels.controllers.linear import PopulationController
 from worldmodels.core import Policy
-from worldmodels.envs.spaces import ActionSpec
+from worldmodels.envs.spaces import ActionSpec, check_fits
 from worldmodels.evaluation import evaluate_against_random
 from worldmodels.families import dreamer, vm
 from worldmodels.families.dreamer import DREAMER
@@ -37,6 +38,7 @@ from worldmodels.families.vm import WORLDMODELS
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
 from worldmodels.registry import FAMILIES, Pretrained, assemble, resolve
+from worldmodels.shipped import is_shipped
 
 # Parameters whose shape depends on the action space, per family and component (explicit, no introspection).
 ACTION_LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -136,18 +138,36 @@ def export_from_run(run_dir: str | Path, out_dir: str | Path | None = None) -> P
                               metrics=_numbers(results), **common)
 
 
-def check_env_fits(model: Pretrained, vec_env: Any, env_id: str) -> None:
-    """One-line error when ``vec_env``'s observation or action space is not the one ``model`` was trained on.
+def make_env_for(model: Pretrained, env_id: str = "", num_envs: int = 1, *, seed: int | None = None,
+                 adapt_actions: bool = False, **options: Any) -> Any:
+    """The vector env ``model`` acts in: its family's (``Family.make_env``: pixels, or PETS' vector observations)
+    for ``env_id`` (default: the model's own), with the model's env settings (image size, frameskip, episode
+    cap) overridden by the ``options`` given (``None`` = keep the model's).
 
-    A 3-action controller in a 6-action env used to report returns (it never chose actions 3-5), and a discrete
-    model in a Box env died in an IndexError.
+    Its spaces are checked against the model's before anything runs (:func:`~worldmodels.envs.spaces.check_fits`,
+    ``adapt_actions`` as there): a one-line ``ValueError`` naming both, and the env is closed.
     """
-    obs_shape = tuple(vec_env.single_observation_space.shape)
-    spec = ActionSpec.from_space(vec_env.single_action_space)
-    if obs_shape != tuple(model.obs_shape) or (spec.kind, spec.dim) != (model.action_spec.kind, model.action_spec.dim):
-        raise ValueError(f"{env_id} has observations {obs_shape} and {spec.kind}({spec.dim}) actions, but {model.path} was "
-                         f"trained on {tuple(model.obs_shape)} and {model.action_spec.kind}({model.action_spec.dim}); "
-                         f"use an env with the same spaces, or adapt the model first with `wm finetune --env {env_id}`")
+    env_id = env_id or model.env_id
+    if not env_id:
+        raise FileNotFoundError(f"{model.path}: does not name the env it was trained on; pass one with --env")
+    vec_env = FAMILIES[model.family].make_env(env_id, num_envs, seed=seed, **{**model.env_options, **given(**options)})
+    try:
+        check_fits(vec_env, env_id, obs_shape=model.obs_shape, action_spec=model.action_spec, model=str(model.path),
+                   adapt_actions=adapt_actions)
+    except ValueError:
+        vec_env.close()
+        raise
+    return vec_env
+
+
+def eval_path(model: Pretrained, stem: str, env_id: str = "") -> Path:
+    """Where a command's record about ``model`` goes by default: ``STEM.json`` in its run or model directory (a
+    .ckpt's run directory; the working directory for a shipped model), ``STEM-<ENV>.json`` when ``env_id`` is
+    another env than the model's, so that a run's own ``eval.json`` is never overwritten by another env's."""
+    root = model.path.parent.parent if model.path.suffix == ".ckpt" else model.path
+    other_env = env_id and env_id != model.env_id
+    name = f"{stem}-{re.sub(r'[^A-Za-z0-9.-]+', '_', env_id)}.json" if other_env else f"{stem}.json"
+    return Path(name) if is_shipped(root) else root / name
 
 
 def evaluate_model(model: Pretrained, *, episodes: int, seed: int, env_id: str = "", num_envs: int = 8,
@@ -156,8 +176,7 @@ def evaluate_model(model: Pretrained, *, episodes: int, seed: int, env_id: str =
                    hooks: Sequence[Any] = (), progress: bool = False) -> dict[str, Any]:
     """A loaded model's policy vs uniform random on the same seeds in its env: the ``eval.json`` record.
 
-    Env options are the model's own (image size, frameskip, episode cap), overridden by those given here; the
-    env is the family's (``Family.make_env``: pixels, or PETS' vector observations).
+    The env is :func:`make_env_for`'s: the model's settings, overridden by those given here, its spaces checked.
     ``policy`` plays instead of the model's own (e.g. a planner over its world model, ``wm plan``); ``hooks``
     (driver hooks) see its episodes; ``progress`` shows the episodes with an ETA.
     """
@@ -166,12 +185,9 @@ def evaluate_model(model: Pretrained, *, episodes: int, seed: int, env_id: str =
         raise FileNotFoundError(f"{model.path}: holds no trained policy yet (components {sorted(model.components)}); "
                                 f"finish its training first")
     env_id = env_id or model.env_id
-    if not env_id:
-        raise FileNotFoundError(f"{model.path}: does not name the env it was trained on; pass the env id")
-    options = {**model.env_options, **given(max_episode_steps=max_episode_steps, frameskip=frameskip)}
-    vec_env = FAMILIES[model.family].make_env(env_id, min(num_envs, episodes), seed=seed, **options)
+    vec_env = make_env_for(model, env_id, min(num_envs, episodes), seed=seed, max_episode_steps=max_episode_steps,
+                           frameskip=frameskip)
     try:
-        check_env_fits(model, vec_env, env_id)
         own = model.policy(sample=sample, seed=seed) if policy is None else policy
         return evaluate_against_random(vec_env, own, env_id=env_id, episodes=episodes, seed=seed, device=device,
                                        hooks=hooks, progress=progress)

@@ -11,7 +11,8 @@
 
 What :func:`load` accepts (all torch + safetensors; no Lightning is imported and nothing is unpickled)::
 
-    NAME                       a shipped model, checkpoints/NAME next to the package (e.g. "pong-dreamer-tiny")
+    NAME                       a shipped model (e.g. "pong-dreamer-tiny"): $WM_CHECKPOINTS/NAME, checkpoints/NAME of
+                               the source tree, or the wheel's installed copy (worldmodels.shipped)
     DIR/config.json            a whole-model directory of any family (model.safetensors + config.json)
     RUN/vae/ ... RUN/controller/   a `wm worldmodels` run (or one of its stage directories)
     RUN/checkpoints/last.ckpt  a `wm dreamer` run, or the .ckpt itself (read with weights_only=True)
@@ -34,9 +35,8 @@ from worldmodels.envs.spaces import ActionSpec
 from worldmodels.families import dreamer, vm
 from worldmodels.pets import family as pets
 from worldmodels.policies import ModelPolicy, RandomPolicy
-
-# checkpoints/ sits next to the package in the source tree (and in an editable install).
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+from worldmodels.shipped import SOURCE as SHIPPED  # noqa: F401 - the source tree's checkpoints/, re-exported
+from worldmodels.shipped import find_shipped, shipped_names, shipped_roots
 
 
 @dataclass(frozen=True)
@@ -94,18 +94,23 @@ def resolve(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return path
-    for candidate in (SHIPPED / str(name_or_path), SHIPPED.parent / str(name_or_path)):  # NAME or checkpoints/NAME
-        if (candidate / "config.json").is_file():
-            return candidate
-    shipped = sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").is_file()) if SHIPPED.is_dir() else []
-    raise FileNotFoundError(f"{name_or_path}: no such checkpoint path, and no shipped model of that name in {SHIPPED} "
-                            f"(shipped: {shipped or 'none found there'})")
+    found = find_shipped(str(name_or_path))  # NAME or checkpoints/NAME
+    if found is not None:
+        return found
+    roots = ", ".join(map(str, shipped_roots()))
+    raise FileNotFoundError(f"{name_or_path}: no such file or directory, and no shipped model of that name in {roots} "
+                            f"(shipped: {shipped_names() or 'none found there'}; set WM_CHECKPOINTS=DIR to add one)")
 
 
-def list_checkpoints(root: str | Path = SHIPPED) -> list[dict]:
-    """One row per pretrained directory under ``root``: name, family, env, size, metrics, card path."""
+def list_checkpoints(root: str | Path | None = None) -> list[dict]:
+    """One row per pretrained directory under ``root`` (None: every shipped NAME, as :func:`resolve` finds it):
+    name, family, env, size, metrics, card path."""
     rows = []
-    for directory in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+    if root is None:
+        directories = [find_shipped(name) for name in shipped_names()]
+    else:
+        directories = sorted(Path(root).iterdir()) if Path(root).is_dir() else []
+    for directory in directories:
         if not (directory / "config.json").is_file():
             continue
         try:

@@ -14,6 +14,7 @@ from scripts.dream import DreamConfig, collect_episode, run
 from worldmodels import dreams, viz
 from worldmodels.core import WorldModel
 from worldmodels.dreams import load_dream_models
+from worldmodels.envs import make_vector
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.vm_world_model import VMWorldModel
 from worldmodels.models.world_model import DreamerWorldModel
@@ -150,7 +151,9 @@ def test_wm_dream_writes_gifs_and_tensorboard(tmp_path):
     names = {p.name for p in out.glob("*.gif")}
     assert names == {"open_loop_ep0.gif", "open_loop_ep1.gif", "dream_ep0.gif", "dream_ep1.gif"}
     # The true tile of every open-loop frame is the real env frame (Catch frames have few colours: exact).
-    real = collect_episode(CATCH, image_size=S, length=K + H, seed=1)["obs"][0].numpy()
+    env = make_vector(CATCH, 1, image_size=S)
+    real = collect_episode(env, length=K + H, seed=1)["obs"][0].numpy()
+    env.close()
     strip = viz.decode_gif((out / "open_loop_ep1.gif").read_bytes())
     assert strip.shape[0] == K + H
     layout = viz.strip_layout((S, S), scale=1)

@@ -3,13 +3,13 @@
 Models always see actions as float vectors of width ``ActionSpec.dim``:
 one-hot for discrete spaces, the raw (clipped) vector for continuous (Box) spaces.
 The store keeps the env's own encoding: int64 ``(L,)`` for discrete,
-float32 ``(L, dim)`` for continuous.
+float32 ``(L, dim)`` for continuous. :func:`check_fits` is the one check that an env's spaces are a model's.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -64,3 +64,31 @@ class ActionSpec:
         low = np.asarray(self.low, dtype=np.float32)
         high = np.asarray(self.high, dtype=np.float32)
         return np.clip(model_actions.detach().float().cpu().numpy(), low, high)
+
+
+def check_fits(env: Any, env_id: str, *, obs_shape: Sequence[int], action_spec: ActionSpec, model: str,
+               adapt_actions: bool = False) -> ActionSpec:
+    """The action spec of ``env`` (a gymnasium Env or VectorEnv) when its spaces are the model's, else a one-line
+    ``ValueError`` naming both: THE check of every command that runs a saved model in an env.
+
+    A 3-action controller in a 6-action env used to report returns (it never chose actions 3-5), and a discrete
+    model in a Box env died in an IndexError. ``adapt_actions`` (``wm finetune``, which re-initialises the
+    action-dependent layers): any supported action space fits, only the observations must match.
+    """
+    vector = hasattr(env, "single_observation_space")  # a VectorEnv: the spaces of one sub-env
+    observation_space = env.single_observation_space if vector else env.observation_space
+    action_space = env.single_action_space if vector else env.action_space
+    env_obs = tuple(observation_space.shape or ())
+    try:
+        spec: ActionSpec | None = ActionSpec.from_space(action_space)
+        env_actions = f"{spec.kind}({spec.dim})"
+    except ValueError:  # e.g. MultiDiscrete or a 2-D Box: no model of this library acts in it
+        spec, env_actions = None, f"unsupported {action_space}"
+    same_actions = spec is not None and (spec.kind, spec.dim) == (action_spec.kind, action_spec.dim)
+    if env_obs == tuple(obs_shape) and spec is not None and (same_actions or adapt_actions):
+        return spec
+    fix = (f"fine-tuning adapts the action layers, not the observations: use an env with observations "
+           f"{tuple(obs_shape)} and Discrete or 1-D Box actions" if adapt_actions else
+           f"use an env with the same spaces, or adapt the model first with `wm finetune --env {env_id}`")
+    raise ValueError(f"{env_id} has observations {env_obs} and {env_actions} actions, but {model} was trained on "
+                     f"{tuple(obs_shape)} and {action_spec.kind}({action_spec.dim}); {fix}")

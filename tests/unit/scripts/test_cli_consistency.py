@@ -13,7 +13,7 @@ from scripts.cli import COMMANDS, main
 # Commands without one of the shared flags, and why; every other command must have all three.
 NO_DEVICE = {"collect": "random policy, no model", "checkpoints": "lists files", "serve-load": "an HTTP client",
              "import": "validates and copies arrays", "doctor": "checks an env, no model"}
-NO_ENV = {"checkpoints": "lists files", "serve-load": "an HTTP client", "serve": "the client owns the env",
+NO_ENV = {"checkpoints": "lists files", "serve-load": "an HTTP client",
           "export": "measures on the model's own env", "remeasure": "measures on the model's own env"}
 NO_THREADS = NO_DEVICE
 
