@@ -1,6 +1,6 @@
 """Issue 14 item 1: a shipped NAME resolves from $WM_CHECKPOINTS first, then the source tree, then a wheel's
 installed copy; pyproject ships every checkpoints/NAME as data files. (The real wheel install is checked by hand,
-docs/spaces-and-install.md: building one takes longer than a unit test should.)"""
+README.md, "Shipped model names work from any install": building one takes longer than a unit test should.)"""
 
 from __future__ import annotations
 
