@@ -139,7 +139,8 @@ class _EveryNSteps(Callback, abc.ABC):
     def _run(self, trainer: Trainer, pl_module: LightningModule, step: int, train_batch: Any = None) -> None:
         with _isolated(pl_module):  # also around the fetch: a DataLoader iterator draws a seed from the global RNG
             batch = self.heldout_batch(trainer, train_batch)
-            if batch is not None:
+            # Vector observations (B, T, D) have no frames to draw: every dream summary is an image of frames.
+            if batch is not None and batch["obs"].dim() != 3:
                 self.render(trainer, pl_module, batch, step)
 
     @abc.abstractmethod

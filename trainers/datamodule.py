@@ -6,9 +6,10 @@ Batches are dicts of tensors (DESIGN.md, "Batches from the data module")::
     terminated / truncated / is_first (B, T) bool
 
 Determinism: the split is a seeded permutation of the store's episodes (``split_episodes``, shared
-with the latent cache); training windows are drawn by a ``RandomSampler`` with a seeded
-``torch.Generator`` that runs in the main process, and each window is a pure function of its start. So the batches
-depend only on the seed, never on ``num_workers``.
+with the latent cache); training windows are drawn by a :class:`~trainers.resume.StepBatchSampler` in the
+main process, whose batch ``k`` is a function of ``(seed, k)`` alone, and each window is a pure function of
+its start. So the batches depend only on the seed, never on ``num_workers``, and a fit resumed at step ``k``
+draws the batches an uninterrupted one draws from there.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from trainers.distributed import shard
+from trainers.resume import StepBatchSampler, StepLoader
 from worldmodels.data.chunks import ChunkDataset
 from worldmodels.data.store import EpisodeStore
 from worldmodels.data.windows import split_episodes
@@ -86,20 +88,20 @@ class ChunkDataModule(L.LightningDataModule):
                                     seed=self.seed, seq_len=self.seq_len, what=f"store {self.store_dir!r}")
         return [names[k] for k in train], [names[k] for k in val]
 
-    def _loader(self, dataset: ChunkDataset, *, sampler=None) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+    def _loader(self, dataset: ChunkDataset, **batching) -> DataLoader:
+        return StepLoader(dataset, **batching, num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0, worker_init_fn=_seed_worker,
                           generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "call setup() first"
-        generator = torch.Generator().manual_seed(self.seed)
-        sampler = RandomSampler(self.train_dataset, replacement=False, num_samples=self.samples_per_epoch,
-                                generator=generator)
-        return self._loader(self.train_dataset, sampler=sampler)
+        # Lightning builds the loader after restoring a checkpoint: a resumed fit starts at the step it stopped at.
+        start = self.trainer.global_step if self.trainer is not None else 0
+        sampler = StepBatchSampler(len(self.train_dataset), batch_size=self.batch_size,
+                                   num_samples=self.samples_per_epoch, seed=self.seed, start=start)
+        return self._loader(self.train_dataset, batch_sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_dataset is None:
             return []  # no validation split (val_fraction 0, or a single episode)
-        return self._loader(self.val_dataset)
+        return self._loader(self.val_dataset, batch_size=self.batch_size, shuffle=False)

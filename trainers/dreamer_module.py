@@ -29,11 +29,12 @@ import torch
 from trainers.callbacks import log_return_vs_env_steps
 from trainers.guards import check_update
 from trainers.losses import weighted_sum
+from trainers.online import BatchRequest
 from worldmodels.config import arg, from_dict, to_dict
 from worldmodels.core import State, flatten_start
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.families.dreamer import build as build_dreamer
-from worldmodels.models.actor_critic import (ReturnNormalizer, actor_loss, critic_loss, ema_update,
+from worldmodels.models.actor_critic import (ActorRecorder, ReturnNormalizer, actor_loss, critic_loss, ema_update,
                                              lambda_return, trajectory_weight)
 from worldmodels.models.world_model import DreamerWorldModel
 from worldmodels.policies import ActorHead
@@ -117,6 +118,11 @@ class DreamerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # The online loader yields requests: acting and sampling happen here, in step with training, so a
+        # checkpoint after step k holds exactly what batch k left (a prefetched batch would act ahead of it).
+        return self.replay.next_batch() if isinstance(batch, BatchRequest) else batch
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         model_opt, actor_opt, critic_opt = self.optimizers()
         cfg = self.config
@@ -155,8 +161,10 @@ class DreamerModule(L.LightningModule):
         cfg = self.config
         start = flatten_start(post)  # (N, ...) with N = B*T, detached
         start["action"] = start["deter"].new_zeros(start["deter"].shape[0], self.action_spec.dim)  # the actor picks a_0
+        # The actor runs ONCE per state: the recorder keeps the outputs it acted on, with gradient, for its loss.
+        recorder = ActorRecorder(self.actor)
         with torch.no_grad():  # REINFORCE: no gradient through the imagined dynamics
-            traj = self.world_model.imagine(start, self.actor_head(), cfg.horizon)
+            traj = self.world_model.imagine(start, ActorHead(recorder, self.action_spec), cfg.horizon)
         feat, action = traj.feature, traj.action  # (N, H+1, F), (N, H, A)
         # The critic runs ONCE, with gradient: its loss uses these logits, its value targets their detached mean.
         critic_logits = self.critic(feat)  # (N, H+1, K)
@@ -169,7 +177,7 @@ class DreamerModule(L.LightningModule):
             weight = trajectory_weight(torch.cat([start_cont, cont], 1), gamma=cfg.gamma)[:, :-1]  # (N, H)
             self.return_norm.update(returns)
             scale = self.return_norm.scale()
-        parts = actor_loss(self.actor, feat[:, :-1], action, returns, value[:, :-1], weight, scale)
+        parts = actor_loss(recorder.distribution(), action, returns, value[:, :-1], weight, scale)
         parts.update(critic_loss(self.critic, critic_logits[:, :-1], returns, slow_value[:, :-1], weight))
         metrics = {"return": returns.mean(), "return_scale": scale, "value": value.mean(), "reward": reward.mean(),
                    "entropy": -parts["entropy"].detach()}

@@ -28,7 +28,6 @@ from typing import Optional, Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
@@ -37,8 +36,9 @@ from trainers.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
 from trainers.distributed import lightning_strategy, rank_seed
 from trainers.dream_callbacks import dream_callbacks
 from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
-from trainers.online import OnlineReplay
+from trainers.online import BatchRequests, OnlineReplay
 from trainers.performance import use_channels_last
+from trainers.resume import CheckpointWhenReady
 from worldmodels.config import arg, directory_problem, from_dict, given, to_dict
 from worldmodels.envs import make_vector
 from worldmodels.envs.toy import register_toy_envs
@@ -59,6 +59,8 @@ class DreamerRunConfig(DreamerAgentConfig):
     run_dir: str = arg("runs/dreamer", "TensorBoard logs, checkpoints/last.ckpt, episodes/ and results.json",
                        check=lambda c: directory_problem(c.run_dir))
     image_size: int = arg(64, "observation side in pixels (multiple of 2**stages)", minimum=16, maximum=1024)
+    obs: str = arg("auto", "observations: auto (the env's own vector if it is a 1-D Box, MLP encoder; else frames), "
+                           "pixels or vector (worldmodels.envs.factory.observation_kind)", choices=("auto", "pixels", "vector"))
     frameskip: Optional[int] = arg(None, "action repeat; None = env default (4 for ALE)", minimum=1)
     num_envs: int = arg(1, "parallel envs stepped by the online dataset", minimum=1)
     batch_size: int = arg(16, "replayed chunks per gradient step (B)", minimum=1)
@@ -116,7 +118,7 @@ PRESETS: dict[str, dict] = {
 
 def env_options(config: DreamerRunConfig) -> dict:
     """The env options of training and evaluation (an unset frameskip keeps the env's default)."""
-    return {"image_size": config.image_size, **given(frameskip=config.frameskip)}
+    return {"image_size": config.image_size, "obs": config.obs, **given(frameskip=config.frameskip)}
 
 
 def build(config: DreamerRunConfig, *, store_dir: str | None = None,
@@ -147,6 +149,7 @@ def gradient_steps(config: DreamerRunConfig) -> int:
 def evaluate(module: DreamerModule, env_id: str, *, episodes: int, seed: int, options: dict,
              sample: bool = False) -> dict:
     """The actor (its mode, or samples) vs uniform random on the same seeds ``seed + j``: the eval.json record."""
+    torch.manual_seed(seed)  # the model's samples depend on the evaluation seed, not on how training got here
     policy = ModelPolicy(module.world_model, ActorHead(module.actor, module.action_spec, sample=sample))
     env = make_vector(env_id, 1, seed=seed, **options)
     try:
@@ -171,8 +174,10 @@ def make_trainer(config: DreamerRunConfig, run_dir: Path, *, callbacks: Sequence
     precision = config.precision or ("bf16-mixed" if on_gpu(config) else "32-true")
     progress = ProgressLog("dreamer" if max_gradient_steps is None else "dreamer offline",
                            steps_per_update=OPTIMISERS_PER_STEP, metrics=("train/loss/model", "env/steps"))
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-                                  every_n_train_steps=config.checkpoint_every * OPTIMISERS_PER_STEP)
+    # Saved only where the replay resumes exactly (one env: between episodes), at most an episode after it is due.
+    checkpoints = CheckpointWhenReady(run_dir / "checkpoints" / "last.ckpt",
+                                      every_n_steps=config.checkpoint_every * OPTIMISERS_PER_STEP,
+                                      ready=lambda module: getattr(module.replay, "resumable", True))
     return L.Trainer(
         plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
         max_steps=total * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step
@@ -185,8 +190,9 @@ def make_trainer(config: DreamerRunConfig, run_dir: Path, *, callbacks: Sequence
                    *dream_callbacks("dreamer", every_n_steps=config.dream_every * OPTIMISERS_PER_STEP,
                                     total_steps=total * OPTIMISERS_PER_STEP),
                    *callbacks],
-        # ProgressLog is the one progress display
+        # ProgressLog is the one progress display; CheckpointWhenReady the one checkpoint (no default ModelCheckpoint)
         log_every_n_steps=config.log_every, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
     )
 
 
@@ -201,6 +207,7 @@ def fit_online(trainer: L.Trainer, module: DreamerModule, replay: OnlineReplay, 
         # A run killed before its first checkpoint left episodes no checkpoint knows of: this run plays those env
         # steps again from step 0, so they would be stored and replayed twice. (A resume sets aside the same way.)
         replay.store.set_aside_after(0)
-    trainer.fit(module, train_dataloaders=DataLoader(replay, batch_size=None, pin_memory=gpu),
+    replay.pin_memory = gpu
+    trainer.fit(module, train_dataloaders=DataLoader(BatchRequests(), batch_size=None),  # module.replay acts per step
                 ckpt_path=str(resume) if resume else None, weights_only=True)
     trainer.save_checkpoint(str(last), weights_only=False)

@@ -211,7 +211,9 @@ def dreamer_config(config: FinetuneConfig, pretrained: dict, env_id: str) -> Dre
     """The ``wm dreamer`` config: the preset's replay/run settings, the checkpoint's agent config, ``--steps`` gradient steps."""
     base = apply_overrides(DreamerRunConfig(), DREAMER_PRESETS[config.family_preset], source=f"preset {config.family_preset!r}")
     agent = from_dict(DreamerAgentConfig, pretrained["config"])
-    overrides = {**to_dict(agent), "env": env_id, "run_dir": config.run_dir, "seed": config.seed,
+    # The fine-tuned agent observes what the checkpoint did: `--obs auto` would give CartPole a pixel model vectors.
+    obs = "vector" if len(pretrained["obs_shape"]) == 1 else "pixels"
+    overrides = {**to_dict(agent), "env": env_id, "run_dir": config.run_dir, "seed": config.seed, "obs": obs,
                  "image_size": int(pretrained["obs_shape"][0])}
     if config.learning_rate:
         overrides["model_lr"] = config.learning_rate

@@ -8,10 +8,10 @@ Batches: ``mu, logvar (B, T, Z)`` float32, ``action (B, T, A)``, ``reward (B, T)
 from __future__ import annotations
 
 import lightning as L
-import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from trainers.distributed import shard
+from trainers.resume import StepBatchSampler, StepLoader
 from worldmodels.data.latents import (LATENT_KEYS, LatentChunkDataset, LatentEpisodes, encode_store, load_latents,
                                       start_latents)
 from worldmodels.data.windows import split_episodes
@@ -47,9 +47,10 @@ class LatentDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_dataset is not None, "call setup() first"
-        sampler = RandomSampler(self.train_dataset, num_samples=self.samples_per_epoch,
-                                generator=torch.Generator().manual_seed(self.seed))
-        return DataLoader(self.train_dataset, batch_size=self.batch_size, sampler=sampler)
+        # A resumed fit starts at its step (Lightning builds the loader after restoring the checkpoint).
+        sampler = StepBatchSampler(len(self.train_dataset), batch_size=self.batch_size, num_samples=self.samples_per_epoch,
+                                   seed=self.seed, start=self.trainer.global_step if self.trainer is not None else 0)
+        return StepLoader(self.train_dataset, batch_sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         return DataLoader(self.val_dataset, batch_size=self.batch_size) if self.val_dataset is not None else []

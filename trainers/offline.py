@@ -45,7 +45,7 @@ class StoreReplay(IterableDataset):
         self.obs_shape, self.action_spec = store.spec.obs_shape, store.spec.action_spec
         self.batch_size, self.seq_len = batch_size, seq_len
         self.replay = StreamReplay(streams=1, capacity=min(capacity, store.num_frames), obs_shape=self.obs_shape,
-                                   action_spec=self.action_spec)
+                                   action_spec=self.action_spec, obs_dtype=np.dtype(store.spec.obs_dtype))
         rows = load_store(self.replay, store)
         if rows < seq_len:
             raise ValueError(f"--store {store_dir!r}: {rows} rows fit in --capacity {capacity}, fewer than one "
@@ -79,7 +79,8 @@ def pretrain(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) 
     torch.manual_seed(config.seed)
     replay = StoreReplay(config.store, batch_size=config.batch_size, seq_len=config.seq_len, capacity=config.capacity,
                          seed=config.seed)
-    if tuple(replay.obs_shape[:2]) != (config.image_size, config.image_size):
+    frames = len(replay.obs_shape) == 3  # a store of vectors has no image size
+    if frames and tuple(replay.obs_shape[:2]) != (config.image_size, config.image_size):
         raise ValueError(f"--store {config.store!r} holds {replay.obs_shape[0]}x{replay.obs_shape[1]} frames, not "
                          f"--image-size {config.image_size}; pass --image-size {replay.obs_shape[0]} (or re-import "
                          f"with wm import --image-size {config.image_size})")

@@ -1,8 +1,8 @@
 """Online replay for Dreamer: an ``IterableDataset`` that acts in vector envs and yields replayed chunks.
 
-The Trainer drives the loop: ``trainer.fit(module, train_dataloaders=DataLoader(OnlineReplay(...),
-batch_size=None))``. Before yielding batch ``k`` the dataset steps its envs with the agent's current
-policy until ``env_steps >= prefill + (k + 1) * B * T / replay_ratio``, so ``replay_ratio`` is
+The Trainer drives the loop: ``trainer.fit(module, train_dataloaders=DataLoader(BatchRequests(replay),
+batch_size=None))``. Before batch ``k`` (:meth:`OnlineReplay.next_batch`) the dataset steps its envs with the
+agent's current policy until ``env_steps >= prefill + (k + 1) * B * T / replay_ratio``, so ``replay_ratio`` is
 replayed steps per env (agent) step, as in DreamerV3. The first ``prefill`` steps use uniform random
 actions inside the action space. Action repeat is the env's ``frameskip`` option; all counters here are
 agent steps.
@@ -20,6 +20,14 @@ encoding (:meth:`ActionSpec.to_model`). Finished episodes are also written to th
 :class:`EpisodeStore` (:class:`~worldmodels.data.collect.StoreWriter`), and reloaded into replay on
 resume. ``state_dict`` holds the env-step and batch counters and the sampler RNG state; the module
 saves it inside its checkpoints.
+
+Exact resume (one env, DESIGN.md "Exact resume"): the Trainer's loader yields :class:`BatchRequest`
+placeholders and the module turns each into :meth:`OnlineReplay.next_batch` right before its step, so no
+batch is acted for ahead of the step that uses it (Lightning prefetches one) and a checkpoint after step
+``k`` holds exactly the state batch ``k`` left. Torch's generator is reseeded from ``(seed, k)`` before
+batch ``k`` is acted for, and with one env every episode ``n`` starts from a reset seeded from
+``(seed, n)``; checkpoints wait for an episode boundary (:attr:`OnlineReplay.resumable`), where the
+replay equals the stored episodes (:func:`load_store`). A resumed run then repeats an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -92,8 +100,26 @@ class StreamReplay:
 
 
 def load_store(replay: StreamReplay, store: EpisodeStore) -> int:
-    """Lay the most recent stored episodes (as many as ``replay`` holds) end to end over its streams; returns rows."""
+    """Lay the most recent stored episodes end to end over the streams of ``replay``; returns the rows it holds.
+
+    One stream: the ring an uninterrupted run holds after these episodes, row for row (the last ``capacity`` rows,
+    each at its ring position, ``count`` as if every row had been added), so sampling continues as it would have.
+    More streams: the most recent whole episodes that fit, dealt round-robin.
+    """
     streams = len(replay.count)
+    if streams == 1:
+        total = sum(info.length for info in store.episodes)
+        first = replay.count[0] = max(0, total - replay.capacity)  # rows the ring has already overwritten
+        row = 0
+        for info in store.episodes:
+            if row + info.length > first:
+                episode = store.load(info.name)
+                for t in range(max(0, first - row), info.length):
+                    replay.add(0, {"obs": episode.obs[t], "action": episode.action[t], "reward": episode.reward[t],
+                                   "terminated": episode.terminated[t], "truncated": episode.truncated[t],
+                                   "is_first": t == 0})
+            row += info.length
+        return total - first
     budget, chosen = replay.capacity * streams, []
     for info in reversed(store.episodes):
         if budget < info.length:
@@ -107,6 +133,21 @@ def load_store(replay: StreamReplay, store: EpisodeStore) -> int:
                 "obs": episode.obs[t], "action": episode.action[t], "reward": episode.reward[t],
                 "terminated": episode.terminated[t], "truncated": episode.truncated[t], "is_first": t == 0})
     return sum(info.length for info in chosen)
+
+
+class BatchRequest:
+    """What the Trainer's loader yields in place of a batch: the module asks the replay for the batch itself
+    (``OnlineReplay.next_batch``) right before the step, so a prefetch never acts ahead of the weights."""
+
+    __slots__ = ()
+
+
+class BatchRequests(IterableDataset):
+    """An endless stream of :class:`BatchRequest` for the ``DataLoader`` of an online fit."""
+
+    def __iter__(self) -> Iterator[BatchRequest]:
+        while True:
+            yield BatchRequest()
 
 
 class OnlineReplay(IterableDataset):
@@ -125,7 +166,7 @@ class OnlineReplay(IterableDataset):
         self.obs_shape = tuple(self.env.single_observation_space.shape)
         self.action_spec = ActionSpec.from_space(self.env.single_action_space)
         self.replay = StreamReplay(streams=num_envs, capacity=capacity, obs_shape=self.obs_shape,
-                                   action_spec=self.action_spec)
+                                   action_spec=self.action_spec, obs_dtype=self.env.single_observation_space.dtype)
         self.store = None if store_dir is None else EpisodeStore.create(
             store_dir, env_id=env_id, obs_shape=self.obs_shape, action_spec=self.action_spec)
         self.rng = np.random.default_rng(seed)
@@ -138,6 +179,8 @@ class OnlineReplay(IterableDataset):
         self.episodes = 0
         self._recent_returns: list[float] = []
         self.driver: Driver | None = None
+        self.pin_memory = False  # pin each batch (GPU runs): the DataLoader only sees BatchRequests
+        self._episode_ended = True  # the last env step ended an episode (or none was taken): a boundary
 
     # ------------------------------------------------------------------ state in checkpoints
 
@@ -160,6 +203,11 @@ class OnlineReplay(IterableDataset):
             # Episodes finished after this checkpoint will be played again from its env step: set them aside.
             self.store.set_aside_after(int(state["stored_episodes"]))
 
+    @property
+    def resumable(self) -> bool:
+        """Whether a checkpoint now resumes exactly: one env, between two episodes. (More envs never are.)"""
+        return self.num_envs == 1 and self._episode_ended
+
     def metrics(self) -> dict[str, float]:
         """Counters and the mean return of episodes finished since the last call."""
         out = {"steps": float(self.env_steps), "episodes": float(self.episodes), "replay_rows": float(len(self.replay))}
@@ -177,7 +225,7 @@ class OnlineReplay(IterableDataset):
     # ------------------------------------------------------------------ acting
 
     def _start(self) -> None:
-        """Reload stored episodes into replay (resume), then reset the envs with a step-dependent seed."""
+        """Reload stored episodes into replay (resume), then reset the envs (one env: with the episode's seed)."""
         if self.store is not None and len(self.store) > 0 and len(self.replay) == 0:
             self._reload_store()
         hooks: list[Any] = [self.replay, self]
@@ -186,7 +234,12 @@ class OnlineReplay(IterableDataset):
         # The prefill's random stream depends on the step it starts from, so a resume does not replay it.
         self.prefill_policy = RandomPolicy(self.action_spec, seed=resume_seed(self.seed, self.env_steps))
         self.driver = Driver(self.env, self._policy_now(), hooks=hooks)
-        self.driver.reset(seed=self.seed + self.env_steps)
+        self._reset()
+
+    def _reset(self) -> None:
+        """One env: reset it with the seed of the episode it starts, so episode ``n`` is the same in a resumed run.
+        More envs reset once with a step-dependent seed and then reset themselves (autoreset)."""
+        self.driver.reset(seed=resume_seed(self.seed, self.episodes) if self.num_envs == 1 else self.seed + self.env_steps)
 
     def _policy_now(self) -> Policy:
         if self.env_steps < self.prefill:
@@ -201,6 +254,7 @@ class OnlineReplay(IterableDataset):
     def on_episode(self, env_index: int, episode: dict[str, np.ndarray], complete: bool) -> None:
         """Driver hook: count every finished episode and keep its return for :meth:`metrics`."""
         self.episodes += 1
+        self._episode_ended = True
         self._recent_returns.append(float(episode["reward"].sum(dtype=np.float64)))
 
     def step(self) -> None:
@@ -210,29 +264,40 @@ class OnlineReplay(IterableDataset):
         policy = self._policy_now()
         if self.driver.policy is not policy:
             self.driver.policy = policy  # its carry starts fresh: is_first for every env on its first call
+        self._episode_ended = False
         self.driver.step()
         self.env_steps += self.num_envs
+        if self._episode_ended and self.num_envs == 1:
+            self._reset()  # replaces the autoreset's first frame with the seeded reset's
 
     # ------------------------------------------------------------------ iteration
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """Act until batch ``k = batches`` is due, then sample it: ``(B, T, ...)`` tensors (DESIGN.md batches).
+
+        Torch's generator (the agent's action samples, then the training step's draws) is reseeded from
+        ``(seed, k)`` first, so the step is a function of the checkpointed state and ``k`` alone.
+        """
         if self.driver is None:
             self._start()
-        chunk = self.batch_size * self.seq_len
+        torch.manual_seed(resume_seed(self.seed, self.batches))
+        target = self.prefill + (self.batches + 1) * self.batch_size * self.seq_len / self.replay_ratio
+        began, steps_before = time.perf_counter(), self.env_steps
+        if self._resumed_at is not None:
+            self._training_s += began - self._resumed_at
+        while self.env_steps < target or not self.replay.has_window(self.seq_len):
+            self.step()
+        batch = self.replay.sample(self.rng, self.batch_size, self.seq_len)
+        self.batches += 1
+        self._resumed_at = time.perf_counter()
+        if steps_before >= self.prefill:  # the random prefill is set-up, not the loop's steady state
+            self._acting_s += self._resumed_at - began
+            self._timed_steps += self.env_steps - steps_before
+            self._timed_batches += 1
+        else:
+            self._resumed_at = None
+        return {k: v.pin_memory() for k, v in batch.items()} if self.pin_memory else batch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
-            target = self.prefill + (self.batches + 1) * chunk / self.replay_ratio
-            began, steps_before = time.perf_counter(), self.env_steps
-            if self._resumed_at is not None:
-                self._training_s += began - self._resumed_at
-            while self.env_steps < target or not self.replay.has_window(self.seq_len):
-                self.step()
-            batch = self.replay.sample(self.rng, self.batch_size, self.seq_len)
-            self.batches += 1
-            self._resumed_at = time.perf_counter()
-            if steps_before >= self.prefill:  # the random prefill is set-up, not the loop's steady state
-                self._acting_s += self._resumed_at - began
-                self._timed_steps += self.env_steps - steps_before
-                self._timed_batches += 1
-            else:
-                self._resumed_at = None
-            yield batch
+            yield self.next_batch()

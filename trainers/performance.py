@@ -70,8 +70,9 @@ def compile_dreamer(module: nn.Module, **compile_kwargs) -> nn.Module:
     rssm = world_model.rssm
     for name in ("img_step", "_recurrent", "_posterior_logits"):
         setattr(rssm, name, torch.compile(getattr(rssm, name), **compile_kwargs))
+    # The actor's MLP, not the actor: imagination calls ``actor.mlp`` directly (ActorRecorder keeps its output).
     for sub in (world_model.encoder, world_model.decoder, world_model.reward, world_model.cont,
-                module.actor, module.critic):
+                module.actor.mlp, module.critic):
         sub.compile(**compile_kwargs)
     return module
 

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
@@ -32,7 +31,6 @@ from worldmodels.core import Policy
 from worldmodels.driver import Driver
 from worldmodels.envs import make_vector
 from worldmodels.envs.cartpole_continuous import register_continuous_cartpole
-from worldmodels.pets.envs import vector_obs_env
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import evaluate_against_random, run_episodes
@@ -87,18 +85,11 @@ class TDMPCRunConfig:
 
 def make_env(env_id: str, num_envs: int, *, obs: str, image_size: int = 64,
              max_episode_steps: int | None = None) -> VectorEnv:
-    """A NEXT_STEP-autoreset vector env of the env's own vector observations (``obs="vector"``) or of frames."""
+    """A NEXT_STEP-autoreset vector env of the env's own vector observations (``obs="vector"``) or of frames;
+    ``auto`` is the factory's rule (:func:`worldmodels.envs.factory.observation_kind`)."""
     register_toy_envs()
     register_continuous_cartpole()
-    if env_id not in gym.registry:
-        raise ValueError(f"unknown env id {env_id!r}; pass a registered gymnasium id, e.g. InvertedPendulum-v5")
-    if obs == "auto":
-        probe = gym.make(env_id)
-        obs = "vector" if len(probe.observation_space.shape or ()) == 1 else "pixels"
-        probe.close()
-    if obs == "pixels":
-        return make_vector(env_id, num_envs, image_size=image_size, max_episode_steps=max_episode_steps)
-    return vector_obs_env(env_id, num_envs, max_episode_steps=max_episode_steps)
+    return make_vector(env_id, num_envs, image_size=image_size, obs=obs, max_episode_steps=max_episode_steps)
 
 
 def build_model(config: TDMPCRunConfig, obs_shape: tuple[int, ...], action_spec: ActionSpec) -> TDMPCWorldModel:

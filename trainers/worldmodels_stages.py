@@ -28,11 +28,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from trainers.callbacks import log_return_vs_env_steps, print_kpi_table
 from trainers.datamodule import ChunkDataModule
-from trainers.distributed import barrier, is_rank_zero, wait_for_file
+from trainers.distributed import barrier, is_rank_zero, stage_seed, wait_for_file
 from trainers.dream_callbacks import dream_callbacks, with_vae
 from trainers.latents import LatentDataModule
 from trainers.mdnrnn_module import MDNRNNModule
 from trainers.performance import default_precision, use_channels_last
+from trainers.resume import StepSeeds
 from trainers.trainer_factory import fit_resuming, last_metric, stage_trainer
 from trainers.vae_module import VAEModule
 from trainers.worldmodels_config import DEFAULT_DREAM_HORIZON, WorldModelsConfig, env_options
@@ -84,11 +85,16 @@ def mdnrnn_datamodule(config: WorldModelsConfig, latent_dir: Path) -> LatentData
 
 def trainer_for(config: WorldModelsConfig, stage: str, max_steps: int, *, precision: str = "32-true",
                 callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """The stage Trainer (:func:`trainers.trainer_factory.stage_trainer`) with the run's device and DDP settings."""
+    """The stage Trainer (:func:`trainers.trainer_factory.stage_trainer`) with the run's device and DDP settings.
+
+    Every step is reseeded from ``(seed, stage, step)`` (:class:`~trainers.resume.StepSeeds`), so a fit resumed from
+    ``ckpt/last.ckpt`` draws the noise of an uninterrupted one.
+    """
     return stage_trainer(run_dir=config.run_dir, stage_dir=Path(config.run_dir) / stage, name=stage, max_steps=max_steps,
                          device=resolve_device(config.device), checkpoint_every=config.checkpoint_every,
                          val_batches=config.val_batches, devices=config.devices, num_nodes=config.num_nodes,
-                         strategy=config.strategy, precision=precision, callbacks=callbacks)
+                         strategy=config.strategy, precision=precision,
+                         callbacks=[StepSeeds(config.seed, stage), *callbacks])
 
 
 def load_stage(config: WorldModelsConfig, stage: str) -> torch.nn.Module:
@@ -236,6 +242,7 @@ def stage_controller(config: WorldModelsConfig, vae: ConvVAE, mdnrnn: MDNRNN, la
         # The best candidate's score is one noisy draw; re-rank it against the distribution mean with more rollouts.
         candidates = torch.as_tensor(np.stack([result["best_params"], result["mean"]]), dtype=torch.float32, device=device)
         final_repeats = config.final_repeats if config.controller_env == "dream" else config.repeats
+        torch.manual_seed(stage_seed(config.seed, "controller selection"))  # the same draws after a resume
         scores = fitness(candidates, final_repeats).cpu()
     finally:
         writer.close()

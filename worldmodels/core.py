@@ -28,7 +28,8 @@ Conventions shared by all of them (DESIGN.md has the full row convention):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Union, runtime_checkable
 
 import torch
@@ -51,17 +52,29 @@ class Trajectory:
     ``reward  (B, H)``       r_1 .. r_H, predicted on arriving at s_1 .. s_H
     ``cont    (B, H)``       c_1 .. c_H, probability that s_1 .. s_H is not terminal
     ``states``               the family's states s_0 .. s_H as ``(B, H+1, ...)``, or ``None``
+                             (built from ``state_steps``, one dict per step, on first read)
     """
 
     action: torch.Tensor
     reward: torch.Tensor
     cont: torch.Tensor
     feature: torch.Tensor | None = None
-    states: State | None = None
+    state_steps: list[State] | None = field(default=None, repr=False)
 
     @property
     def horizon(self) -> int:
         return self.reward.shape[1]
+
+    @functools.cached_property
+    def states(self) -> State | None:
+        # Stacked lazily: Dreamer's actor-critic reads only features, actions, rewards and continues, and
+        # stacking every key of every step costs ~170 MB of copies per DreamerV3 S update. Grad mode on:
+        # the stack has a graph exactly when the steps do, as if stacked inside the rollout.
+        steps, self.state_steps = self.state_steps, None
+        if steps is None:
+            return None
+        with torch.enable_grad():
+            return {key: torch.stack([s[key] for s in steps], 1) for key in steps[0]}
 
 
 @runtime_checkable
@@ -186,7 +199,7 @@ def rollout(world_model: WorldModel, step: Any, start: State, policy_or_actions:
         reward=stack(rewards) if rewards else empty,
         cont=stack(conts) if conts else empty,
         feature=stack(features) if keep_states else None,
-        states={key: torch.stack([s[key] for s in states], 1) for key in states[0]} if keep_states else None,
+        state_steps=states if keep_states else None,
     )
 
 

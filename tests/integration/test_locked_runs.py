@@ -19,7 +19,7 @@ HOLD = "import sys, time; from worldmodels.locking import exclusive_lock\n" \
     (["dreamer", "--preset", "debug", "--env", "worldmodels/Catch-v0"], "--run-dir", "."),
     (["dreamer", "--preset", "debug", "--env", "worldmodels/Catch-v0"], "--run-dir", "episodes"),  # its store
     (["worldmodels", "--preset", "debug", "--env", "worldmodels/Catch-v0"], "--run-dir", "."),
-    (["finetune", "--preset", "debug", "--from", "catch-worldmodels-debug"], "--run-dir", "."),
+    (["finetune", "--preset", "debug", "--from", "pong-worldmodels-tiny"], "--run-dir", "."),  # a real model: --from is checked first
 ])
 def test_second_writer_is_refused(tmp_path, capsys, argv, flag, locked):
     target = tmp_path / "dir"

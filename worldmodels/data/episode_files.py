@@ -1,4 +1,4 @@
-"""The files of one stored episode: durable ``.npy`` writes, header checks and value checks on read.
+"""The files of one stored episode: the obs dtype a shape implies, durable ``.npy`` writes, header and value checks.
 
 Used by :class:`worldmodels.data.store.EpisodeStore`; kept apart so the store holds only the store's logic.
 """
@@ -12,6 +12,17 @@ import numpy as np
 
 from worldmodels.config import writing
 from worldmodels.envs.spaces import ActionSpec
+
+
+# The rank of obs_shape says which observations a store holds: (H, W, C) frames or (D,) state vectors.
+OBS_DTYPES = {3: "uint8", 1: "float32"}
+
+
+def obs_dtype_for(obs_shape: tuple[int, ...]) -> str:
+    """``"uint8"`` for ``(H, W, C)`` frames, ``"float32"`` for ``(D,)`` vectors; a one-line error otherwise."""
+    if len(obs_shape) not in OBS_DTYPES:
+        raise ValueError(f"obs_shape {list(obs_shape)} is neither [H, W, C] frames nor [D] vectors")
+    return OBS_DTYPES[len(obs_shape)]
 
 
 class CorruptEpisodeError(ValueError):
@@ -54,8 +65,17 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), dtype
 
 
-def check_values(path: Path, spec: ActionSpec) -> None:
-    """Actions inside the store's action space, finite rewards (a few bytes per row: read in full)."""
+def check_values(path: Path, spec: ActionSpec, *, vector_obs: bool = False) -> None:
+    """Actions inside the store's action space, finite rewards and (``vector_obs``) finite observation vectors.
+
+    Each is a few bytes per row, so it is read in full; frames are not (their header is checked elsewhere).
+    """
+    if vector_obs:
+        obs = np.load(path / "obs.npy", mmap_mode="r", allow_pickle=False)
+        bad = ~np.isfinite(obs).all(axis=-1)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise CorruptEpisodeError(f"obs.npy row {row} holds {obs[row].tolist()}; vector observations must be finite")
     action = np.load(path / "action.npy", mmap_mode="r", allow_pickle=False)
     if spec.discrete:
         outside = (action < 0) | (action >= spec.dim)

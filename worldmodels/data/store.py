@@ -2,18 +2,24 @@
 
 Layout and row convention are the contract in DESIGN.md::
 
-    DIR/store.json      {"format", "env_id", "obs_shape", "action_spec"}
+    DIR/store.json      {"format", "env_id", "obs_shape", "obs_dtype", "action_spec"}
     DIR/index.json      cache of the episode list (rebuilt from the directories when missing or stale)
     DIR/episodes/ep-000000-<8 hex>/{obs,action,reward,terminated,truncated}.npy + meta.json
 
     row t:  obs[t]   action[t] (taken at obs[t]; last row zeros)   reward[t] (arriving at obs[t]; row 0 is 0)
             terminated[t] / truncated[t] (set on the last row only)
 
+    obs      (L, H, W, C) uint8 frames        obs_shape [H, W, C], obs_dtype "uint8"
+         or  (L, D) float32 vectors           obs_shape [D],       obs_dtype "float32" (the env's own observation)
+
+A store written before vectors existed has no ``obs_dtype``: it holds frames.
+
 An episode is written into ``episodes/.tmp-<name>/`` and renamed into place, so a
 killed writer leaves either a whole episode or a ``.tmp-*`` directory that readers
 ignore. Writers hold ``DIR/.lock`` (:mod:`worldmodels.locking`; ``wm collect`` and the training
 commands take it), so one store never has two writers. Opening checks every episode's arrays
-(dtype, shape, length, action range, finite rewards) and skips a bad one with a warning naming it. Arrays are opened with ``np.load(mmap_mode="r")``: a 1M-frame store is never
+(dtype, shape, length, action range, finite rewards; finite values of vector observations) and skips a bad one
+with a warning naming it. Arrays are opened with ``np.load(mmap_mode="r")``: a 1M-frame store is never
 read into RAM.
 """
 
@@ -33,8 +39,8 @@ import numpy as np
 
 from worldmodels.config import read_json, save_json_atomic, writing
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.data.episode_files import (CorruptEpisodeError, check_values, fsync_dir, read_npy_header,
-                                             save_array)
+from worldmodels.data.episode_files import (CorruptEpisodeError, check_values, fsync_dir, obs_dtype_for,
+                                             read_npy_header, save_array)
 from worldmodels.locking import holds_lock
 
 FORMAT = "worldmodels-episodes/1"
@@ -46,20 +52,35 @@ _STALE_TMP_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class StoreSpec:
-    """What every episode in a store shares: the env, the frame shape, the action encoding."""
+    """What every episode in a store shares: the env, the observation shape and dtype, the action encoding.
+
+    ``obs_dtype`` ``""`` is the one ``obs_shape`` implies (:func:`obs_dtype_for`); any other must equal it.
+    """
 
     env_id: str
-    obs_shape: tuple[int, int, int]
+    obs_shape: tuple[int, ...]  # (H, W, C) frames or (D,) vectors
     action_spec: ActionSpec
+    obs_dtype: str = ""
+
+    def __post_init__(self) -> None:
+        implied = obs_dtype_for(self.obs_shape)
+        if self.obs_dtype and self.obs_dtype != implied:
+            raise ValueError(f"obs_dtype {self.obs_dtype!r} does not fit obs_shape {list(self.obs_shape)}; "
+                             f"that shape holds {implied}")
+        object.__setattr__(self, "obs_dtype", implied)  # frozen: the one place the default is filled in
+
+    @property
+    def vector_obs(self) -> bool:
+        return len(self.obs_shape) == 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "env_id": self.env_id, "obs_shape": list(self.obs_shape),
-                "action_spec": self.action_spec.to_dict()}
+                "obs_dtype": self.obs_dtype, "action_spec": self.action_spec.to_dict()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "StoreSpec":
-        return cls(str(values["env_id"]), tuple(int(v) for v in values["obs_shape"]),  # type: ignore[arg-type]
-                   ActionSpec.from_dict(values["action_spec"]))
+        return cls(str(values["env_id"]), tuple(int(v) for v in values["obs_shape"]),
+                   ActionSpec.from_dict(values["action_spec"]), str(values.get("obs_dtype", "")))
 
 
 @dataclass(frozen=True)
@@ -84,7 +105,7 @@ class Episode:
     """The arrays of one stored episode, memory-mapped read-only; every array has leading length ``L``."""
 
     name: str
-    obs: np.ndarray  # (L, H, W, C) uint8
+    obs: np.ndarray  # (L, H, W, C) uint8 frames or (L, D) float32 vectors
     action: np.ndarray  # (L,) int64 or (L, A) float32
     reward: np.ndarray  # (L,) float32
     terminated: np.ndarray  # (L,) bool
@@ -134,14 +155,16 @@ def read_spec(root: str | Path) -> StoreSpec | None:
     try:
         return StoreSpec.from_dict(values)
     except (KeyError, TypeError, ValueError) as error:  # an edited file: name it and the field
-        raise ValueError(f"{path}: field {error} is missing or not what wm collect writes "
-                         "(env_id, obs_shape [H, W, C], action_spec); restore the file") from None
+        name = f"field {error} is missing" if isinstance(error, KeyError) else str(error)
+        raise ValueError(f"{path}: {name}, not what wm collect writes (env_id, obs_shape [H, W, C] or [D], "
+                         "obs_dtype, action_spec); restore the file") from None
 
 
 def check_compatible(existing: StoreSpec, wanted: StoreSpec, root: str | Path) -> None:
-    """One-line error when an existing store was collected from another env, frame shape or action space."""
+    """One-line error when an existing store was collected from another env, observation shape or action space."""
     for field, have, want in (("env id", existing.env_id, wanted.env_id),
                               ("obs shape", existing.obs_shape, wanted.obs_shape),
+                              ("obs dtype", existing.obs_dtype, wanted.obs_dtype),
                               ("action spec", existing.action_spec, wanted.action_spec)):
         if have != want:
             raise ValueError(f"store {str(root)!r} holds {field} {have!r} but this run wants {want!r}; "
@@ -162,7 +185,7 @@ class EpisodeStore:
     def create(cls, root: str | Path, *, env_id: str, obs_shape: tuple[int, ...], action_spec: ActionSpec) -> "EpisodeStore":
         """Open ``root`` for writing, creating the store if it is new; a different existing spec is an error."""
         root = ensure_writable_dir(root)  # before anything else touches the directory
-        wanted = StoreSpec(env_id, tuple(int(v) for v in obs_shape), action_spec)  # type: ignore[arg-type]
+        wanted = StoreSpec(env_id, tuple(int(v) for v in obs_shape), action_spec)
         existing = read_spec(root)
         if existing is not None:
             check_compatible(existing, wanted, root)
@@ -259,7 +282,11 @@ class EpisodeStore:
         aside = self.root / "set_aside"
         aside.mkdir(exist_ok=True)
         for info in extra:
-            os.rename(self.episode_dir / info.name, aside / info.name)
+            target, copy = aside / info.name, 0
+            while target.exists():  # set aside before: a resume replays the same episode under the same name
+                copy += 1
+                target = aside / f"{info.name}.{copy}"
+            os.rename(self.episode_dir / info.name, target)
         fsync_dir(self.episode_dir)
         self._episodes = self._episodes[:count]
         self._write_index()
@@ -271,7 +298,14 @@ class EpisodeStore:
     def _check_arrays(self, obs, action, reward, terminated, truncated) -> dict[str, np.ndarray]:
         obs = np.asarray(obs)
         length = obs.shape[0] if obs.ndim else 0
-        if obs.dtype != np.uint8 or obs.shape[1:] != self.spec.obs_shape or length < 1:
+        if self.spec.vector_obs:  # any float is stored as float32 (MuJoCo envs observe float64)
+            if obs.dtype.kind != "f" or obs.shape[1:] != self.spec.obs_shape or length < 1:
+                raise ValueError(f"obs must be float32 vectors (L>=1, *{self.spec.obs_shape}), got {obs.dtype} {obs.shape}")
+            obs = obs.astype(np.float32, copy=False)
+            if not np.isfinite(obs).all():
+                row = int(np.argwhere(~np.isfinite(obs))[0][0])
+                raise ValueError(f"obs row {row} holds {obs[row].tolist()}; vector observations must be finite")
+        elif obs.dtype != np.uint8 or obs.shape[1:] != self.spec.obs_shape or length < 1:
             raise ValueError(f"obs must be uint8 (L>=1, *{self.spec.obs_shape}), got {obs.dtype} {obs.shape}")
         action_spec = self.spec.action_spec
         arrays = {
@@ -341,22 +375,23 @@ class EpisodeStore:
     def _validate(self, path: Path, cached: EpisodeInfo | None) -> EpisodeInfo:
         """Every array's header (dtype, shape, byte count), the values of the small ones, then the cached or on-disk meta.
 
-        The frames are checked from their header only (never read here); actions must lie in the action space
-        (``[0, n)`` or the Box bounds) and rewards be finite, since either would otherwise reach training.
+        Frames are checked from their header only (never read here); vector observations, actions and rewards
+        are a few bytes per row and are read: vectors and rewards must be finite and actions lie in the action
+        space (``[0, n)`` or the Box bounds), since any of these would otherwise reach training.
         """
         headers = {key: read_npy_header(path / f"{key}.npy") for key in ARRAY_NAMES}
         lengths = {key: shape[0] if shape else -1 for key, (shape, _) in headers.items()}
         if len(set(lengths.values())) != 1 or lengths["obs"] < 1:
             raise CorruptEpisodeError(f"array lengths disagree: {lengths}")
         length, action_spec = lengths["obs"], self.spec.action_spec
-        expected = {"obs": ((length, *self.spec.obs_shape), np.dtype(np.uint8)),
+        expected = {"obs": ((length, *self.spec.obs_shape), np.dtype(self.spec.obs_dtype)),
                     "action": (action_spec.store_shape(length), action_spec.store_dtype()),
                     "reward": ((length,), np.dtype(np.float32)),
                     "terminated": ((length,), np.dtype(bool)), "truncated": ((length,), np.dtype(bool))}
         for key, (shape, dtype) in expected.items():
             if headers[key] != (tuple(shape), dtype):
                 raise CorruptEpisodeError(f"{key}.npy is {headers[key][1]} {headers[key][0]}, the store holds {dtype} {shape}")
-        check_values(path, self.spec.action_spec)
+        check_values(path, self.spec.action_spec, vector_obs=self.spec.vector_obs)
         if cached is not None and cached.length == length:
             return cached
         meta = json.loads((path / "meta.json").read_text())

@@ -1,6 +1,7 @@
 """Pixel environments: ``make`` (one env), ``make_vector`` (a gymnasium ``VectorEnv``), ``ActionSpec``.
 
-Every env gives uint8 ``(image_size, image_size, 3)`` RGB observations; see
+Every env gives uint8 ``(image_size, image_size, 3)`` RGB observations (or, asked with ``obs="vector"`` /
+``"auto"``, the env's own 1-D Box observation as float32); see
 :mod:`worldmodels.envs.factory` for the ALE / CarRacing / render-based families and
 :class:`EnvOptions` for the options (Atari defaults: Machado et al. 2018).
 """

@@ -1,4 +1,4 @@
-"""``make`` / ``make_vector``: any supported env id -> uint8 ``(S, S, 3)`` pixel observations.
+"""``make`` / ``make_vector``: any supported env id -> uint8 ``(S, S, 3)`` pixel observations, or its own vectors.
 
 Three families, chosen from the gymnasium registry entry of ``env_id``:
 
@@ -24,6 +24,13 @@ Three families, chosen from the gymnasium registry entry of ``env_id``:
   the observation is replaced by the resized ``render()`` frame.
 - ``package.module:EnvId`` (any of the above) imports ``package.module`` first, which registers ``EnvId``,
   as ``gymnasium.make`` does (:func:`registered_id`).
+
+``obs`` picks what an agent observes (:func:`observation_kind`)::
+
+    obs="pixels"  (default)  the frames above
+    obs="vector"             the env's own observation, a 1-D Box, as float32 (D,): never rendered
+    obs="auto"               "vector" when the env's observation space is a 1-D Box (CartPole-v1, Pendulum-v1,
+                             InvertedPendulum-v5), else "pixels" (ALE, CarRacing, VizDoom, image Boxes, render())
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from typing import Any
 
 import ale_py
 import gymnasium as gym
+import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.wrappers import TransformObservation
 
 from worldmodels.envs.options import ATARI_MAX_EPISODE_FRAMES, EnvError, EnvOptions, resolve_options
 from worldmodels.envs.toy import register_toy_envs
@@ -56,6 +65,7 @@ register_toy_envs()  # worldmodels/Catch-v0, served through the render path like
 
 ATARI_FRAMESKIP = 4
 ATARI_ENTRY_POINT = "ale_py.env:AtariEnv"
+OBS_MODES = ("auto", "pixels", "vector")
 
 
 def registered_id(env_id: str) -> str:
@@ -170,6 +180,48 @@ def _make_other(env_id: str, options: EnvOptions, seed: int | None) -> gym.Env:
     return env
 
 
+def is_vector_space(space: gym.Space) -> bool:
+    """A 1-D Box: an observation an MLP encoder reads as it is."""
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 1
+
+
+def observation_kind(env_id: str, obs: str = "auto") -> str:
+    """``"pixels"`` or ``"vector"``: what ``make(env_id, obs=obs)`` observes (the rule in the module docstring).
+
+    ``auto`` constructs the env once to read its observation space, except for the pixel families (ALE,
+    CarRacing, VizDoom), which never observe vectors.
+    """
+    if obs not in OBS_MODES:
+        raise EnvError(f"obs must be one of {list(OBS_MODES)}, got {obs!r}")
+    if obs != "auto":
+        return obs
+    env_id = registered_id(env_id)
+    if registry_spec(env_id).entry_point == ATARI_ENTRY_POINT or env_id.startswith("CarRacing") or is_vizdoom(env_id):
+        return "pixels"
+    probe = _gym_make(env_id)
+    try:
+        return "vector" if is_vector_space(probe.observation_space) else "pixels"
+    finally:
+        probe.close()
+
+
+def _make_vector_obs(env_id: str, options: EnvOptions) -> gym.Env:
+    """The env's own 1-D Box observation as float32 ``(D,)`` (DreamerV3's vector inputs); ``render()`` is never called."""
+    frameskip = agent_frameskip(env_id, options)
+    limit = {} if options.max_episode_steps is None else {"max_episode_steps": options.max_episode_steps * frameskip}
+    env = _gym_make(env_id, **limit)
+    space = env.observation_space
+    if not is_vector_space(space):
+        env.close()
+        raise EnvError(f"{env_id} observes {space}, not vectors (a 1-D Box); use obs 'pixels' (or 'auto') for frames")
+    if space.dtype != np.float32:  # MuJoCo envs observe float64; the store and the models hold float32
+        with np.errstate(over="ignore"):  # float64 bounds past float32's range become +-inf, as they mean
+            bounds = space.low.astype(np.float32), space.high.astype(np.float32)
+        env = TransformObservation(env, lambda observation: np.asarray(observation, np.float32),
+                                   gym.spaces.Box(*bounds, dtype=np.float32))
+    return FrameSkip(env, frameskip) if frameskip > 1 else env
+
+
 def creator_metadata(env_id: str) -> dict:
     """The env class's ``metadata`` (render modes) read from its registry entry, without constructing it."""
     entry_point = registry_spec(env_id).entry_point
@@ -177,9 +229,10 @@ def creator_metadata(env_id: str) -> dict:
     return dict(getattr(creator, "metadata", None) or {})
 
 
-def make(env_id: str, *, image_size: int = 64, seed: int | None = None, **options: Any) -> gym.Env:
-    """One gymnasium env with uint8 ``(image_size, image_size, 3)`` observations.
+def make(env_id: str, *, image_size: int = 64, seed: int | None = None, obs: str = "pixels", **options: Any) -> gym.Env:
+    """One gymnasium env with uint8 ``(image_size, image_size, 3)`` observations, or float32 ``(D,)`` vectors.
 
+    ``obs``: ``pixels``, ``vector`` or ``auto`` (:func:`observation_kind`; ``image_size`` is unused for vectors).
     ``options`` are :class:`EnvOptions` fields (``frameskip``, ``sticky_action_prob``, ...).
     ``seed`` seeds the first ``reset()`` that passes no seed, and the action space, so the same
     seed and action sequence give the same frames. Errors are one-line :class:`EnvError`.
@@ -187,15 +240,19 @@ def make(env_id: str, *, image_size: int = 64, seed: int | None = None, **option
     resolved = resolve_options(image_size, options)
     env_id = registered_id(env_id)
     spec = registry_spec(env_id)
-    if spec.entry_point == ATARI_ENTRY_POINT:
+    if observation_kind(env_id, obs) == "vector":
+        env = _make_vector_obs(env_id, resolved)
+    elif spec.entry_point == ATARI_ENTRY_POINT:
         env = _make_atari(env_id, resolved)
     else:
         env = _make_other(env_id, resolved, seed)
     return SeedOnFirstReset(env, seed)
 
 
-def make_vector(env_id: str, num_envs: int, *, image_size: int = 64, seed: int | None = None, **options: Any) -> VectorEnv:
-    """``num_envs`` envs stepped together; observations ``(num_envs, image_size, image_size, 3)`` uint8.
+def make_vector(env_id: str, num_envs: int, *, image_size: int = 64, seed: int | None = None, obs: str = "pixels",
+                **options: Any) -> VectorEnv:
+    """``num_envs`` envs stepped together; observations ``(num_envs, image_size, image_size, 3)`` uint8, or
+    ``(num_envs, D)`` float32 with ``obs`` ``vector`` (or ``auto`` on a vector env: :func:`observation_kind`).
 
     Autoreset is gymnasium's ``NEXT_STEP`` mode: when sub-env ``i`` returns ``terminated`` or
     ``truncated`` on step ``t``, the NEXT ``step()`` ignores ``actions[i]`` and returns the reset
@@ -212,7 +269,8 @@ def make_vector(env_id: str, num_envs: int, *, image_size: int = 64, seed: int |
         raise EnvError(f"num_envs must be a positive int, got {num_envs!r}")
     resolved = resolve_options(image_size, options)
     spec = registry_spec(env_id)
-    if spec.entry_point == ATARI_ENTRY_POINT:
+    kind = observation_kind(env_id, obs)  # resolved once here, not once per sub-env
+    if spec.entry_point == ATARI_ENTRY_POINT and kind == "pixels":
         from ale_py.vector_env import AtariVectorEnv  # imported lazily: only ALE vectors need it
 
         frameskip = agent_frameskip(env_id, resolved)
@@ -239,7 +297,8 @@ def make_vector(env_id: str, num_envs: int, *, image_size: int = 64, seed: int |
         )
         return AtariVectorFrames(vector, seed)
     thunks = [
-        functools.partial(make, env_id, seed=None if seed is None else seed + i, **{**options, "image_size": image_size})
+        functools.partial(make, env_id, seed=None if seed is None else seed + i, obs=kind,
+                          **{**options, "image_size": image_size})
         for i in range(num_envs)
     ]
     if resolved.vector_backend == "async":

@@ -6,6 +6,9 @@ present). Components: ``world_model`` (:class:`DreamerWorldModel`), ``actor`` (:
 ``critic`` (:class:`Critic`). Two layouts, one format: a whole-model directory, or a ``wm dreamer`` run's
 Lightning ``checkpoints/last.ckpt`` (read with ``weights_only=True``; its ``state_dict`` keys are
 ``<component>.<parameter>`` as in the safetensors file, so both give the same ``(config, tensors)``).
+
+``obs_shape`` ``[H, W, C]`` is a pixel model, ``[D]`` a vector one (MLP encoder/decoder); the env options saved with
+a vector model hold ``obs: "vector"``, so the pixel factory (``make_vector``) gives it the env's own vectors again.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ def head(components: Mapping[str, nn.Module], config: Mapping[str, Any], *, samp
     return ActorHead(components["actor"], components["world_model"].action_spec, sample=sample)
 
 
+def model_env_options(obs_shape: tuple[int, ...] | list[int], options: Mapping[str, Any]) -> dict[str, Any]:
+    """The env options a model of ``obs_shape`` acts with: a vector model's say ``obs: "vector"`` and carry no
+    image size; a pixel model's drop any ``obs`` (pixels are the factory's default)."""
+    kept = {k: v for k, v in options.items() if k not in ("obs", "image_size")}
+    if len(obs_shape) == 1:
+        return {**kept, "obs": "vector"}
+    return {**({"image_size": options["image_size"]} if "image_size" in options else {}), **kept}
+
+
 def save_whole(directory: str | Path, components: Mapping[str, nn.Module], *, agent_config: Mapping[str, Any],
                env_id: str, env_options: Mapping[str, Any] | None = None,
                training_steps: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None) -> Path:
@@ -67,8 +79,9 @@ def save_whole(directory: str | Path, components: Mapping[str, nn.Module], *, ag
               "sizes": {k: agent_config[k] for k in SIZE_KEYS}, "env_id": env_id, "obs_shape": list(wm.obs_shape),
               "action_spec": wm.action_spec.to_dict(), "config": dict(agent_config),
               "training_steps": dict(training_steps or {}), "metrics": dict(metrics or {})}
-    if env_options:
-        config["env_options"] = dict(env_options)
+    options = model_env_options(wm.obs_shape, env_options or {})  # a vector model always says so
+    if options:
+        config["env_options"] = options
     return save_pretrained(directory, parts, config)
 
 
@@ -92,15 +105,15 @@ def read_layout(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.T
     agent = dict(hparams["config"])
     config = {"family": DREAMER, "obs_shape": list(hparams["obs_shape"]), "action_spec": dict(hparams["action_spec"]),
               "config": agent, "sizes": {k: agent[k] for k in SIZE_KEYS if k in agent},
-              **_run_env(path, int(hparams["obs_shape"][0])),
+              **_run_env(path, tuple(hparams["obs_shape"])),
               "checkpoint": {"global_step": int(checkpoint.get("global_step", 0)),
                              **({"env_steps": int(replay["env_steps"])} if "env_steps" in replay else {})}}
     return config, tensors
 
 
-def _run_env(path: Path, image_size: int) -> dict[str, Any]:
+def _run_env(path: Path, obs_shape: tuple[int, ...]) -> dict[str, Any]:
     """``env_id`` and ``env_options`` of a run, from its ``config.json`` (else its episode store)."""
     run_dir = path.parent.parent if path.suffix == ".ckpt" else path
     run, store = read_json(run_dir / "config.json", default={}), read_json(run_dir / "episodes" / "store.json", default={})
-    options = {"image_size": image_size, **({"frameskip": run["frameskip"]} if run.get("frameskip") is not None else {})}
-    return {"env_id": run.get("env") or store.get("env_id", ""), "env_options": options}
+    options = {"image_size": int(obs_shape[0]), **({"frameskip": run["frameskip"]} if run.get("frameskip") is not None else {})}
+    return {"env_id": run.get("env") or store.get("env_id", ""), "env_options": model_env_options(obs_shape, options)}

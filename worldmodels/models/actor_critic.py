@@ -35,10 +35,38 @@ class Actor(nn.Module):
 
     def forward(self, feat: torch.Tensor) -> OneHotCategorical | BoundedNormal:
         """``feat`` (..., F) -> a distribution over ``(..., A)`` model actions."""
-        raw = self.mlp(feat)
+        return self.distribution(self.mlp(feat))
+
+    def distribution(self, raw: torch.Tensor) -> OneHotCategorical | BoundedNormal:
+        """The MLP's raw output ``(..., A)`` (discrete) or ``(..., 2A)`` (continuous) -> the distribution."""
         if self.discrete:
             return OneHotCategorical(unimix_logits(raw, self.unimix))
         return BoundedNormal(raw)
+
+
+class ActorRecorder:
+    """The actor for imagination under ``no_grad`` that keeps each step's raw output WITH gradient.
+
+    Imagination draws ``a_k ~ π(.|s_k)`` one step at a time; the REINFORCE loss (Eq. 11) needs ``π(.|s_k)``
+    at the same states. Keeping the outputs (input detached, so no gradient reaches the world model) lets
+    :func:`actor_loss` reuse them instead of running the actor a second time over all ``N x H`` states.
+    Call it like the actor (e.g. wrapped in :class:`worldmodels.policies.ActorHead`); sampling reads a
+    detached copy, so acting is unchanged.
+    """
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
+        self.raw: list[torch.Tensor] = []
+
+    def __call__(self, feat: torch.Tensor) -> OneHotCategorical | BoundedNormal:
+        with torch.enable_grad():
+            raw = self.actor.mlp(feat.detach())  # (N, A or 2A)
+        self.raw.append(raw)
+        return self.actor.distribution(raw.detach())
+
+    def distribution(self) -> OneHotCategorical | BoundedNormal:
+        """``π(.|s_k)`` at the recorded steps ``k = 0..H-1``, over ``(N, H, A)``, with gradient."""
+        return self.actor.distribution(torch.stack(self.raw, 1))
 
 
 class Critic(TwoHotHead):
@@ -93,19 +121,20 @@ def trajectory_weight(cont: torch.Tensor, *, gamma: float) -> torch.Tensor:
     return torch.cumprod(discount, 1).detach()
 
 
-def actor_loss(actor: Actor, feat: torch.Tensor, action: torch.Tensor, returns: torch.Tensor, value: torch.Tensor,
-               weight: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+def actor_loss(dist: OneHotCategorical | BoundedNormal, action: torch.Tensor, returns: torch.Tensor,
+               value: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
     """REINFORCE actor loss (Eq. 11 DreamerV3), unweighted parts.
 
-    ``feat`` (N, H, F) and ``action`` (N, H, A) at steps 0..H-1; ``returns``, ``value``, ``weight`` (N, H).
+    ``dist``: the actor's ``π(.|s_k)`` at steps 0..H-1 of detached features, with gradient (``actor(feat)``,
+    or :meth:`ActorRecorder.distribution` of the imagination that drew the actions); ``action`` (N, H, A);
+    ``returns``, ``value``, ``weight`` (N, H).
     ``policy = -sg((R - v) / max(1, S)) ln π(a|s)``; ``entropy = -H[π(.|s)]`` (scaled by η = 3e-4 outside).
     """
     N, H = returns.shape
-    assert feat.shape[:2] == (N, H) and action.shape[:2] == (N, H), (
-        f"actor_loss: feat {tuple(feat.shape)}, action {tuple(action.shape)}, returns {tuple(returns.shape)}")
-    dist = actor(feat.detach())
-    advantage = ((returns - value) / scale).detach()  # (N, H)
     log_prob = dist.log_prob(action.detach())  # (N, H)
+    assert action.shape[:2] == (N, H) and log_prob.shape == (N, H), (
+        f"actor_loss: policy over {tuple(log_prob.shape)}, action {tuple(action.shape)}, returns {(N, H)}")
+    advantage = ((returns - value) / scale).detach()  # (N, H)
     entropy = dist.entropy()  # (N, H)
     return {"policy": (-(log_prob * advantage) * weight).mean(), "entropy": (-entropy * weight).mean()}
 

@@ -121,23 +121,39 @@ class RSSM(nn.Module):
         """``(..., E)`` -> ``(..., H)``: the embedding columns of ``obs_out``'s first Linear."""
         return F.linear(embed, self.obs_out[0][0].weight[:, self.deter_dim:])
 
-    def _recurrent(self, state: State, action_part: torch.Tensor) -> torch.Tensor:
-        """``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})`` given ``action_part = _action_part(a_{t-1})`` (B, H) -> (B, D)."""
+    def _recurrent_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrent column blocks: ``img_in``'s stoch columns (H, S*K), ``obs_out``'s deter columns (H, D).
+
+        Views, taken once per sequence: slicing inside the time loop would make autograd build a zero-filled
+        gradient of the whole weight per step and slice (``obs_out``'s is H x (D + E), 9 MB at S-v1).
+        """
+        return self.img_in[0].weight[:, :self.stoch_dim * self.classes], self.obs_out[0][0].weight[:, :self.deter_dim]
+
+    def _recurrent(self, state: State, action_part: torch.Tensor, stoch_weight: torch.Tensor) -> torch.Tensor:
+        """``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})`` given ``action_part = _action_part(a_{t-1})`` (B, H) -> (B, D).
+
+        ``stoch_weight``: the first block of :meth:`_recurrent_weights`.
+        """
         stoch = state["stoch"].reshape(state["stoch"].shape[0], -1)  # (B, S*K)
-        linear, norm, act = self.img_in
-        x = act(norm(F.linear(stoch, linear.weight[:, :stoch.shape[-1]]) + action_part))  # (B, H)
+        _, norm, act = self.img_in
+        x = act(norm(F.linear(stoch, stoch_weight) + action_part))  # (B, H)
         return self.gru(x, state["deter"])
 
-    def _posterior_logits(self, deter: torch.Tensor, embed_part: torch.Tensor) -> torch.Tensor:
-        """``q(z_t | h_t, x_t)`` logits (B, S, K) given ``embed_part = _embed_part(embed_t)`` (B, H)."""
-        (linear, norm, act), out = self.obs_out
-        return self._logits(out(act(norm(F.linear(deter, linear.weight[:, :self.deter_dim]) + embed_part))))
+    def _posterior_logits(self, deter: torch.Tensor, embed_part: torch.Tensor,
+                          deter_weight: torch.Tensor) -> torch.Tensor:
+        """``q(z_t | h_t, x_t)`` logits (B, S, K) given ``embed_part = _embed_part(embed_t)`` (B, H).
+
+        ``deter_weight``: the second block of :meth:`_recurrent_weights`.
+        """
+        (_, norm, act), out = self.obs_out
+        return self._logits(out(act(norm(F.linear(deter, deter_weight) + embed_part))))
 
     # ------------------------------------------------------------------ single steps
 
     def img_step(self, state: State, prev_action: torch.Tensor) -> State:
         """Prior step ``h_t = f(h_{t-1}, z_{t-1}, a_{t-1})``, ``ẑ_t ~ p(. | h_t)``. ``prev_action`` (B, A)."""
-        deter = self._recurrent(state, self._action_part(prev_action.to(state["deter"].dtype)))  # (B, D)
+        deter = self._recurrent(state, self._action_part(prev_action.to(state["deter"].dtype)),
+                                self._recurrent_weights()[0])  # (B, D)
         logits = self._logits(self.img_out(deter))  # (B, S, K)
         return {"deter": deter, "stoch": self._sample(logits), "logits": logits}
 
@@ -157,7 +173,8 @@ class RSSM(nn.Module):
         """One filtering step -> ``(posterior, prior)`` at t. ``embed`` (B, E) of obs[t], ``is_first`` (B,)."""
         state, prev_action = self.reset(state, prev_action, is_first)
         prior = self.img_step(state, prev_action)
-        logits = self._posterior_logits(prior["deter"], self._embed_part(embed.to(prior["deter"].dtype)))
+        logits = self._posterior_logits(prior["deter"], self._embed_part(embed.to(prior["deter"].dtype)),
+                                        self._recurrent_weights()[1])
         post = {"deter": prior["deter"], "stoch": self._sample(logits), "logits": logits}
         return post, prior
 
@@ -186,12 +203,15 @@ class RSSM(nn.Module):
         action_part = self._action_part(prev_actions * (~is_first).unsqueeze(-1).to(dtype))  # (B, T, H)
         embed_part = self._embed_part(embed.to(dtype))  # (B, T, H)
         resets = is_first.any(0).tolist()  # one host read, not one per step
+        stoch_weight, deter_weight = self._recurrent_weights()
+        # Unbound once: indexing [:, t] per step would give each step's gradient its own zero-filled (B, T, H).
+        action_parts, embed_parts = action_part.unbind(1), embed_part.unbind(1)  # T x (B, H)
         deters, stochs, logits = [], [], []
         for t in range(T):
             if resets[t]:
                 state = self._reset_state(state, is_first[:, t], init)
-            deter = self._recurrent(state, action_part[:, t])  # (B, D)
-            post_logits = self._posterior_logits(deter, embed_part[:, t])  # (B, S, K)
+            deter = self._recurrent(state, action_parts[t], stoch_weight)  # (B, D)
+            post_logits = self._posterior_logits(deter, embed_parts[t], deter_weight)  # (B, S, K)
             state = {"deter": deter, "stoch": self._sample(post_logits), "logits": post_logits}
             deters.append(deter)
             stochs.append(state["stoch"])

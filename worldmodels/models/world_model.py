@@ -1,11 +1,15 @@
-"""DreamerV3 world model: conv encoder + RSSM + decoder, reward and continue heads (Hafner et al. 2023).
+"""DreamerV3 world model: encoder + RSSM + decoder, reward and continue heads (Hafner et al. 2023).
+
+The observation shape picks the encoder and decoder: ``(H, W, C)`` uint8 frames the conv pair
+(:mod:`worldmodels.models.conv`), ``(D,)`` float vectors the MLP pair (:mod:`worldmodels.models.mlp_codec`).
 
 World model loss (Eq. 5 DreamerV3), returned as unweighted named parts::
 
     L = β_pred (rec + reward + cont) + β_dyn dyn + β_rep rep        β = 1, 0.5, 0.1
 
     rec    = ||x̂_t - x_t||²  summed over pixels; images in [-0.5, 0.5]. For images DreamerV3 uses this
-             MSE (a unit-variance Gaussian); symlog targets are only for vector observations (Sec. 3).
+             MSE (a unit-variance Gaussian); symlog targets are only for vector observations (Sec. 3):
+           = ||x̂_t - symlog(x_t)||²  summed over the vector's D entries (Eq. 8)
     reward = -ln p(symlog r_t | s_t)   two-hot over 255 symexp bins in [-20, 20]     (Eq. 10)
     cont   = -ln p(c_t | s_t),  c_t = 1 - terminated[t]                             (Bernoulli)
     dyn    = max(1, KL[sg(q(z_t|h_t,x_t)) || p(z_t|h_t)])                          (Eq. 6, free bits 1 nat)
@@ -27,6 +31,7 @@ from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.conv import ConvDecoder, ConvEncoder, to_float_image, to_uint8_image
 from worldmodels.models.distributions import categorical_kl
 from worldmodels.models.heads import ContinueHead, RewardHead
+from worldmodels.models.mlp_codec import MLPDecoder, MLPEncoder
 from worldmodels.models.rssm import RSSM
 
 WORLD_MODEL_LOSSES = ("rec", "reward", "cont", "dyn", "rep")
@@ -37,20 +42,31 @@ class DreamerWorldModel(nn.Module):
 
     Implements :class:`worldmodels.core.WorldModel`: its state is the RSSM state ``deter (B, D)``,
     ``stoch (B, S, K)``, ``logits (B, S, K)`` plus ``action (B, A)``, the action taken at that state.
+    ``obs_shape`` ``(H, W, C)``: conv encoder/decoder (``depth``, ``stages``); ``(D,)``: MLP encoder/decoder
+    (``hidden``, ``layers``), and ``observe`` / ``decode`` take and give float ``(..., D)`` vectors.
     """
 
-    def __init__(self, *, obs_shape: tuple[int, int, int], action_spec: ActionSpec, deter: int, hidden: int,
+    def __init__(self, *, obs_shape: tuple[int, ...], action_spec: ActionSpec, deter: int, hidden: int,
                  stoch: int, classes: int, depth: int, stages: int, layers: int, unimix: float = 0.01,
                  free_nats: float = 1.0, num_bins: int = 255) -> None:
         super().__init__()
         self.obs_shape, self.action_spec = tuple(obs_shape), action_spec
         action_dim = action_spec.dim
-        side, _, channels = obs_shape
-        self.encoder = ConvEncoder(channels, side, depth, stages, norm="layer", act="silu")
+        if len(self.obs_shape) not in (1, 3):
+            raise ValueError(f"obs_shape {self.obs_shape} is neither (H, W, C) frames nor (D,) vectors")
+        self.vector_obs = len(self.obs_shape) == 1
+        if self.vector_obs:
+            self.encoder: nn.Module = MLPEncoder(self.obs_shape[0], hidden=hidden, layers=layers)
+        else:
+            side, _, channels = self.obs_shape
+            self.encoder = ConvEncoder(channels, side, depth, stages, norm="layer", act="silu")
         self.rssm = RSSM(embed_dim=self.encoder.out_dim, action_dim=action_dim, deter=deter, hidden=hidden,
                          stoch=stoch, classes=classes, unimix=unimix)
         feat = self.rssm.feat_dim
-        self.decoder = ConvDecoder(feat, channels, side, depth, stages, norm="layer", act="silu")
+        if self.vector_obs:
+            self.decoder: nn.Module = MLPDecoder(feat, self.obs_shape[0], hidden=hidden, layers=layers)
+        else:
+            self.decoder = ConvDecoder(feat, channels, side, depth, stages, norm="layer", act="silu")
         self.reward = RewardHead(feat, hidden=hidden, layers=layers, num_bins=num_bins)
         self.cont = ContinueHead(feat, hidden=hidden, layers=layers)
         self.free_nats = free_nats
@@ -64,7 +80,7 @@ class DreamerWorldModel(nn.Module):
 
     def observe(self, obs: torch.Tensor, action: torch.Tensor | None, is_first: torch.Tensor,
                 state: State | None = None) -> tuple[State, State]:
-        """Posteriors of a chunk (see :class:`worldmodels.core.WorldModel`); ``obs (B, T, H, W, C)`` uint8."""
+        """Posteriors of a chunk (see :class:`worldmodels.core.WorldModel`); ``obs (B, T, H, W, C)`` uint8 or ``(B, T, D)``."""
         B, T = obs.shape[:2]
         embed = self.embed(obs)  # (B, T, E)
         if action is None:
@@ -93,7 +109,9 @@ class DreamerWorldModel(nn.Module):
         return self.rssm.feature(states)
 
     def decode(self, states: State) -> torch.Tensor:
-        return to_uint8_image(self.decoder(self.rssm.feature(states)))
+        """Frames ``(..., H, W, C)`` uint8, or vectors ``(..., D)`` float in the env's units."""
+        prediction = self.decoder(self.rssm.feature(states))
+        return MLPDecoder.to_obs(prediction) if self.vector_obs else to_uint8_image(prediction)
 
     def predict_reward(self, states: State) -> torch.Tensor:
         return self.reward.mean(self.reward(self.rssm.feature(states)))
@@ -102,21 +120,28 @@ class DreamerWorldModel(nn.Module):
         return self.cont.prob(self.cont(self.rssm.feature(states)))
 
     def embed(self, obs: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(..., H, W, C)`` -> ``(..., E)``."""
-        return self.encoder(to_float_image(obs))
+        """uint8 ``(..., H, W, C)`` or float ``(..., D)`` -> ``(..., E)``."""
+        return self.encoder(self._encoder_input(obs))
+
+    def _encoder_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """Frames -> float ``(..., C, H, W)`` in [-0.5, 0.5]; vectors as they are (the MLP encoder symlogs them)."""
+        return obs if self.vector_obs else to_float_image(obs)
 
     def loss(self, batch: dict[str, torch.Tensor],
              state: State | None = None) -> tuple[dict[str, torch.Tensor], State, dict[str, torch.Tensor]]:
         """Eq. 5 DreamerV3 parts (each a scalar mean over B, T), posteriors ``(B, T, ...)``, metrics."""
-        obs = batch["obs"]  # (B, T, H, W, C) uint8
+        obs = batch["obs"]  # (B, T, H, W, C) uint8 or (B, T, D) float
         B, T = obs.shape[:2]
-        target = to_float_image(obs)  # (B, T, C, H, W) in [-0.5, 0.5]; also the encoder's input (one copy)
+        target = self._encoder_input(obs)  # (B, T, C, H, W) in [-0.5, 0.5] or (B, T, D); one copy for both
         embed = self.encoder(target)  # (B, T, E)
         post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"], state)
         feat = self.rssm.feature(post)  # (B, T, F)
 
-        recon = self.decoder(feat)  # (B, T, C, H, W)
-        rec = (recon.float() - target).pow(2).sum((-3, -2, -1))  # (B, T)
+        recon = self.decoder(feat)  # (B, T, C, H, W) or (B, T, D) in symlog space
+        if self.vector_obs:
+            rec = MLPDecoder.loss(recon, target)  # (B, T)
+        else:
+            rec = (recon.float() - target).pow(2).sum((-3, -2, -1))  # (B, T)
         reward_logits = self.reward(feat)  # (B, T, K)
         reward = self.reward.loss(reward_logits, batch["reward"])  # (B, T)
         cont = self.cont.loss(self.cont(feat), 1.0 - batch["terminated"].float())  # (B, T)

@@ -1,4 +1,4 @@
-"""The envs PETS acts in: gymnasium vector envs over the env's own VECTOR observation (not the pixel factory).
+"""The envs PETS acts in: vector envs over the env's own VECTOR observation (the factory's `obs="vector"`).
 
 ``wm pets`` and ``wm mbpo`` collect and evaluate in them; ``worldmodels.load`` of a PETS model evaluates in
 them too (``Family.make_env`` in :mod:`worldmodels.registry`), which is why this lives in the library.
@@ -7,29 +7,20 @@ them too (``Family.make_env`` in :mod:`worldmodels.registry`), which is why this
 from __future__ import annotations
 
 import gymnasium as gym
-from gymnasium.vector import AutoresetMode
 
-from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID, register_continuous_cartpole
+from worldmodels.envs import make_vector
+from worldmodels.envs.cartpole_continuous import register_continuous_cartpole
 
 
 def vector_obs_env(env_id: str, num_envs: int, *, max_episode_steps: int | None = None) -> gym.vector.VectorEnv:
-    """A gymnasium vector env over the env's own vector observations, NEXT_STEP autoreset (the driver's contract).
+    """The env factory's vector-observation env (``make_vector(obs="vector")``: float32 ``(num_envs, D)``, NEXT_STEP
+    autoreset, the driver's contract), with the continuous CartPole registered.
 
     ``max_episode_steps`` truncates episodes earlier than the env's own limit (``None``: the registered limit).
     Shared by PETS, MBPO and TD-MPC's vector mode.
     """
     register_continuous_cartpole()
-    if env_id not in gym.registry:
-        raise ValueError(f"unknown env id {env_id!r}; pass a registered gymnasium id such as "
-                         f"{CONTINUOUS_CARTPOLE_ID!r} or 'InvertedPendulum-v5'")
-    probe = gym.make(env_id)
-    obs_space = probe.observation_space
-    probe.close()
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ValueError(f"{env_id} observes {obs_space}, not vectors (use an encoder or --obs pixels for frames)")
-    limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **limit) for _ in range(num_envs)],
-                                    autoreset_mode=AutoresetMode.NEXT_STEP)
+    return make_vector(env_id, num_envs, obs="vector", max_episode_steps=max_episode_steps)
 
 
 def make_state_env(env_id: str, num_envs: int, *, max_episode_steps: int | None = None) -> gym.vector.VectorEnv:

@@ -10,7 +10,9 @@
     DELETE /v1/sessions/{id}         {"deleted": id}
 
 An observation is ``H x W x C`` uint8, sent as ``application/json`` ``{"obs": nested lists}``, as
-``application/octet-stream`` (exactly ``H*W*C`` bytes, row-major), or as ``image/png``. The action comes back
+``application/octet-stream`` (exactly ``H*W*C`` bytes, row-major), or as ``image/png``; a model of vector
+observations takes ``D`` finite floats, as ``{"obs": [D floats]}`` or ``4*D`` bytes of little-endian float32.
+The action comes back
 in the env's encoding (:meth:`ActionSpec.to_env`, what the driver executes): an int for Discrete, a list of
 floats for Box. ``step`` is the 0-based index of the observation within its session.
 
@@ -38,14 +40,16 @@ from worldmodels.serving.sessions import ServeError, SessionPool, SessionSetting
 from worldmodels.version import __version__
 
 JSON_BYTES_PER_VALUE = 8  # "255, " plus brackets and whitespace, with room for pretty-printed JSON
+JSON_BYTES_PER_FLOAT = 32  # the longest float repr ("-1.2345678901234567e-300", 24) plus ", " and room
 
 
 def create_app(model: Pretrained, *, settings: SessionSettings = SessionSettings(), token: str = "",
                name: str = "", sample: bool = False, seed: int | None = None) -> FastAPI:
     """The app serving ``model.policy(sample=, seed=)``; its pool is ``app.state.pool`` (closed at shutdown)."""
-    obs_shape = tuple(int(n) for n in model.obs_shape)  # (H, W, C)
+    obs_shape = tuple(int(n) for n in model.obs_shape)  # (H, W, C) frames or (D,) vectors
     size = int(np.prod(obs_shape))
-    limit = JSON_BYTES_PER_VALUE * size + 4096  # the largest body any encoding of one observation needs
+    per_value = JSON_BYTES_PER_FLOAT if len(obs_shape) == 1 else JSON_BYTES_PER_VALUE
+    limit = per_value * size + 4096  # the largest body any encoding of one observation needs
     pool = SessionPool(model.policy(sample=sample, seed=seed), settings)
     card = model_card(model, name=name, settings=settings, max_body_bytes=limit)
 
@@ -111,7 +115,8 @@ def model_card(model: Pretrained, *, name: str, settings: SessionSettings, max_b
         space = {"type": "Box", "shape": [spec.dim], "low": list(spec.low), "high": list(spec.high),
                  "encoding": "a list of floats, clipped to [low, high]"}
     return {"name": name or (model.path.name if model.path else ""), "family": model.family, "env_id": model.env_id,
-            "env_options": model.env_options, "obs_shape": list(model.obs_shape), "obs_dtype": "uint8",
+            "env_options": model.env_options, "obs_shape": list(model.obs_shape),
+            "obs_dtype": "float32" if len(model.obs_shape) == 1 else "uint8",
             "action_space": space, "training_steps": model.config.get("training_steps", {}),
             "metrics": model.config.get("metrics", {}), "library_version": __version__,
             "limits": {"max_sessions": settings.max_sessions, "idle_timeout_s": settings.idle_timeout_s,
@@ -138,10 +143,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_obs(body: bytes, content_type: str, shape: tuple[int, int, int]) -> np.ndarray:
-    """A request body -> one observation ``(H, W, C)`` uint8, or a :class:`ServeError` naming what was wrong."""
-    H, W, C = shape
+def decode_obs(body: bytes, content_type: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A request body -> one observation ``(H, W, C)`` uint8 or ``(D,)`` float32, or a :class:`ServeError` naming
+    what was wrong."""
     media = content_type.split(";")[0].strip().lower()
+    if len(shape) == 1:
+        return _decode_vector(body, media, shape[0])
+    H, W, C = shape
     if media == "application/octet-stream":
         if len(body) != H * W * C:
             raise ServeError(422, f"body has {len(body)} bytes; expected exactly H*W*C = {H}*{W}*{C} = {H * W * C} "
@@ -155,8 +163,8 @@ def decode_obs(body: bytes, content_type: str, shape: tuple[int, int, int]) -> n
                           f"nested lists}}, application/octet-stream ({H * W * C} bytes) or image/png")
 
 
-def _decode_json(body: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-    expected = f"expected {{\"obs\": {shape[0]} x {shape[1]} x {shape[2]} nested lists of ints 0..255}}"
+def _json_obs(body: bytes, expected: str) -> np.ndarray:
+    """The ``"obs"`` field of a JSON body as an array; 400 for malformed JSON, 422 for a missing or ragged field."""
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -165,9 +173,37 @@ def _decode_json(body: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     if not isinstance(payload, dict) or "obs" not in payload:
         raise ServeError(422, f"JSON body has no \"obs\" field; {expected}")
     try:
-        obs = np.asarray(payload["obs"])
+        return np.asarray(payload["obs"])
     except ValueError:  # ragged nesting
         raise ServeError(422, f"obs is a ragged nested list; {expected}") from None
+
+
+def _decode_vector(body: bytes, media: str, dim: int) -> np.ndarray:
+    """``{"obs": [dim floats]}`` or ``4 * dim`` bytes of little-endian float32 -> ``(dim,)`` float32, finite."""
+    expected = f"expected {{\"obs\": a list of {dim} finite numbers}} or {4 * dim} bytes of little-endian float32"
+    if media == "application/octet-stream":
+        if len(body) != 4 * dim:
+            raise ServeError(422, f"body has {len(body)} bytes; {expected}")
+        obs = np.frombuffer(body, "<f4").astype(np.float32)  # a writable native copy: torch.from_numpy wants it
+    elif media in ("application/json", ""):
+        obs = _json_obs(body, expected)
+        if obs.dtype.kind not in "iuf":
+            kind = {"b": "booleans", "U": "strings"}.get(obs.dtype.kind, "values that are not numbers")
+            raise ServeError(422, f"obs holds {kind} (dtype {obs.dtype}) with shape {obs.shape}; {expected}")
+        if obs.shape != (dim,):
+            raise ServeError(422, f"obs has shape {obs.shape}; {expected}")
+        with np.errstate(over="ignore"):  # past float32's range is inf, refused below
+            obs = obs.astype(np.float32)
+    else:
+        raise ServeError(415, f"Content-Type {media!r} is not accepted for vector observations; {expected}")
+    if not np.isfinite(obs).all():
+        raise ServeError(422, f"obs holds NaN or inf at index {int(np.argwhere(~np.isfinite(obs))[0][0])}; {expected}")
+    return obs
+
+
+def _decode_json(body: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    expected = f"expected {{\"obs\": {shape[0]} x {shape[1]} x {shape[2]} nested lists of ints 0..255}}"
+    obs = _json_obs(body, expected)
     if obs.dtype.kind not in "iu":
         kind = {"f": "floats", "b": "booleans", "U": "strings"}.get(obs.dtype.kind, "values that are not numbers")
         raise ServeError(422, f"obs holds {kind} (dtype {obs.dtype}) with shape {obs.shape}; {expected} (uint8)")

@@ -1,0 +1,75 @@
+"""``wm serve`` over a vector-observation Dreamer: ``{"obs": [D floats]}`` (or 4*D float32 bytes) acts; bad vectors
+are one-line 4xx errors. A real uvicorn server on a free loopback port in a thread, and a real HTTP client."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from scripts.serve import ServeConfig, make_server
+from worldmodels.envs.spaces import ActionSpec
+from worldmodels.pretrained import build, save_dreamer
+
+D = 4
+AGENT = {"deter": 16, "hidden": 16, "stoch": 4, "classes": 4, "depth": 4, "stages": 2, "layers": 1, "num_bins": 15}
+OBS = [0.01, -0.2, 0.03, 1.5]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    torch.manual_seed(0)
+    spec = ActionSpec("discrete", 2)
+    root = tmp_path_factory.mktemp("serve-vector") / "cartpole"
+    parts = build({"family": "dreamer", "obs_shape": [D], "action_spec": spec.to_dict(), "config": AGENT})
+    save_dreamer(root, parts, agent_config=AGENT, env_id="CartPole-v1")  # a vector model saves obs "vector" itself
+    server, sock, info = make_server(ServeConfig(checkpoint=str(root), port=0, device="cpu"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start within 20 s"
+    try:
+        with httpx.Client(base_url=info["url"]) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, (response.status_code, response.text)
+    message = response.json()["error"]
+    assert "\n" not in message and all(word in message for word in words), message
+
+
+def test_vector_model_card_and_both_encodings_act(client):
+    card = client.get("/v1/model").json()
+    assert card["obs_shape"] == [D] and card["obs_dtype"] == "float32" and card["env_options"] == {"obs": "vector"}
+    session = client.post("/v1/sessions").json()["session_id"]
+    act = f"/v1/sessions/{session}/act"
+    first = client.post(act, json={"obs": OBS}).json()
+    raw = client.post(act, content=np.asarray(OBS, "<f4").tobytes(),
+                      headers={"content-type": "application/octet-stream"}).json()
+    assert [first["step"], raw["step"]] == [0, 1] and all(r["action"] in (0, 1) for r in (first, raw))
+    assert client.post(act, json={"obs": [0, 1, 2, 3]}).json()["step"] == 2  # ints are numbers too
+
+
+def test_bad_vectors_are_one_line_4xx(client):
+    act = f"/v1/sessions/{client.post('/v1/sessions').json()['session_id']}/act"
+    error(client.post(act, json={"obs": OBS[:3]}), 422, "shape (3,)", "a list of 4 finite numbers")
+    error(client.post(act, json={"obs": [OBS]}), 422, "shape (1, 4)")
+    error(client.post(act, content=b'{"obs": [1, NaN, 0, 0]}', headers={"content-type": "application/json"}),
+          422, "NaN or inf at index 1")
+    error(client.post(act, json={"obs": [1e300, 0, 0, 0]}), 422, "NaN or inf at index 0")  # past float32's range
+    error(client.post(act, json={"obs": ["a", "b", "c", "d"]}), 422, "strings")
+    error(client.post(act, content=b'{"obs": [1, 2', headers={"content-type": "application/json"}), 400, "malformed JSON")
+    error(client.post(act, content=b"\x00" * 12, headers={"content-type": "application/octet-stream"}),
+          422, "12 bytes", "16 bytes of little-endian float32")
+    error(client.post(act, content=b"x", headers={"content-type": "image/png"}), 415, "vector observations")
