@@ -17,7 +17,7 @@ Images go to every ``TensorBoardLogger`` of the trainer (other loggers get the s
 Tags: ``dreams/open_loop/sample_<i>``, ``dreams/reconstruction``, ``dreams/latent_traversal``,
 ``dreams/imagined/sample_<i>``, ``kpi/open_loop_mse_h<h>``, ``kpi/open_loop_psnr_h<h>``, the baselines and
 ratios of :mod:`worldmodels.baselines` (``kpi/copy_last_mse_h<h>``, ``kpi/open_loop_vs_copy_h<h>``, ...),
-``kpi/reward_mae``, ``kpi/termination_accuracy``, ``kpi/return_vs_env_steps``.
+``kpi/reward_mae``, ``kpi/reward_at_events`` (rows with a non-zero reward), ``kpi/termination_accuracy``, ``kpi/return_vs_env_steps``.
 """
 
 from __future__ import annotations
@@ -288,6 +288,9 @@ def open_loop_kpis(batch: Mapping[str, torch.Tensor], out: Mapping[str, Any], co
         reward = _numpy(batch["reward"][:, context : context + P])
         terminated = _numpy(batch["terminated"][:, context : context + P]).astype(bool)
         metrics["kpi/reward_mae"] = float(np.abs(_numpy(out["reward"]) - reward)[valid].mean())
+        events = valid & (reward != 0)  # sparse rewards: an MAE near 0 can mean "always predicts 0"
+        if events.any():  # the share of each real reward the model predicts there: 1 = all of it, 0 = none
+            metrics["kpi/reward_at_events"] = float((_numpy(out["reward"])[events] / reward[events]).mean())
         metrics["kpi/termination_accuracy"] = float(((_numpy(out["end"]) > 0.5) == terminated)[valid].mean())
     return metrics
 

@@ -160,6 +160,7 @@ def test_open_loop_kpis_values_and_episode_mask():
     assert kpis["kpi/open_loop_mse_h1"] == pytest.approx(float(expected_h1))
     assert kpis["kpi/open_loop_mse_h5"] == 0.0  # only sample 0 is still in its episode at h5
     assert kpis["kpi/reward_mae"] == pytest.approx(0.5)
+    assert kpis["kpi/reward_at_events"] == pytest.approx(0.5)  # every real reward is 1.0, predicted 0.5
     assert kpis["kpi/termination_accuracy"] == 0.0  # predicted end 0.9 everywhere, no real end
 
 
@@ -279,3 +280,16 @@ def test_dream_models_of_family_modules():
         dreams.dream(vae, None, *[few_colour_batch(S=S)[k][:, :2] for k in ("obs", "action", "is_first")], horizon=2)
     with pytest.raises(TypeError, match="models_fn"):
         dream_models(torch.nn.Linear(1, 1))
+
+
+def test_reward_at_events_exposes_a_model_that_always_predicts_zero():
+    batch = few_colour_batch(B=2, T=8, S=4)
+    batch["reward"][:] = 0.0
+    batch["reward"][0, 4] = 1.0  # one sparse event (row 4 = predicted step 1) ...
+    batch["reward"][1, 6] = -2.0  # ... and a negative one
+    batch["terminated"][:] = False
+    context, P = 3, 5
+    out = {"frames": batch["obs"][:, context:].clone(), "reward": torch.zeros(2, P), "end": torch.zeros(2, P)}
+    kpis = open_loop_kpis(batch, out, context, horizons=(1,))
+    assert kpis["kpi/reward_mae"] == pytest.approx(3.0 / 10)  # small: 8 of the 10 rows are 0 and predicted 0
+    assert kpis["kpi/reward_at_events"] == 0.0  # none of either event is predicted
