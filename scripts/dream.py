@@ -131,13 +131,14 @@ def run(config: DreamConfig) -> dict:
     env_id = config.env or pretrained.env_id
     # The model's env settings (image size, frameskip, ...) and THE spaces check: one line before any clip.
     env = make_env_for(pretrained, env_id, 1, seed=config.seed)
-    logdir = Path(config.logdir)
-    logdir.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[str]] = {"gifs": [], "mp4s": []}
     scored: tuple[list, list] = ([], [])  # the episodes' batches and open-loop outputs, scored together
-    writer = SummaryWriter(str(logdir))
     K = config.context
+    writer = None
     try:
+        logdir = Path(config.logdir)
+        logdir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(logdir))
         for i in range(config.episodes):
             batch = collect_episode(env, length=K + config.horizon, seed=config.seed + i)
             T = batch["obs"].shape[1]
@@ -171,7 +172,8 @@ def run(config: DreamConfig) -> dict:
         for name, value in sorted(mean_kpis.items()):
             writer.add_scalar(name, value, 0)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         env.close()
     if config.mp4 and not written["mp4s"]:
         print("wm dream: MP4 skipped (pip install imageio-ffmpeg to get MP4 next to the GIFs)")

@@ -139,7 +139,8 @@ class _EveryNSteps(Callback, abc.ABC):
     def _run(self, trainer: Trainer, pl_module: LightningModule, step: int, train_batch: Any = None) -> None:
         with _isolated(pl_module):  # also around the fetch: a DataLoader iterator draws a seed from the global RNG
             batch = self.heldout_batch(trainer, train_batch)
-            # Vector observations (B, T, D) have no frames to draw: every dream summary is an image of frames.
+            # Vector observations (B, T, D): these callbacks score and draw decoded frames, so vector runs log
+            # losses and returns but no open-loop KPIs yet.
             if batch is not None and batch["obs"].dim() != 3:
                 self.render(trainer, pl_module, batch, step)
 
@@ -289,8 +290,11 @@ def open_loop_kpis(batch: Mapping[str, torch.Tensor], out: Mapping[str, Any], co
         terminated = _numpy(batch["terminated"][:, context : context + P]).astype(bool)
         metrics["kpi/reward_mae"] = float(np.abs(_numpy(out["reward"]) - reward)[valid].mean())
         events = valid & (reward != 0)  # sparse rewards: an MAE near 0 can mean "always predicts 0"
-        if events.any():  # the share of each real reward the model predicts there: 1 = all of it, 0 = none
-            metrics["kpi/reward_at_events"] = float((_numpy(out["reward"])[events] / reward[events]).mean())
+        if events.any():  # the share of the real rewards the model predicts there: 1 = all of it, 0 = none
+            # (a least-squares slope, sum(pred * real) / sum(real^2), not a mean of ratios: a small shaped reward
+            # predicted a little high must not dominate)
+            real, pred = reward[events], _numpy(out["reward"])[events]
+            metrics["kpi/reward_at_events"] = float((pred * real).sum() / (real * real).sum())
         metrics["kpi/termination_accuracy"] = float(((_numpy(out["end"]) > 0.5) == terminated)[valid].mean())
     return metrics
 

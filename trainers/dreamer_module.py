@@ -55,7 +55,8 @@ class DreamerAgentConfig:
     classes: int = arg(32, "classes per categorical latent", minimum=2)
     depth: int = arg(32, "conv channels of the first encoder stage (doubles per stage)", minimum=1)
     stages: int = arg(4, "conv stages; the image side must be a multiple of 2**stages", minimum=1)
-    layers: int = arg(2, "hidden layers of the reward/continue heads, actor and critic", minimum=1)
+    layers: int = arg(2, "hidden layers of the reward/continue heads, actor, critic and the vector-observation "
+                         "encoder/decoder", minimum=1)
     unimix: float = arg(0.01, "uniform mix of latent and actor categoricals", minimum=0, maximum=1)
     free_nats: float = arg(1.0, "free bits: KL terms below this many nats are not penalised", minimum=0)
     num_bins: int = arg(255, "two-hot bins over symlog [-20, 20] for reward and value", minimum=2)
@@ -121,7 +122,9 @@ class DreamerModule(L.LightningModule):
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # The online loader yields requests: acting and sampling happen here, in step with training, so a
         # checkpoint after step k holds exactly what batch k left (a prefetched batch would act ahead of it).
-        return self.replay.next_batch() if isinstance(batch, BatchRequest) else batch
+        # Lightning converted the placeholder to the run's precision (bf16-true, ...): convert the real batch.
+        return self.trainer.precision_plugin.convert_input(self.replay.next_batch()) if isinstance(batch, BatchRequest) \
+            else batch
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         model_opt, actor_opt, critic_opt = self.optimizers()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import torch
@@ -137,8 +137,14 @@ def build(config: DreamerRunConfig, *, store_dir: str | None = None,
     module = DreamerModule(obs_shape=replay.obs_shape, action_spec=replay.action_spec,
                            config=from_dict(DreamerAgentConfig, to_dict(config)))
     replay.agent = ModelPolicy(module.world_model, ActorHead(module.actor, module.action_spec))
+    replay.checkpoint_every = config.checkpoint_every  # in batches = gradient steps (see make_trainer)
     module.attach_replay(replay)
     return module, replay
+
+
+def _replay_ready(replay: Any) -> bool:
+    """Whether a checkpoint may be written now: always, except for one online env in the middle of an episode."""
+    return replay is None or not hasattr(replay, "resumable") or replay.num_envs > 1 or replay.resumable
 
 
 def gradient_steps(config: DreamerRunConfig) -> int:
@@ -174,10 +180,12 @@ def make_trainer(config: DreamerRunConfig, run_dir: Path, *, callbacks: Sequence
     precision = config.precision or ("bf16-mixed" if on_gpu(config) else "32-true")
     progress = ProgressLog("dreamer" if max_gradient_steps is None else "dreamer offline",
                            steps_per_update=OPTIMISERS_PER_STEP, metrics=("train/loss/model", "env/steps"))
-    # Saved only where the replay resumes exactly (one env: between episodes), at most an episode after it is due.
+    # One env: saved between two episodes, where the replay resumes exactly; the batch that makes a save due plays on
+    # to the end of its episode (OnlineReplay.checkpoint_every), so the save comes on schedule. More envs never
+    # resume exactly (one is always mid-episode): saved on schedule anyway, so a kill loses at most that interval.
     checkpoints = CheckpointWhenReady(run_dir / "checkpoints" / "last.ckpt",
                                       every_n_steps=config.checkpoint_every * OPTIMISERS_PER_STEP,
-                                      ready=lambda module: getattr(module.replay, "resumable", True))
+                                      ready=lambda module: _replay_ready(getattr(module, "replay", None)))
     return L.Trainer(
         plugins=[AtomicCheckpointIO()],  # last.ckpt is never left half-written by a kill
         max_steps=total * OPTIMISERS_PER_STEP,  # global_step counts every optimiser step

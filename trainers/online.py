@@ -181,6 +181,9 @@ class OnlineReplay(IterableDataset):
         self.driver: Driver | None = None
         self.pin_memory = False  # pin each batch (GPU runs): the DataLoader only sees BatchRequests
         self._episode_ended = True  # the last env step ended an episode (or none was taken): a boundary
+        # Batches after which a checkpoint is due (0 = none): with one env, the batch that makes a checkpoint due
+        # plays on to the end of the running episode, so the save lands on schedule (see next_batch).
+        self.checkpoint_every = 0
 
     # ------------------------------------------------------------------ state in checkpoints
 
@@ -287,6 +290,9 @@ class OnlineReplay(IterableDataset):
             self._training_s += began - self._resumed_at
         while self.env_steps < target or not self.replay.has_window(self.seq_len):
             self.step()
+        if self.num_envs == 1 and self.checkpoint_every and (self.batches + 1) % self.checkpoint_every == 0:
+            while not self._episode_ended:  # a checkpoint follows this batch's step: stop between two episodes
+                self.step()
         batch = self.replay.sample(self.rng, self.batch_size, self.seq_len)
         self.batches += 1
         self._resumed_at = time.perf_counter()

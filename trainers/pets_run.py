@@ -12,7 +12,7 @@
 No Lightning Trainer is used here: the ensemble is a few small MLPs refit for a few hundred steps after every
 episode, where a Trainer's start-up would cost more than the fit; the optimiser step is written once, in
 :class:`EnsembleTrainer`. Environments are plain gymnasium vector envs over the env's own VECTOR observation
-(:func:`worldmodels.pets.envs.make_state_env`, re-exported here; the pixel factory is for pixel families).
+(:func:`worldmodels.pets.envs.make_state_env`, re-exported here: the env factory with ``obs="vector"``).
 TensorBoard (``RUN_DIR/tb``): the KPIs of :mod:`worldmodels.kpis` and ``kpi/return_vs_env_steps`` after every
 episode, on the latest real episode; ``kpi/eval_return`` and ``kpi/random_return`` at the end.
 """

@@ -111,3 +111,24 @@ def test_dreamer_killed_before_its_first_checkpoint_stores_no_episode_twice(tmp_
     store = EpisodeStore.open(run_dir / "episodes")
     assert len(store) == results["episodes_stored"] == results["env_steps"] // CATCH_ROWS
     assert len(list((run_dir / "episodes" / "set_aside").iterdir())) == killed_episodes
+
+
+def _first_checkpoint_step(tmp_path, *extra: str) -> int:
+    """global_step of the first last.ckpt a debug Dreamer run writes (checkpoint every 10 gradient steps)."""
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "scripts.cli", "dreamer", "--preset", "debug", "--run-dir", str(run_dir),
+               "--steps", "1200", "--checkpoint-every", "10", "--eval-episodes", "1", *extra]
+    kill_when(command, run_dir / "checkpoints" / "last.ckpt", grace=0.0)
+    return load_lightning_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
+
+
+def test_one_env_checkpoint_comes_on_schedule_when_batches_take_several_env_steps(tmp_path):
+    # 2 env steps per batch (B 4 x T 8 / replay ratio 16) after an odd prefill: batch boundaries fall on odd env
+    # steps and Catch's episode ends on even ones, so waiting for a batch that ends an episode would never save.
+    # The due batch plays on to the end of its episode instead: the first save is at gradient step 10, on schedule.
+    assert _first_checkpoint_step(tmp_path, "--prefill", "201", "--replay-ratio", "16") == 10 * 3
+
+
+def test_several_envs_still_checkpoint_on_schedule(tmp_path):
+    # Two envs never resume bit for bit (one is always mid-episode), but a kill must not lose the whole run.
+    assert _first_checkpoint_step(tmp_path, "--num-envs", "2") == 10 * 3

@@ -107,7 +107,9 @@ def train_cmaes(
                              f"delete {directory} to start over")
         generation = int(state["generation"])
         best_params, best_fitness, history = state["best_params"], float(state["best_fitness"]), list(state["history"])
-        if state["fitness"] is not None and state["fitness"].shape == (generation, population):
+        # Replay needs every past generation's fitness: a file from the fallback below keeps NaN rows.
+        fitness_kept = state["fitness"] is not None and state["fitness"].shape == (generation, population)
+        if fitness_kept and np.isfinite(state["fitness"]).all():
             all_fitness = state["fitness"]
             for past in range(generation):  # replay: the same candidates, told the stored fitness
                 _tell(es, _ask(es, seed, past), all_fitness[past], seed, past)

@@ -14,17 +14,24 @@ from torch import nn
 from worldmodels.models.distributions import TwoHot
 
 
+def mlp_blocks(in_dim: int, hidden: int, layers: int) -> nn.Sequential:
+    """``layers`` ``Linear -> LayerNorm -> SiLU`` blocks (DreamerV3's MLP layer): ``(..., in_dim) -> (..., hidden)``
+    (the identity when ``layers`` is 0)."""
+    blocks: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers):
+        blocks += [nn.Linear(width, hidden, bias=False), nn.LayerNorm(hidden), nn.SiLU()]
+        width = hidden
+    return nn.Sequential(*blocks)
+
+
 class MLP(nn.Module):
     """``(..., in_dim)`` -> ``(..., out_dim)`` with ``layers`` hidden ``Linear -> LayerNorm -> SiLU`` blocks."""
 
     def __init__(self, in_dim: int, out_dim: int, *, hidden: int, layers: int, zero_init_output: bool = False) -> None:
         super().__init__()
-        blocks: list[nn.Module] = []
-        width = in_dim
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden, bias=False), nn.LayerNorm(hidden), nn.SiLU()]
-            width = hidden
-        self.hidden = nn.Sequential(*blocks)
+        self.hidden = mlp_blocks(in_dim, hidden, layers)
+        width = hidden if layers else in_dim
         self.out = nn.Linear(width, out_dim)
         if zero_init_output:
             nn.init.zeros_(self.out.weight)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from worldmodels.models.distributions import symexp, symlog
-from worldmodels.models.heads import MLP
+from worldmodels.models.heads import MLP, mlp_blocks
 
 
 class MLPEncoder(nn.Module):
@@ -26,12 +26,7 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, obs_dim: int, *, hidden: int, layers: int) -> None:
         super().__init__()
-        blocks: list[nn.Module] = []
-        width = obs_dim
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden, bias=False), nn.LayerNorm(hidden), nn.SiLU()]
-            width = hidden
-        self.net = nn.Sequential(*blocks)
+        self.net = mlp_blocks(obs_dim, hidden, layers)
         self.obs_dim, self.out_dim = obs_dim, hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ def vector_obs_env(env_id: str, num_envs: int, *, max_episode_steps: int | None 
     autoreset, the driver's contract), with the continuous CartPole registered.
 
     ``max_episode_steps`` truncates episodes earlier than the env's own limit (``None``: the registered limit).
-    Shared by PETS, MBPO and TD-MPC's vector mode.
+    Shared by PETS and MBPO (TD-MPC calls make_vector itself).
     """
     register_continuous_cartpole()
     return make_vector(env_id, num_envs, obs="vector", max_episode_steps=max_episode_steps)

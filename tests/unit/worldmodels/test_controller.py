@@ -89,3 +89,19 @@ def test_cmaes_solves_quadratic_and_resumes(tmp_path):
 def test_bench_dream_runs():
     result = bench_dream(population=4, repeats=2, steps=3, device="cpu")
     assert result["dream_steps_per_second"] > 0 and result["population"] * result["repeats"] * result["steps"] == 24
+
+
+def test_an_old_state_without_fitness_resumes_twice(tmp_path):
+    """A state file from before fitness was kept restarts from its mean; the NaN rows that restart leaves for the
+    earlier generations must not be replayed (told to cma) on the next resume."""
+    target = torch.linspace(-1, 1, 6)
+    fitness = lambda params: -(params - target).pow(2).sum(-1)  # noqa: E731 - max 0 at target
+    train_cmaes(fitness, 6, generations=5, population=16, sigma0=0.5, seed=1, checkpoint_dir=tmp_path)
+    arrays = dict(np.load(tmp_path / "es_state.npz"))
+    np.savez(tmp_path / "es_state.npz", mean=arrays["mean"], best_params=arrays["best_params"])  # the old format
+    train_cmaes(fitness, 6, generations=8, population=16, sigma0=0.5, seed=1, checkpoint_dir=tmp_path)
+    assert np.isnan(load_state(tmp_path)["fitness"][:5]).all()  # generations 0..4 were never replayed
+    saved = load_state(tmp_path)["mean"]
+    again = train_cmaes(fitness, 6, generations=8, population=16, sigma0=0.5, seed=1, checkpoint_dir=tmp_path)
+    # Restarted from the saved mean, not rebuilt by telling cma NaN for generations 0..4 (a different search state).
+    assert np.array_equal(again["mean"], saved)
