@@ -77,7 +77,7 @@ def npz_source(directory: str | Path, *, env_id: str = "") -> EpisodeSource:
         action_spec = ActionSpec.from_dict(meta["action_spec"])
     except FileNotFoundError:
         raise FileNotFoundError(f"{str(meta_path)!r} is missing; write {{\"action_spec\": {{\"kind\": \"discrete\", "
-                                "\"dim\": N}}}} (or kind \"continuous\" with dim, low, high) next to the .npz files") from None
+                                "\"dim\": N}} (or kind \"continuous\" with dim, low, high) next to the .npz files") from None
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{str(meta_path)!r} needs \"action_spec\": {{\"kind\": \"discrete\"|\"continuous\", \"dim\": N, "
                          f"...}}; could not read it ({type(error).__name__}: {error})") from None
