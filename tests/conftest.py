@@ -16,6 +16,15 @@ def pytest_configure(config):
     register_toy_envs()
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts at one torch thread, whatever a command run by an earlier test set (``--threads``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def seeded():
     torch.manual_seed(0)

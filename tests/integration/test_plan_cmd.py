@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from scripts.cli import main
 from tests.support.model_fixtures import tiny_dreamer, tiny_worldmodels
@@ -15,14 +14,6 @@ from worldmodels.families.vm import save_stage
 
 SMALL = ["--horizon", "3", "--candidates", "8", "--iterations", "2", "--episodes", "2", "--num-envs", "2",
          "--device", "cpu", "--max-episode-steps", "5"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: one thread is faster than two spinning against each other
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.cli import main
 from tests.support.model_fixtures import tiny_dreamer, tiny_worldmodels
 
 H = 3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: one thread is faster than two spinning against each other
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("family", ["worldmodels", "dreamer"])

@@ -32,12 +32,6 @@ def scalar_tags(logdir) -> set[str]:
     return set(events.Tags()["scalars"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: one thread is faster than two spinning against each other
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

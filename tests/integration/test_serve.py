@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,8 +24,9 @@ import torch
 
 import worldmodels
 from model_fixtures import CATCH, tiny_dreamer, tiny_worldmodels
+from serving import serving
 from scripts.cli import main
-from scripts.serve import ServeConfig, check_host, is_loopback, make_server
+from scripts.serve import ServeConfig, check_host, is_loopback
 from worldmodels.controllers.linear import make_controller
 from worldmodels.envs import make
 from worldmodels.envs.spaces import ActionSpec
@@ -44,24 +44,6 @@ def models(tmp_path_factory):
     tiny_worldmodels(root / "box", ActionSpec("continuous", 2, (-1.0, 0.0), (1.0, 0.5)))
     tiny_dreamer(root / "dreamer")
     return root
-
-
-@contextmanager
-def serving(checkpoint: Path, **settings):
-    """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
-    server, sock, info = make_server(ServeConfig(checkpoint=str(checkpoint), port=0, device="cpu", **settings))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start within 20 s"
-    try:
-        yield info["url"]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def one_line_error(response: httpx.Response, status: int, *words: str) -> str:

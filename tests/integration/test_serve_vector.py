@@ -3,15 +3,13 @@ are one-line 4xx errors. A real uvicorn server on a free loopback port in a thre
 
 from __future__ import annotations
 
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 import torch
 
-from scripts.serve import ServeConfig, make_server
+from serving import serving
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.pretrained import build, save_dreamer
 
@@ -27,20 +25,8 @@ def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-vector") / "cartpole"
     parts = build({"family": "dreamer", "obs_shape": [D], "action_spec": spec.to_dict(), "config": AGENT})
     save_dreamer(root, parts, agent_config=AGENT, env_id="CartPole-v1")  # a vector model saves obs "vector" itself
-    server, sock, info = make_server(ServeConfig(checkpoint=str(root), port=0, device="cpu"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start within 20 s"
-    try:
-        with httpx.Client(base_url=info["url"]) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving(root) as url, httpx.Client(base_url=url) as http:
+        yield http
 
 
 def error(response, status: int, *words: str) -> None:

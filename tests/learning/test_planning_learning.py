@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 import lightning as L
-import pytest
-import torch
 
 from scripts import plan
 from trainers.distributed import stage_seed
@@ -19,7 +17,7 @@ from trainers.worldmodels_stages import stage_collect, stage_mdnrnn, stage_vae
 from worldmodels.config import apply_overrides
 from worldmodels.data.latents import encode_store
 from worldmodels.data.store import EpisodeStore
-from worldmodels.envs.toy import LEFTRIGHT_ID, register_toy_envs
+from worldmodels.envs.toy import LEFTRIGHT_ID
 
 # The sizes of tests/learning/test_worldmodels_learning.py's LeftRight run (V and M train in ~20 s on one thread).
 LEFTRIGHT_VM = dict(
@@ -27,15 +25,6 @@ LEFTRIGHT_VM = dict(
     hidden_size=32, num_mixtures=3, mdnrnn_steps=300, mdnrnn_batch_size=16, mdnrnn_seq_len=16, mdnrnn_lr=3e-3,
     checkpoint_every=1000,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: one thread is several times faster than two spinning
-    register_toy_envs()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _train_vm(run_dir) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import pytest
-import torch
 
 from scripts.cli import main as wm_main
 from scripts.worldmodels_pipeline import PRESETS, WorldModelsConfig, run
@@ -14,17 +12,7 @@ from trainers.worldmodels_stages import dream_horizon
 from worldmodels.checkpoint import load_lightning_checkpoint
 from worldmodels.config import apply_overrides
 from worldmodels.data.store import EpisodeStore
-from worldmodels.envs.toy import CATCH_ID, LEFTRIGHT_ID, register_toy_envs
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against each other: 1 thread is several times faster here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    register_toy_envs()
-    yield
-    torch.set_num_threads(threads)
+from worldmodels.envs.toy import CATCH_ID, LEFTRIGHT_ID
 
 
 def _debug(run_dir, **overrides) -> WorldModelsConfig:
