@@ -11,9 +11,9 @@ switch                    what                                                  
 ``loader_options``        ``pin_memory`` (+ Lightning's ``non_blocking`` copies),     pin with CUDA
                           worker count, ``persistent_workers``, ``prefetch_factor``
 ``compile_dreamer``       ``torch.compile`` of the RSSM steps, conv stacks and heads   off (``--compile``)
-``keep_cpu_heap``         glibc malloc keeps freed blocks up to 32 MB instead of       on (``wm dreamer``,
-                          returning them to the OS, so a training step does not        ``wm bench``), Linux
-                          page-fault its activations in afresh every time
+``keep_cpu_heap``         glibc malloc keeps freed blocks (no ``mmap`` blocks, 1 GB    on (``wm dreamer``,
+                          trim threshold) instead of returning them to the OS, so a    ``wm bench``), Linux
+                          training step does not page-fault its activations afresh
 ========================  ==========================================================  =====================
 
 Lightning moves batches with ``.to(device, non_blocking=True)`` for CUDA targets, so pinned host memory
@@ -78,19 +78,26 @@ def compile_dreamer(module: nn.Module, **compile_kwargs) -> nn.Module:
 
 
 # glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 
 
-def keep_cpu_heap(*, mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+def keep_cpu_heap(*, mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30, mmap: bool = False) -> bool:
     """Tune glibc malloc for training loops; returns whether it applied (Linux/glibc only).
 
     By default glibc serves large blocks with fresh ``mmap`` pages and unmaps them on free, so every
     activation of every step is page-faulted in again (~0.9M faults and ~1.3 s of kernel time per
-    DreamerV3 S-v1 step). A fixed 32 MB mmap threshold (glibc's maximum) and a 1 GB trim threshold keep
-    blocks up to 32 MB in the heap for reuse: 0.3-0.45 s less CPU per step at one thread, same peak RSS.
-    Turning mmap off altogether (``M_MMAP_MAX = 0``) saved 0.8 s but raised peak RSS by ~0.75 GB
-    (heap fragmentation), and transparent huge pages for large blocks (PyTorch's
-    ``THP_MEM_ALLOC_ENABLE=1``) cut the faults 15x but quadrupled kernel time.
+    DreamerV3 S-v1 step). Three settings keep freed blocks in the heap for reuse:
+
+    - a 1 GB trim threshold: the heap's free top is not handed back after every step;
+    - ``mmap=False`` (the default): no block is served by ``mmap`` (``M_MMAP_MAX = 0``), so the 134 MB
+      activations of the first conv stages are reused too. At S-v1 and one thread that is 7.6-8.4 against
+      9.9-10.4 process-CPU-seconds per step (shared cores). It raised peak RSS by ~0.75 GB (heap
+      fragmentation) until the conv stacks stopped keeping each conv's input (``_LayerNormSiLUConv``,
+      about 470 MB less); now the peak is 2.6-2.7 GB, below sheeprl's at the same widths;
+    - ``mmap=True``: only blocks up to ``mmap_threshold`` (32 MB, glibc's maximum) come from the heap.
+
+    Transparent huge pages for large blocks (PyTorch's ``THP_MEM_ALLOC_ENABLE=1``) cut the faults 15x but
+    quadrupled kernel time.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -99,4 +106,5 @@ def keep_cpu_heap(*, mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and other libcs without mallopt
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    applied = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    return applied and (mmap or bool(mallopt(_M_MMAP_MAX, 0)))

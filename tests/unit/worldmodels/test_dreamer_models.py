@@ -125,6 +125,43 @@ def test_fused_channel_layer_norm_silu_matches_the_unfused_pair():
         torch.testing.assert_close(got, want)
 
 
+def test_fused_norm_silu_conv_pairs_match_the_plain_stacks(monkeypatch):
+    """LayerNorm + SiLU + conv run as one function (the conv's input is recomputed in backward, not kept):
+    exact gradients (gradcheck, float64) and, through whole encoder/decoder stacks, the plain path's values."""
+    from worldmodels.models import conv as conv_module
+
+    torch.manual_seed(0)
+    for conv in (torch.nn.Conv2d(5, 4, 4, stride=2, padding=1, bias=False),
+                 torch.nn.ConvTranspose2d(5, 3, 4, stride=2, padding=1, bias=True)):
+        conv = conv.double()
+        x = torch.randn(2, 5, 6, 6, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+        weight = torch.randn(5, dtype=torch.float64, requires_grad=True)
+        bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+        conv_bias = () if conv.bias is None else (conv.bias,)
+
+        def fused(x, weight, bias, conv_weight, *conv_bias, conv=conv):
+            return conv_module._LayerNormSiLUConv.apply(x, weight, bias, 1e-5, conv_weight,
+                                                        conv_bias[0] if conv_bias else None,
+                                                        conv_module._conv_args(conv))
+        assert torch.autograd.gradcheck(fused, (x, weight, bias, conv.weight, *conv_bias)), type(conv).__name__
+
+    encoder = conv_module.ConvEncoder(3, 32, 8, norm="layer", act="silu")
+    decoder = conv_module.ConvDecoder(encoder.out_dim, 3, 32, 8, norm="layer", act="silu")
+    images = torch.randn(3, 3, 32, 32)
+    params = [*encoder.parameters(), *decoder.parameters()]
+
+    def run():
+        out = decoder(encoder(images))
+        return out.detach(), torch.autograd.grad(out.square().mean(), params)
+
+    out, grads = run()
+    monkeypatch.setattr(conv_module, "run_stack", lambda net, x: net(x))  # the plain Sequential
+    want_out, want_grads = run()
+    torch.testing.assert_close(out, want_out)
+    for got, want in zip(grads, want_grads):
+        torch.testing.assert_close(got, want)
+
+
 def test_action_alignment_action_t_only_affects_later_states():
     """Row t's action is taken at obs[t] and leads to obs[t+1]: it may change states t+1.., never 0..t."""
     rssm = make_rssm()
