@@ -11,6 +11,9 @@ Rows follow DESIGN.md. With NEXT_STEP autoreset, one vector step appends one row
     record:   row t = (obs[t], action[t] = env_action, reward[t], terminated[t], truncated[t], is_first[t])
     step:     -> obs[t+1], reward[t+1], ...;   is_first[t+1] = terminated[t] or truncated[t]
 
+Collection starts its seeded episodes itself: :meth:`Driver.reset_envs` resets the ended envs (a masked,
+seeded reset) before the policy acts, so the vector env's own autoreset does not fire for them.
+
 Rows carry the action in the store's encoding (int64 index, or the clipped float vector), the ONE
 encoding every consumer converts with :meth:`ActionSpec.to_model`.
 """
@@ -67,6 +70,7 @@ class Driver:
         self.current: dict[str, np.ndarray] | None = None
         self._rows: list[list[dict[str, np.ndarray]]] = [[] for _ in range(self.num_envs)]
         self._wants_episodes = any(hasattr(h, "on_episode") for h in self.hooks)
+        self._zero_action = np.zeros_like(self.action_spec.to_env(torch.zeros(1, self.action_spec.dim))[0])
 
     @property
     def policy(self) -> Policy:
@@ -78,12 +82,45 @@ class Driver:
 
     def reset(self, seed: int | Sequence[int] | None = None) -> None:
         """Reset every env (sub-env ``i`` gets ``seed + i``, or ``seed[i]``); running episodes are dropped."""
-        obs, _ = self.env.reset(seed=list(seed) if isinstance(seed, (list, tuple, np.ndarray)) else seed)
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            seed = vector_seeds(self.env, np.ones(self.num_envs, bool), seed)
+        obs, _ = self.env.reset(seed=seed)
         n = self.num_envs
-        self.current = {"obs": np.asarray(obs), "reward": np.zeros(n, np.float32), "terminated": np.zeros(n, bool),
+        self.current = {"obs": np.array(obs), "reward": np.zeros(n, np.float32), "terminated": np.zeros(n, bool),
                         "truncated": np.zeros(n, bool), "is_first": np.ones(n, bool)}
         self._rows = [[] for _ in range(n)]
         self.policy_state, self._fresh_carry = None, True
+
+    @property
+    def done(self) -> np.ndarray:
+        """``(E,)`` bool: the current row of env ``i`` ends its episode."""
+        assert self.current is not None, "Driver.done before the first reset"
+        return self.current["terminated"] | self.current["truncated"]
+
+    def reset_envs(self, mask: np.ndarray, seeds: Sequence[int | None]) -> None:
+        """Start a new episode in every env where ``mask`` ``(E,)`` is True, seeded ``seeds`` (one per True, in order;
+        None: unseeded, the env's own random stream goes on).
+
+        A terminal current row is recorded first (with the zero action, as :meth:`step` records it) and its
+        episode finished; a running episode is dropped. Envs not in ``mask`` keep their current rows. A masked
+        reset also clears the vector env's pending autoreset, so resetting every :attr:`done` env before each
+        :meth:`step` means the vector env never autoresets (checked for ale-py 0.12 and gymnasium 1.4; gymnasium's
+        ``AsyncVectorEnv`` only with ``shared_memory=True``, its default: without, its worker keeps the pending one).
+        """
+        assert self.current is not None, "Driver.reset_envs before the first reset"
+        mask = np.asarray(mask, bool)
+        cur, done = self.current, self.done
+        indices = np.flatnonzero(mask)
+        for i in indices:
+            if done[i]:
+                self._record(i, {k: self._zero_action if k == "action" else cur[k][i] for k in ROW_FIELDS}, True)
+            self._rows[i] = []
+        obs, _ = self.env.reset(seed=vector_seeds(self.env, mask, seeds), options={"reset_mask": mask})
+        # New arrays, not in-place writes: recorded rows may be views of the old ones.
+        self.current = {"obs": np.where(mask.reshape(-1, *[1] * (cur["obs"].ndim - 1)), obs, cur["obs"]),
+                        "reward": np.where(mask, 0.0, cur["reward"]).astype(np.float32),
+                        "terminated": cur["terminated"] & ~mask, "truncated": cur["truncated"] & ~mask,
+                        "is_first": cur["is_first"] | mask}
 
     def _actions(self) -> tuple[np.ndarray, np.ndarray]:
         """``(model actions (E, A), env actions (E,) or (E, A))`` for the current rows."""
@@ -94,8 +131,7 @@ class Driver:
             is_first, self._fresh_carry = torch.ones_like(is_first), False
         action, self.policy_state = self._policy.act(obs, is_first, self.policy_state)
         env_action = np.asarray(self.action_spec.to_env(action.detach()))
-        done = cur["terminated"] | cur["truncated"]
-        env_action[done] = 0  # the env ignores it (NEXT_STEP autoreset); row convention: last row zeros
+        env_action[self.done] = 0  # the env ignores it (NEXT_STEP autoreset); row convention: last row zeros
         return action, env_action
 
     def step(self) -> dict[str, np.ndarray]:
@@ -104,23 +140,26 @@ class Driver:
             self.reset()
         cur = self.current
         _, env_action = self._actions()
-        done = cur["terminated"] | cur["truncated"]
+        done = self.done
         rows = {**cur, "action": env_action}
         for i in range(self.num_envs):
-            row = {k: rows[k][i] for k in ROW_FIELDS}
-            for hook in self.hooks:
-                if hasattr(hook, "on_row"):
-                    hook.on_row(i, row)
-            if self._wants_episodes:
-                self._rows[i].append({k: np.array(v) for k, v in row.items()})
-            if done[i]:
-                self._finish(i)
+            self._record(i, {k: rows[k][i] for k in ROW_FIELDS}, bool(done[i]))
         obs, reward, terminated, truncated, _ = self.env.step(env_action)
-        self.current = {"obs": np.asarray(obs), "reward": np.asarray(reward, np.float32),
+        # One copy of the batch per step: the rows kept for episodes are views of it (never written to after).
+        self.current = {"obs": np.array(obs), "reward": np.asarray(reward, np.float32),
                         "terminated": np.asarray(terminated, bool), "truncated": np.asarray(truncated, bool),
                         "is_first": done}
         self.steps += self.num_envs
         return rows
+
+    def _record(self, i: int, row: dict[str, np.ndarray], done: bool) -> None:
+        for hook in self.hooks:
+            if hasattr(hook, "on_row"):
+                hook.on_row(i, row)
+        if self._wants_episodes:
+            self._rows[i].append(dict(row))
+        if done:
+            self._finish(i)
 
     def _finish(self, i: int) -> None:
         self.episodes += 1
@@ -140,6 +179,24 @@ class Driver:
         stop_episodes = None if episodes is None else self.episodes + episodes
         while (stop_steps is None or self.steps < stop_steps) and (stop_episodes is None or self.episodes < stop_episodes):
             self.step()
+
+
+def vector_seeds(env: gym.vector.VectorEnv, mask: np.ndarray, seeds: Sequence[int | None]) -> Any:
+    """``seeds`` (one per True in ``mask`` ``(E,)``; None: the env's own stream goes on) as ``env.reset(seed=...)``
+    takes them with a ``reset_mask``.
+
+    gymnasium's vector envs want one entry per env (ignored where the mask is False); ale-py's
+    ``AtariVectorEnv`` one int32 per env being reset, -1 for none.
+    """
+    seeds = [None if s is None else int(s) for s in seeds]
+    if len(seeds) != int(np.count_nonzero(mask)):
+        raise ValueError(f"reset seeds: got {len(seeds)} seeds for {int(np.count_nonzero(mask))} envs being reset")
+    if isinstance(env.unwrapped, (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)):
+        full: list[int | None] = [None] * len(mask)
+        for i, s in zip(np.flatnonzero(mask), seeds):
+            full[i] = s
+        return full
+    return np.asarray([-1 if s is None else s for s in seeds], np.int32)
 
 
 class _FirstEnvRows:

@@ -6,21 +6,32 @@ The driver records rows to the store's row convention (DESIGN.md) with the actio
 
 Resume: ``episodes`` is the TARGET TOTAL in the store. A store already holding ``k``
 episodes gets ``episodes - k`` more, so a killed collection restarts where it stopped. It restarts
-EXACTLY: collection runs in waves of ``E = num_envs`` episodes, and wave ``w`` is a pure function of
-``(seed, w)`` (with ``s = resume_seed(seed, w)``: sub-env ``i`` reset with ``s + i``, the policy seeded with
-``s``), written in env order once the whole wave has ended. A store of ``k`` episodes resumes at
-wave ``k // E``, skipping its first ``k % E`` episodes, so the store after any kill and rerun equals an
-uninterrupted one episode for episode::
+EXACTLY: episode ``j`` (its index in the store) is a pure function of ``(seed, j)``. With
+``s = resume_seed(seed, j)``, the env that runs it is reset with ``s`` (a masked reset,
+:meth:`Driver.reset_envs`, before the policy acts, so the vector env's own autoreset never fires) and a
+named random policy draws that env's actions from its own stream seeded ``s``
+(:meth:`RandomPolicy.reseed_rows`), so neither the env slot nor the other envs matter. An env whose
+episode ends starts the next unassigned index at once; episodes are written in index order (one that
+ends ahead of a lower, still running index waits in memory), so a store of ``k`` episodes resumes at
+index ``k`` and any kill and rerun yields the uninterrupted store::
 
-    wave 0: env 0 -> ep 0, env 1 -> ep 1     (write 0, 1)      wave 1: env 0 -> ep 2, env 1 -> ep 3   ...
-            an env that ends first plays on (autoreset) into an episode that is discarded
+    env 0: ep 0 ......... ep 3 ....      writes: 0 (when it ends), then 1 and 2 (already waiting), ...
+    env 1: ep 1 .. ep 2 ... ep 4 ..      at the end, an env with no index left plays on into a discarded episode
 
-The price is the envs of a wave that wait for its longest episode. Episodes past the target are
-discarded (never written as truncated), so every stored episode ended the way the env ended it.
+ALE: a seeded reset reloads the ROM, so large collections seed an env once per block of
+:func:`episodes_per_seed` episodes (block ``b`` = episodes ``b * n .. b * n + n - 1``, one env, seeded
+``resume_seed(seed, b)``, the later ones started by the env's own autoreset); a resume then replays the
+block holding episode ``k`` from its start, writing none of the replayed episodes.
+
+Episodes past the target are never written (never as truncated), so every stored episode ended the
+way the env ended it. Writes run on a background thread (a bounded queue), so the fsyncs overlap with
+stepping; an error there is raised in the collecting thread.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -33,6 +44,8 @@ from worldmodels.driver import Driver
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.policies import RANDOM_POLICIES, make_random_policy
 from worldmodels.progress import Progress
+
+WRITE_QUEUE = 4  # episodes handed to the writer thread and not yet written; more would only hold memory
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,7 @@ def store_spec_for(vec_env: gym.vector.VectorEnv, env_id: str) -> StoreSpec:
 
 
 def resume_seed(seed: int | None, position: int) -> int | None:
-    """``seed`` at position 0 (a wave, an episode); past it ``seed`` mixed with ``position``, so nothing is replayed.
+    """``seed`` at position 0 (an episode, a batch); past it ``seed`` mixed with ``position``, so nothing is replayed.
 
     Below ``2**30``: ALE takes int32 seeds, and a vector env seeds its sub-env ``i`` with ``seed + i``.
     """
@@ -91,66 +104,152 @@ def resume_seed(seed: int | None, position: int) -> int | None:
     return int(np.random.SeedSequence([seed, position]).generate_state(1)[0]) >> 2
 
 
-class _WaveEpisodes:
-    """Driver hook: the first complete episode of every sub-env since the last reset (one wave)."""
+class BackgroundWriter:
+    """Writes episodes with ``writer.on_episode`` on a thread, in the order :meth:`put` receives them.
 
-    def __init__(self, num_envs: int) -> None:
-        self.episodes: list[dict[str, np.ndarray] | None] = [None] * num_envs
+    The queue holds at most ``WRITE_QUEUE`` episodes (:meth:`put` blocks past that). An exception in the
+    thread is raised again, as is, by the next :meth:`put` or by :meth:`close`; episodes after it are dropped.
+    """
 
-    def start(self) -> None:
-        self.episodes = [None] * len(self.episodes)
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+        self.error: BaseException | None = None
+        self._raised = False
+        self._queue: queue.Queue[dict[str, np.ndarray] | None] = queue.Queue(WRITE_QUEUE)
+        self._thread = threading.Thread(target=self._work, name="episode-writer", daemon=True)
+        self._thread.start()
 
-    @property
-    def done(self) -> bool:
-        return all(episode is not None for episode in self.episodes)
+    def _work(self) -> None:
+        while (episode := self._queue.get()) is not None:
+            if self.error is None:  # after an error keep taking episodes, so put() never blocks forever
+                try:
+                    self.writer.on_episode(0, episode, True)
+                except BaseException as error:  # noqa: BLE001 - handed to the collecting thread
+                    self.error = error
+
+    def _raise(self) -> None:
+        if self.error is not None and not self._raised:
+            self._raised = True  # once: close() after a put() that raised must not raise it again
+            raise self.error
+
+    def put(self, episode: dict[str, np.ndarray]) -> None:
+        self._raise()
+        self._queue.put(episode)
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, and raise its error if it had one."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+
+class _IndexedEpisodes:
+    """Driver hook: episode ``slots[i]`` runs in env ``i``; finished ones go to ``out`` in index order.
+
+    Indices outside ``[start, stop)`` are discarded (already stored, or past the target).
+    """
+
+    def __init__(self, slots: list[int], *, start: int, stop: int, out: BackgroundWriter) -> None:
+        self.slots, self.start, self.stop, self.out = slots, start, stop, out
+        self.next_write = start
+        self.waiting: dict[int, dict[str, np.ndarray]] = {}  # finished ahead of a lower index still running
 
     def on_episode(self, env_index: int, episode: dict[str, np.ndarray], complete: bool) -> None:
-        if complete and self.episodes[env_index] is None:
-            self.episodes[env_index] = episode
+        index = self.slots[env_index]
+        if not complete or not self.start <= index < self.stop:
+            return
+        self.waiting[index] = episode
+        while self.next_write in self.waiting:
+            self.out.put(self.waiting.pop(self.next_write))
+            self.next_write += 1
+
+
+def episodes_per_seed(vec_env: gym.vector.VectorEnv, episodes: int) -> int:
+    """Episodes an env plays per seeded reset (a block) when the target is ``episodes``: 1, except for ale-py's
+    ``AtariVectorEnv``, where it grows to 8 for targets of 512 episodes and more (``episodes // 64``, so there are
+    always at least 64 blocks to spread over the envs).
+
+    A seeded ALE reset reloads the ROM: 0.11 s of one core (docs/collect-speed.md), about 40 steps of the
+    whole 8-env vector, while the vector env's own (unseeded) autoreset runs inside a step. Elsewhere a seeded
+    reset costs what any reset does.
+    """
+    if not type(vec_env.unwrapped).__module__.startswith("ale_py"):
+        return 1
+    return min(8, max(1, episodes // 64))
 
 
 def collect_episodes(vec_env: gym.vector.VectorEnv, store: EpisodeStore, *, episodes: int,
-                     policy: Policy | str | None = None, seed: int | None = None, progress: bool = True) -> CollectStats:
+                     policy: Policy | str | None = None, seed: int | None = None, progress: bool = True,
+                     seed_every: int | None = None) -> CollectStats:
     """Step ``vec_env`` until the store holds ``episodes`` episodes in total (the target, not an increment).
 
     ``policy`` is a :class:`~worldmodels.core.Policy` or the name of a random one (``RANDOM_POLICIES``:
-    ``random``, ``sticky``, ``hold``), seeded per wave from the run seed (a given Policy object keeps its own
-    stream, so only named policies resume exactly). ``progress``: show episodes collected, with an ETA
+    ``random``, ``sticky``, ``hold``), whose draws for episode ``j`` are seeded ``resume_seed(seed, j)`` (a given
+    Policy object keeps its own stream, so only named policies resume exactly). ``seed_every``: episodes per
+    seeded env reset (default :func:`episodes_per_seed`); the store's content depends on it, so a resume must
+    keep it (the default does, for the same target). ``progress``: show episodes collected, with an ETA
     (:class:`~worldmodels.progress.Progress`).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes}")
+    every = episodes_per_seed(vec_env, episodes) if seed_every is None else seed_every
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"seed_every must be a positive integer, got {seed_every!r}")
     check_compatible(store.spec, store_spec_for(vec_env, store.spec.env_id), store.root)
     existing = len(store)
-    wanted = max(episodes - existing, 0)
-    if wanted == 0:
+    if existing >= episodes:
         return CollectStats(0, 0, 0, 0.0, 0.0, float("nan"), existing)
     name = (policy or "random") if policy is None or isinstance(policy, str) else None
     if name is not None and name not in RANDOM_POLICIES:
         raise ValueError(f"unknown collection policy {name!r}; choose one of {sorted(RANDOM_POLICIES)}")
     # An unseeded run still needs fresh streams (RandomPolicy would default to seed 0).
-    base_seed = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
+    base_seed = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0]) >> 2
+    acting = policy if name is None else make_random_policy(name, store.spec.action_spec, base_seed)
     num_envs = vec_env.num_envs
-    writer, collected = StoreWriter(store, seed=seed, limit=wanted), _WaveEpisodes(num_envs)
-    driver = Driver(vec_env, policy if name is None else make_random_policy(name, store.spec.action_spec, base_seed),
-                    hooks=[collected])
-    wave, skip = divmod(existing, num_envs)  # a kill mid-wave left its first `skip` episodes written
+    # A resume replays the block holding episode `existing` from its start; the replayed episodes are not written.
+    first_block = existing // every
+    slots = [(first_block + i) * every for i in range(num_envs)]  # the episode index each env runs
+    writer = StoreWriter(store, seed=seed)
+    background = BackgroundWriter(writer)
+    indexed = _IndexedEpisodes(slots, start=existing, stop=episodes, out=background)
+    driver = Driver(vec_env, acting, hooks=[indexed])
 
-    start = time.perf_counter()
-    with Progress("collect", episodes, unit="episode", initial=existing, enabled=progress) as shown:
-        while not writer.full:
-            wave_seed = resume_seed(base_seed, wave)
-            if name is not None:
-                driver.policy = make_random_policy(name, store.spec.action_spec, wave_seed)
-            collected.start()
-            driver.reset(seed=wave_seed)  # sub-env i: wave_seed + i (one int: every vector env takes it)
-            while not collected.done:
-                driver.step()
-            for episode in collected.episodes[skip:]:
-                writer.on_episode(0, episode, True)
-            shown.set(existing + writer.written,
-                      detail=f"{driver.steps / max(time.perf_counter() - start, 1e-9):.0f} env steps/s")
-            wave, skip = wave + 1, 0
-    seconds = time.perf_counter() - start
+    def starting(envs: np.ndarray, indices: list[int]) -> list[int | None]:
+        """Reset seeds of episodes ``indices`` starting in ``envs`` (None inside a block); reseeds their policy rows."""
+        if name is not None:
+            acting.reseed_rows(envs, [resume_seed(base_seed, j) for j in indices])  # type: ignore[union-attr]
+        return [resume_seed(base_seed, j // every) if j % every == 0 else None for j in indices]
+
+    began = time.perf_counter()
+    try:
+        with Progress("collect", episodes, unit="episode", initial=existing, enabled=progress) as shown:
+            driver.reset(seed=starting(np.arange(num_envs), slots))
+            next_block = first_block + num_envs
+            while indexed.next_write < episodes:
+                starts = []  # (env, episode index) of the episodes that start now
+                for i in np.flatnonzero(driver.done):
+                    if (slots[i] + 1) % every:
+                        starts.append((i, slots[i] + 1))  # the next episode of its block
+                    else:
+                        starts.append((i, next_block * every))
+                        next_block += 1
+                # A block's first episode: a seeded reset now, before the policy acts. Any other: the vector env's
+                # own autoreset in this step (it runs inside the step; a masked reset would stall every env).
+                first = [(i, j) for i, j in starts if j % every == 0]
+                later = [(i, j) for i, j in starts if j % every]
+                if first:
+                    envs = np.array([i for i, _ in first])
+                    driver.reset_envs(np.isin(np.arange(num_envs), envs), starting(envs, [j for _, j in first]))
+                driver.step()  # finishes the `later` envs' episodes under their old indices
+                for i, j in starts:
+                    slots[i] = j
+                if later:  # reseeded after the step: their draws for the ignored last-row action do not count
+                    starting(np.array([i for i, _ in later]), [j for _, j in later])
+                if starts:
+                    shown.set(indexed.next_write,
+                              detail=f"{driver.steps / max(time.perf_counter() - began, 1e-9):.0f} env steps/s")
+    finally:
+        background.close()
+    seconds = time.perf_counter() - began
     return CollectStats(writer.written, writer.frames, driver.steps, seconds, driver.steps / max(seconds, 1e-9),
                         float(np.mean(writer.returns)), len(store))

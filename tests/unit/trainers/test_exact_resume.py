@@ -1,7 +1,7 @@
 """Exact resume (DESIGN.md): each piece a killed run restarts from continues exactly as the uninterrupted one does.
 
 The step sampler of V and M, CMA-ES's replayed state, the online replay's ring rebuilt from the store, and the
-collector's waves. The whole pipelines under SIGKILL: tests/integration/test_kill_harness.py.
+collector's episode-indexed seeding. The whole pipelines under SIGKILL: tests/integration/test_kill_harness.py.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_one_stream_replay_is_rebuilt_row_for_row_from_the_store(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_collection_stopped_mid_wave_resumes_to_the_straight_store(tmp_path):
+def test_collection_stopped_mid_run_resumes_to_the_straight_store(tmp_path):
     def collect(root, episodes):
         env = make_vector(CATCH_ID, 3, image_size=16)
         store = EpisodeStore.create(root, env_id=CATCH_ID, obs_shape=(16, 16, 3), action_spec=ActionSpec("discrete", 3))
@@ -88,7 +88,7 @@ def test_collection_stopped_mid_wave_resumes_to_the_straight_store(tmp_path):
         return EpisodeStore.open(root)
 
     straight = collect(tmp_path / "straight", 10)
-    collect(tmp_path / "stopped", 4)  # 3 envs: wave 1 stopped after its first episode
+    collect(tmp_path / "stopped", 4)  # 3 envs: it stops with later episodes still running (discarded)
     resumed = collect(tmp_path / "stopped", 10)
     assert len(resumed) == len(straight) == 10
     for x, y in zip(straight.episodes, resumed.episodes):
