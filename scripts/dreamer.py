@@ -74,7 +74,7 @@ def train(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> 
         is_atari(config.env)  # an unknown env id is a one-line error before the Trainer or any env starts
     check_image_size(config.image_size, config.stages)
     profiling.resolve_device({"gpu": "cuda"}.get(config.device, config.device))  # no GPU: one line, not Lightning's traceback
-    keep_cpu_heap()  # activations reuse heap blocks instead of fresh pages each step (trainers/performance.py)
+    keep_cpu_heap(mmap=False)  # activations reuse heap blocks instead of fresh pages each step (trainers/performance.py)
     profiling.set_threads(config.threads, rows=config.batch_size * config.seq_len, width=config.hidden)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -32,9 +32,10 @@ from worldmodels.planning import CEM
 from worldmodels.policies import RandomPolicy
 
 
-def _setup(config: BenchConfig) -> tuple[torch.device, str]:
-    """Device, Lightning precision; applies ``--threads`` and :func:`keep_cpu_heap` (as ``wm dreamer`` does)."""
-    keep_cpu_heap()
+def _setup(config: BenchConfig, *, dreamer: bool = False) -> tuple[torch.device, str]:
+    """Device, Lightning precision; applies ``--threads`` and :func:`keep_cpu_heap` (``dreamer``: with ``mmap``
+    off, as ``wm dreamer`` runs)."""
+    keep_cpu_heap(mmap=not dreamer)
     profiling.set_threads(config.threads)
     device = profiling.resolve_device(config.device)
     return device, config.precision or default_precision(device)
@@ -146,7 +147,7 @@ def _dreamer_module(config: BenchConfig, action_dim: int = 6):
 
 def bench_dreamer_step(config: BenchConfig) -> dict:
     """One DreamerV3 training step (world model, imagination from all B*T posteriors, actor, critic)."""
-    device, precision = _setup(config)
+    device, precision = _setup(config, dreamer=True)
     steps, warmup = steps_and_warmup(config, "dreamer")
     module, run_config = _dreamer_module(config)
     if device.type == "cuda":
@@ -167,7 +168,7 @@ def bench_dreamer_step(config: BenchConfig) -> dict:
 def bench_imagine(config: BenchConfig) -> dict:
     """Dreamer imagination alone: ``N = B*T`` start states rolled ``horizon`` prior steps with the actor
     (``world_model.imagine``, including the reward and continue heads the actor-critic reads)."""
-    device, precision = _setup(config)
+    device, precision = _setup(config, dreamer=True)
     steps, warmup = steps_and_warmup(config, "imagine")
     module, run_config = _dreamer_module(config)
     module = module.to(device).eval()

@@ -79,9 +79,10 @@ def compile_dreamer(module: nn.Module, **compile_kwargs) -> nn.Module:
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX
 
 
-def keep_cpu_heap(*, mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30, mmap: bool = False) -> bool:
+def keep_cpu_heap(*, mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30, mmap: bool = True) -> bool:
     """Tune glibc malloc for training loops; returns whether it applied (Linux/glibc only).
 
     By default glibc serves large blocks with fresh ``mmap`` pages and unmaps them on free, so every
@@ -89,13 +90,17 @@ def keep_cpu_heap(*, mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 
     DreamerV3 S-v1 step). Three settings keep freed blocks in the heap for reuse:
 
     - a 1 GB trim threshold: the heap's free top is not handed back after every step;
-    - ``mmap=False`` (the default): no block is served by ``mmap`` (``M_MMAP_MAX = 0``), so the 134 MB
-      activations of the first conv stages are reused too. At S-v1 and one thread that is 7.6-8.4 against
-      9.9-10.4 process-CPU-seconds per step (shared cores). It raised peak RSS by ~0.75 GB (heap
-      fragmentation) until the conv stacks stopped keeping each conv's input (``_LayerNormSiLUConv``,
-      about 470 MB less); now the peak is 2.6-2.7 GB, below sheeprl's at the same widths;
-    - ``mmap=True``: only blocks up to ``mmap_threshold`` (32 MB, glibc's maximum) come from the heap.
+    - ``mmap=True`` (the default): blocks up to ``mmap_threshold`` (32 MB, glibc's maximum) come from the heap,
+      larger ones from ``mmap`` as usual;
+    - ``mmap=False`` (``wm dreamer``, and ``wm bench`` for the Dreamer kinds): no block is served by ``mmap``
+      (``M_MMAP_MAX = 0``), so the 134 MB activations of the first conv stages are reused too. At S-v1 and one
+      thread that is 7.6-8.4 against 9.9-10.4 process-CPU-seconds per step (shared cores). It raised peak RSS by
+      ~0.75 GB (heap fragmentation) until the conv stacks stopped keeping each conv's input
+      (``_LayerNormSiLUConv``, about 470 MB less); now the S-v1 peak is 2.6-2.75 GB, below sheeprl's at the same
+      widths. Workloads that allocate blocks of many sizes once (the World Models stages, the CMA-ES dream)
+      keep ``mmap``: without it their freed blocks stay resident (``wm bench --what all`` peaked at 4.6 GB).
 
+    The setting is process-wide and each call sets it anew, so one process may switch between workloads.
     Transparent huge pages for large blocks (PyTorch's ``THP_MEM_ALLOC_ENABLE=1``) cut the faults 15x but
     quadrupled kernel time.
     """
@@ -107,4 +112,4 @@ def keep_cpu_heap(*, mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 
     except (OSError, AttributeError):  # musl and other libcs without mallopt
         return False
     applied = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
-    return applied and (mmap or bool(mallopt(_M_MMAP_MAX, 0)))
+    return applied and bool(mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX if mmap else 0))
