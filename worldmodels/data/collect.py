@@ -65,22 +65,18 @@ class CollectStats:
 
 
 class StoreWriter:
-    """Driver hook: writes every complete episode into ``store``, at most ``limit`` of them (``None``: no limit).
+    """Driver hook: writes every complete episode into ``store``.
 
     An episode that began before the driver did (``complete=False``, e.g. after a resume) is not stored.
     """
 
-    def __init__(self, store: EpisodeStore, *, seed: int | None = None, limit: int | None = None) -> None:
-        self.store, self.seed, self.limit = store, seed, limit
+    def __init__(self, store: EpisodeStore, *, seed: int | None = None) -> None:
+        self.store, self.seed = store, seed
         self.written, self.frames = 0, 0
         self.returns: list[float] = []
 
-    @property
-    def full(self) -> bool:
-        return self.limit is not None and self.written >= self.limit
-
     def on_episode(self, env_index: int, episode: dict[str, np.ndarray], complete: bool) -> None:
-        if not complete or self.full:
+        if not complete:
             return
         self.store.add_episode(**episode, seed=self.seed)
         self.written += 1

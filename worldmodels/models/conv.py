@@ -42,10 +42,17 @@ class _LayerNormSiLU(torch.autograd.Function):
         x, weight, bias, mean, rstd = ctx.saved_tensors
         normed = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, ctx.eps)[0]
         # In place: the recomputed LayerNorm output becomes its own gradient (one activation fewer alive).
-        grad_normed = torch.ops.aten.silu_backward.grad_input(grad, normed, grad_input=normed)
-        grad_x, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
-            grad_normed, x, (x.shape[-1],), mean, rstd, weight, bias, list(ctx.needs_input_grad[:3]))
-        return grad_x, grad_weight, grad_bias, None
+        return (*_silu_layer_norm_backward(grad, normed, x, mean, rstd, weight, bias, ctx.needs_input_grad[:3],
+                                           into=normed), None)
+
+
+def _silu_layer_norm_backward(grad, normed, rows, mean, rstd, weight, bias, needs, *, into):
+    """Gradients of ``silu(layer_norm(rows))`` for ``(rows, weight, bias)`` from the output gradient ``grad`` and
+    the recomputed LayerNorm output ``normed``; SiLU's backward is written in place into ``into`` (``grad`` or
+    ``normed``, whichever the caller no longer needs). LayerNorm's backward reads ``rows``, ``mean``, ``rstd``."""
+    grad_normed = torch.ops.aten.silu_backward.grad_input(grad, normed, grad_input=into)
+    return torch.ops.aten.native_layer_norm_backward(grad_normed, rows, (rows.shape[-1],), mean, rstd, weight, bias,
+                                                     list(needs))
 
 
 class _LayerNormSiLUConv(torch.autograd.Function):
@@ -70,12 +77,9 @@ class _LayerNormSiLUConv(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, norm_weight, norm_bias, mean, rstd, conv_weight = ctx.saved_tensors
         rows = x.permute(0, 2, 3, 1)
-        channels = (rows.shape[-1],)
-        normed = torch.native_layer_norm(rows, channels, norm_weight, norm_bias, ctx.eps)[0]
+        normed = torch.native_layer_norm(rows, (rows.shape[-1],), norm_weight, norm_bias, ctx.eps)[0]
         hidden = torch.nn.functional.silu(normed).permute(0, 3, 1, 2)  # the conv's input, recomputed
-        stride, padding, dilation, transposed, output_padding, groups = ctx.conv_args
-        args = (stride, padding, dilation, transposed, output_padding, groups)
-        need = ctx.needs_input_grad
+        args, transposed, need = ctx.conv_args, ctx.conv_args[3], ctx.needs_input_grad
         bias_sizes = [conv_weight.shape[1 if transposed else 0]] if ctx.has_bias else None
         # Weight gradient first, so the recomputed input is freed before the input gradient is allocated; the
         # input gradient reads only the input's shape and layout, which the LayerNorm output shares.
@@ -86,11 +90,9 @@ class _LayerNormSiLUConv(torch.autograd.Function):
         grad_hidden = torch.ops.aten.convolution_backward(
             grad, normed.permute(0, 3, 1, 2), conv_weight, None, *args, [True, False, False])[0]
         grad_rows = grad_hidden.permute(0, 2, 3, 1).contiguous()
-        # In place into the incoming gradient, then normed is dead: LayerNorm's backward reads x, mean and rstd.
-        grad_normed = torch.ops.aten.silu_backward.grad_input(grad_rows, normed, grad_input=grad_rows)
-        del normed
-        grad_x, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
-            grad_normed, rows, channels, mean, rstd, norm_weight, norm_bias, [need[0], need[1], need[2]])
+        # SiLU's backward in place into the incoming gradient, so normed can go as soon as it is read.
+        grad_x, grad_norm_weight, grad_norm_bias = _silu_layer_norm_backward(
+            grad_rows, normed, rows, mean, rstd, norm_weight, norm_bias, need[:3], into=grad_rows)
         grad_x = None if grad_x is None else grad_x.permute(0, 3, 1, 2)
         return grad_x, grad_norm_weight, grad_norm_bias, None, grad_conv_weight, grad_conv_bias, None
 

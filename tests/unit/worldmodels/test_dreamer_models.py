@@ -154,7 +154,13 @@ def test_fused_norm_silu_conv_pairs_match_the_plain_stacks(monkeypatch):
         out = decoder(encoder(images))
         return out.detach(), torch.autograd.grad(out.square().mean(), params)
 
+    fused_calls = []
+    real_apply = conv_module._LayerNormSiLUConv.apply
+    monkeypatch.setattr(conv_module._LayerNormSiLUConv, "apply",
+                        lambda *args: fused_calls.append(args[4].shape) or real_apply(*args))
     out, grads = run()
+    # Encoder and decoder have 4 stages each: 3 LayerNorm + SiLU -> conv pairs each, all fused.
+    assert len(fused_calls) == 6, fused_calls
     monkeypatch.setattr(conv_module, "run_stack", lambda net, x: net(x))  # the plain Sequential
     want_out, want_grads = run()
     torch.testing.assert_close(out, want_out)
