@@ -40,7 +40,7 @@ from trainers.online import BatchRequests, OnlineReplay
 from trainers.performance import use_channels_last
 from trainers.resume import CheckpointWhenReady
 from worldmodels.config import arg, directory_problem, from_dict, given, to_dict
-from worldmodels.envs import make_vector
+from worldmodels.envs import ATARI_PROTOCOLS, make_vector, protocol_options
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import evaluate_against_random
 from worldmodels.policies import ActorHead, ModelPolicy
@@ -62,6 +62,10 @@ class DreamerRunConfig(DreamerAgentConfig):
     obs: str = arg("auto", "observations: auto (the env's own vector if it is a 1-D Box, MLP encoder; else frames), "
                            "pixels or vector (worldmodels.envs.factory.observation_kind)", choices=("auto", "pixels", "vector"))
     frameskip: Optional[int] = arg(None, "action repeat; None = env default (4 for ALE)", minimum=1)
+    atari_protocol: str = arg("machado", "ALE only: machado = sticky actions 0.25, no no-op starts, last frame (Machado et "
+                                         "al. 2018, the env default); atari100k = no sticky actions, up to 30 no-op starts, "
+                                         "max over the last two frames (DreamerV3's Atari-100k setting)",
+                              choices=tuple(ATARI_PROTOCOLS))
     num_envs: int = arg(1, "parallel envs stepped by the online dataset", minimum=1)
     batch_size: int = arg(16, "replayed chunks per gradient step (B)", minimum=1)
     seq_len: int = arg(64, "chunk length (T)", minimum=2)
@@ -98,11 +102,13 @@ PRESETS: dict[str, dict] = {
               "eval_episodes": 5},
     "tiny": {"deter": 128, "hidden": 128, "stoch": 16, "classes": 16, "depth": 16, "stages": 4, "layers": 1,
              "image_size": 64, "batch_size": 8, "seq_len": 32},
-    # cpu: the Atari-100k protocol (64x64, action repeat 4, sticky actions) sized for 2 CPU cores and 2 h: tiny widths,
-    # B 16 x T 32 and replay ratio 128 (DreamerV3 uses 1024 at B 16 x T 64 on a GPU): 20k agent steps are ~4.8k
-    # gradient steps at ~1 step/s on 2 shared cores.
+    # cpu: the Atari-100k protocol (64x64, action repeat 4, DreamerV3's atari100k env: no sticky actions, no-op starts)
+    # sized for 2 CPU cores and 2 h: tiny widths, B 16 x T 32 and replay ratio 192 (DreamerV3: 256 at B 16 x T 64 on a
+    # GPU), so 20k agent steps are ~7.1k gradient steps at ~1.2 steps/s. The learning rates are DreamerV2's Atari ones
+    # (world model 2e-4, actor 4e-5, critic 1e-4): a 1.9M-parameter model gets a few thousand updates, not 100k.
     "cpu": {"deter": 128, "hidden": 128, "stoch": 16, "classes": 16, "depth": 16, "stages": 4, "layers": 1,
-            "image_size": 64, "batch_size": 16, "seq_len": 32, "replay_ratio": 128.0, "prefill": 1000,
+            "image_size": 64, "batch_size": 16, "seq_len": 32, "replay_ratio": 192.0, "prefill": 1000,
+            "atari_protocol": "atari100k", "model_lr": 2e-4, "actor_lr": 4e-5, "critic_lr": 1e-4,
             "threads": "2", "checkpoint_every": 250, "eval_episodes": 10},
     "S": {"deter": 512, "hidden": 256, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
           "image_size": 64, "batch_size": 16, "seq_len": 64},
@@ -117,8 +123,12 @@ PRESETS: dict[str, dict] = {
 
 
 def env_options(config: DreamerRunConfig) -> dict:
-    """The env options of training and evaluation (an unset frameskip keeps the env's default)."""
-    return {"image_size": config.image_size, "obs": config.obs, **given(frameskip=config.frameskip)}
+    """The env options of training and evaluation (an unset frameskip keeps the env's default).
+
+    They are saved with the model (``env_options``), so ``wm evaluate`` and ``wm plan`` play by the same protocol.
+    """
+    return {"image_size": config.image_size, "obs": config.obs, **given(frameskip=config.frameskip),
+            **protocol_options(config.env, config.atari_protocol)}
 
 
 def build(config: DreamerRunConfig, *, store_dir: str | None = None,

@@ -6,8 +6,8 @@ Every env gives uint8 ``(image_size, image_size, 3)`` RGB observations (or, aske
 :class:`EnvOptions` for the options (Atari defaults: Machado et al. 2018).
 """
 
-from worldmodels.envs.factory import agent_frameskip, is_atari, make, make_vector
-from worldmodels.envs.options import EnvError, EnvOptions
+from worldmodels.envs.factory import agent_frameskip, is_atari, make, make_vector, protocol_options
+from worldmodels.envs.options import ATARI_PROTOCOLS, EnvError, EnvOptions
 from worldmodels.envs.spaces import ActionSpec
 
-__all__ = ["ActionSpec", "EnvError", "EnvOptions", "agent_frameskip", "is_atari", "make", "make_vector"]
+__all__ = ["ATARI_PROTOCOLS", "ActionSpec", "EnvError", "EnvOptions", "agent_frameskip", "is_atari", "make", "make_vector", "protocol_options"]

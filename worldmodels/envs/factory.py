@@ -46,7 +46,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers import TransformObservation
 
-from worldmodels.envs.options import ATARI_MAX_EPISODE_FRAMES, EnvError, EnvOptions, resolve_options
+from worldmodels.envs.options import ATARI_MAX_EPISODE_FRAMES, ATARI_PROTOCOLS, EnvError, EnvOptions, resolve_options
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.envs.vizdoom import ScreenFrames, is_vizdoom, register_vizdoom_envs, time_limit
 from worldmodels.envs.wrappers import (
@@ -101,6 +101,17 @@ def registry_spec(env_id: str) -> gym.envs.registration.EnvSpec:
 
 def is_atari(env_id: str) -> bool:
     return registry_spec(env_id).entry_point == ATARI_ENTRY_POINT
+
+
+def protocol_options(env_id: str, protocol: str) -> dict[str, Any]:
+    """The :data:`ATARI_PROTOCOLS` overrides of ``protocol`` for an ALE ``env_id``; ``{}`` for any other id (or
+    one not registered yet, which cannot be ALE: ale-py registers its ids on import)."""
+    if protocol not in ATARI_PROTOCOLS:
+        raise EnvError(f"unknown Atari protocol {protocol!r}; choose one of {', '.join(ATARI_PROTOCOLS)}")
+    try:
+        return dict(ATARI_PROTOCOLS[protocol]) if is_atari(env_id) else {}
+    except EnvError:
+        return {}
 
 
 def agent_frameskip(env_id: str, options: EnvOptions) -> int:

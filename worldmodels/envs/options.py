@@ -17,6 +17,14 @@ from worldmodels.config import arg
 
 ATARI_MAX_EPISODE_FRAMES = 108_000  # Machado et al. 2018: 30 minutes of play at 60 Hz
 
+# Named ALE protocols as EnvOptions overrides. "machado" is the default above (Machado et al. 2018, Sec. 5);
+# "atari100k" is DreamerV3's Atari-100k env (its configs.yaml env.atari100k: sticky False, noops 30, max-pooling
+# of the last two frames; the minimal action set and no life signal, as by default).
+ATARI_PROTOCOLS: dict[str, dict[str, Any]] = {
+    "machado": {},
+    "atari100k": {"sticky_action_prob": 0.0, "noop_max": 30, "maxpool": True},
+}
+
 
 class EnvError(ValueError):
     """An env request that cannot be served; the message is one line and says what would work."""

@@ -1,0 +1,65 @@
+"""`wm dreamer --atari-protocol`: the ALE settings a run trains and evaluates by, and what its model carries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts.dreamer import CONFIG, PRESETS
+from trainers.dreamer_run import env_options
+from worldmodels.config import ConfigError, build_config
+from worldmodels.envs import ATARI_PROTOCOLS, EnvError, make, protocol_options
+from worldmodels.families.dreamer import _run_env
+
+
+def _config(**overrides):
+    return build_config(CONFIG, overrides, presets=PRESETS, preset="debug")
+
+
+def test_machado_is_the_default_and_adds_nothing():
+    assert _config(env="ALE/Boxing-v5").atari_protocol == "machado"
+    assert env_options(_config(env="ALE/Boxing-v5")) == {"image_size": 16, "obs": "auto"}
+
+
+def test_atari100k_turns_off_sticky_actions_and_adds_noop_starts_on_ale_only():
+    ale = env_options(_config(env="ALE/Boxing-v5", atari_protocol="atari100k"))
+    assert ale["sticky_action_prob"] == 0.0 and ale["noop_max"] == 30 and ale["maxpool"] is True
+    # The options are ALE-only, so another env's model does not claim them.
+    assert env_options(_config(env="CartPole-v1", atari_protocol="atari100k")) == {"image_size": 16, "obs": "auto"}
+
+
+def test_the_cpu_preset_trains_by_the_atari100k_protocol():
+    config = build_config(CONFIG, {"env": "ALE/Boxing-v5"}, presets=PRESETS, preset="cpu")
+    assert config.atari_protocol == "atari100k"
+    assert env_options(config)["sticky_action_prob"] == 0.0
+
+
+def test_the_env_really_plays_by_the_protocol():
+    env = make("ALE/Boxing-v5", **ATARI_PROTOCOLS["atari100k"])
+    try:
+        assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
+    finally:
+        env.close()
+    env = make("ALE/Boxing-v5")
+    try:
+        assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.25  # Machado et al. 2018
+    finally:
+        env.close()
+
+
+def test_an_unknown_protocol_is_one_line():
+    with pytest.raises(ConfigError) as error:
+        _config(env="ALE/Boxing-v5", atari_protocol="atari200m")
+    assert "\n" not in str(error.value) and "atari100k" in str(error.value)
+    with pytest.raises(EnvError, match="choose one of machado, atari100k"):
+        protocol_options("ALE/Boxing-v5", "atari200m")
+
+
+def test_a_run_directory_evaluates_by_the_protocol_it_trained_by(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"env": "ALE/Boxing-v5", "atari_protocol": "atari100k"}))
+    options = _run_env(tmp_path, (64, 64, 3))["env_options"]
+    assert options == {"image_size": 64, **ATARI_PROTOCOLS["atari100k"]}
+    # A run from before the option existed played by the default.
+    (tmp_path / "config.json").write_text(json.dumps({"env": "ALE/Boxing-v5"}))
+    assert _run_env(tmp_path, (64, 64, 3))["env_options"] == {"image_size": 64}
