@@ -127,6 +127,7 @@ Load it with `worldmodels.load("{config.out}")`; render its dreams with
 | command | `{config.train_command}` |
 | export | `wm export --run-dir {config.run_dir} --out {config.out}` |
 | data | {facts.get('episodes', 'online replay')} episodes, {facts.get('frames', '?')} frames; episodes capped at {facts.get('max_episode_steps') or 'the env default'} agent steps (training and evaluation) |
+| env options | `{json.dumps(pretrained.get('env_options', {}))}` (what `wm evaluate` plays by; absent keys: the env defaults) |
 | training steps | `{json.dumps(pretrained.get('training_steps'))}` |
 | wall time | {config.wall_time or 'not recorded'} |
 | hardware | {_hardware()} |

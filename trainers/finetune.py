@@ -36,6 +36,7 @@ from worldmodels.checkpoint import read_config
 from worldmodels.config import apply_overrides, arg, directory_problem, from_dict, save_json_atomic, to_dict
 from worldmodels.data.latents import encode_store
 from worldmodels.envs import make
+from worldmodels.envs.options import protocol_of
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.families.vm import DONE, save_stage
@@ -213,8 +214,11 @@ def dreamer_config(config: FinetuneConfig, pretrained: dict, env_id: str) -> Dre
     agent = from_dict(DreamerAgentConfig, pretrained["config"])
     # The fine-tuned agent observes what the checkpoint did: `--obs auto` would give CartPole a pixel model vectors.
     obs = "vector" if len(pretrained["obs_shape"]) == 1 else "pixels"
+    # ... and plays by the checkpoint's env settings (ALE protocol, action repeat), whatever the preset says.
+    saved_env = pretrained.get("env_options", {})
     overrides = {**to_dict(agent), "env": env_id, "run_dir": config.run_dir, "seed": config.seed, "obs": obs,
-                 "image_size": int(pretrained["obs_shape"][0])}
+                 "image_size": int(pretrained["obs_shape"][0]), "atari_protocol": protocol_of(saved_env),
+                 **({"frameskip": saved_env["frameskip"]} if saved_env.get("frameskip") is not None else {})}
     if config.learning_rate:
         overrides["model_lr"] = config.learning_rate
     if config.device != "auto":

@@ -230,7 +230,8 @@ def check_same_settings(run_dir: str | Path, config: Any, *, ignore: frozenset[s
                         may_grow: frozenset[str] = frozenset()) -> set[str]:
     """Refuse, in one line naming the keys, a rerun whose settings differ from ``RUN_DIR/config.json``'s.
 
-    Keys missing from the saved file (fields added since it was written) and those in ``ignore`` are not compared.
+    A key missing from the saved file (a field added since it was written) is compared with the field's default,
+    the behaviour of the code that wrote the file; keys in ``ignore`` are not compared.
     Keys in ``may_grow`` (training budgets) may increase, to train a run on; returns those that did.
     No ``config.json`` (a new run directory) passes.
     """
@@ -239,6 +240,7 @@ def check_same_settings(run_dir: str | Path, config: Any, *, ignore: frozenset[s
         return set()
     saved = read_json(path, what="the run's settings")
     current = to_dict(config)
+    saved = {**{key: value for key, value in _defaults(config).items() if key not in saved}, **saved}
     common = saved.keys() & current.keys()
     grown = {key for key in common & may_grow if _grew(saved[key], current[key])}
     differ = sorted(key for key in common if key not in ignore and key not in grown and saved[key] != current[key])
@@ -248,6 +250,19 @@ def check_same_settings(run_dir: str | Path, config: Any, *, ignore: frozenset[s
                           f"or choose another --run-dir (only {', '.join(sorted(_flag(k) for k in ignore))} may differ"
                           + (f"; {', '.join(sorted(_flag(k) for k in may_grow))} may grow" if may_grow else "") + ")")
     return grown
+
+
+def _defaults(config: Any) -> dict[str, Any]:
+    """The default of each field of a config dataclass that has one (as :func:`to_dict` would write it)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        if dataclasses.is_dataclass(out.get(f.name)):
+            out[f.name] = dataclasses.asdict(out[f.name])
+    return json.loads(json.dumps(out, default=str))
 
 
 def _grew(before: Any, after: Any) -> bool:

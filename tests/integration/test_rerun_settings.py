@@ -85,3 +85,15 @@ def test_a_damaged_config_json_is_named(tmp_path):
     (run_dir / "config.json").write_text(json.dumps([1, 2]))
     with pytest.raises(ConfigError, match=r"config\.json: holds a JSON list"):
         check_same_settings(run_dir, _dreamer_config(run_dir))
+
+
+def test_a_setting_added_since_the_run_was_written_compares_with_its_default(tmp_path):
+    """A config.json from before ``--atari-protocol`` existed played by its default (machado); resuming it under
+    another protocol would mix two data distributions in one replay, so that is refused too."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    old = {k: v for k, v in to_dict(_dreamer_config(run_dir, env="ALE/Boxing-v5")).items() if k != "atari_protocol"}
+    save_json_atomic(run_dir / "config.json", old)
+    check_same_settings(run_dir, _dreamer_config(run_dir, env="ALE/Boxing-v5"))  # the default: resumes
+    with pytest.raises(ConfigError, match=r"--atari-protocol 'machado' -> 'atari100k'"):
+        check_same_settings(run_dir, _dreamer_config(run_dir, env="ALE/Boxing-v5", atari_protocol="atari100k"))

@@ -26,6 +26,14 @@ ATARI_PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 
 
+def protocol_of(options: dict[str, Any]) -> str:
+    """The :data:`ATARI_PROTOCOLS` name whose settings a model's saved ``env_options`` hold (``machado`` if none)."""
+    for name, settings in ATARI_PROTOCOLS.items():
+        if settings and all(options.get(key) == value for key, value in settings.items()):
+            return name
+    return "machado"
+
+
 class EnvError(ValueError):
     """An env request that cannot be served; the message is one line and says what would work."""
 

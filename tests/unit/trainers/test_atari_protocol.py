@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from scripts.dreamer import CONFIG, PRESETS
 from trainers.dreamer_run import env_options
-from worldmodels.config import ConfigError, build_config
+from worldmodels.config import ConfigError, build_config, to_dict
 from worldmodels.envs import ATARI_PROTOCOLS, EnvError, make, protocol_options
+from worldmodels.envs.options import protocol_of
 from worldmodels.families.dreamer import _run_env
 
 
@@ -63,3 +65,34 @@ def test_a_run_directory_evaluates_by_the_protocol_it_trained_by(tmp_path):
     # A run from before the option existed played by the default.
     (tmp_path / "config.json").write_text(json.dumps({"env": "ALE/Boxing-v5"}))
     assert _run_env(tmp_path, (64, 64, 3))["env_options"] == {"image_size": 64}
+
+
+def test_the_vector_env_plays_by_the_protocol_too():
+    """Training and evaluation step ale-py's AtariVectorEnv: with no-op starts two seeds start from other frames,
+    and with sticky actions off the same seed and actions give the same frames."""
+    from worldmodels.envs import make_vector
+
+    def frames(seed: int, **options):
+        env = make_vector("ALE/Boxing-v5", 1, seed=seed, image_size=32, **options)
+        try:
+            out = [env.reset(seed=seed)[0]]
+            for _ in range(20):
+                out.append(env.step(np.array([1]))[0])  # FIRE
+            return np.stack(out)
+        finally:
+            env.close()
+
+    protocol = ATARI_PROTOCOLS["atari100k"]
+    assert np.array_equal(frames(3, **protocol), frames(3, **protocol))
+    assert any(not np.array_equal(frames(3, **protocol), frames(s, **protocol)) for s in (4, 5, 6))
+
+
+def test_finetune_plays_by_the_checkpoints_protocol_not_the_presets():
+    from trainers.finetune import FinetuneConfig, dreamer_config
+
+    pretrained = {"config": to_dict(_config()), "obs_shape": [16, 16, 3],
+                  "env_options": {"image_size": 16, **ATARI_PROTOCOLS["atari100k"], "frameskip": 2}}
+    config = dreamer_config(FinetuneConfig(source="x", env="ALE/Boxing-v5", family_preset="tiny"), pretrained,
+                            "ALE/Boxing-v5")
+    assert config.atari_protocol == "atari100k" and config.frameskip == 2
+    assert protocol_of({"image_size": 64}) == "machado"
