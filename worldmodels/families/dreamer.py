@@ -23,6 +23,7 @@ from worldmodels.checkpoint import CheckpointError, load_lightning_checkpoint, r
 from worldmodels.config import read_json
 from worldmodels.core import LatentPolicy, WorldModel
 from worldmodels.envs.factory import protocol_options
+from worldmodels.envs.options import EnvError
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.actor_critic import Actor, Critic
 from worldmodels.models.world_model import DreamerWorldModel
@@ -118,5 +119,8 @@ def _run_env(path: Path, obs_shape: tuple[int, ...]) -> dict[str, Any]:
     run, store = read_json(run_dir / "config.json", default={}), read_json(run_dir / "episodes" / "store.json", default={})
     options = {"image_size": int(obs_shape[0]), **({"frameskip": run["frameskip"]} if run.get("frameskip") is not None else {})}
     env_id = run.get("env") or store.get("env_id", "")
-    options.update(protocol_options(env_id, run.get("atari_protocol", "machado")))  # wm dreamer --atari-protocol
+    try:
+        options.update(protocol_options(env_id, run.get("atari_protocol", "machado")))  # wm dreamer --atari-protocol
+    except EnvError as error:
+        raise CheckpointError(f"{run_dir / 'config.json'}: {error}") from None
     return {"env_id": env_id, "env_options": model_env_options(obs_shape, options)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from scripts.dreamer import CONFIG, PRESETS
@@ -67,24 +66,26 @@ def test_a_run_directory_evaluates_by_the_protocol_it_trained_by(tmp_path):
     assert _run_env(tmp_path, (64, 64, 3))["env_options"] == {"image_size": 64}
 
 
-def test_the_vector_env_plays_by_the_protocol_too():
-    """Training and evaluation step ale-py's AtariVectorEnv: with no-op starts two seeds start from other frames,
-    and with sticky actions off the same seed and actions give the same frames."""
+def test_the_vector_env_plays_by_the_protocol_too(monkeypatch):
+    """Training and evaluation step ale-py's AtariVectorEnv: the protocol's settings reach its constructor."""
+    import ale_py.vector_env
+
     from worldmodels.envs import make_vector
 
-    def frames(seed: int, **options):
-        env = make_vector("ALE/Boxing-v5", 1, seed=seed, image_size=32, **options)
-        try:
-            out = [env.reset(seed=seed)[0]]
-            for _ in range(20):
-                out.append(env.step(np.array([1]))[0])  # FIRE
-            return np.stack(out)
-        finally:
-            env.close()
+    seen = {}
+    real = ale_py.vector_env.AtariVectorEnv
 
-    protocol = ATARI_PROTOCOLS["atari100k"]
-    assert np.array_equal(frames(3, **protocol), frames(3, **protocol))
-    assert any(not np.array_equal(frames(3, **protocol), frames(s, **protocol)) for s in (4, 5, 6))
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ale_py.vector_env, "AtariVectorEnv", spy)
+    env = make_vector("ALE/Boxing-v5", 1, seed=3, image_size=32, **ATARI_PROTOCOLS["atari100k"])
+    env.close()
+    assert seen["repeat_action_probability"] == 0.0 and seen["noop_max"] == 30 and seen["maxpool"] is True
+    seen.clear()
+    make_vector("ALE/Boxing-v5", 1, seed=3, image_size=32).close()
+    assert seen["repeat_action_probability"] == 0.25 and seen["noop_max"] == 0  # Machado et al. 2018
 
 
 def test_finetune_plays_by_the_checkpoints_protocol_not_the_presets():
