@@ -36,6 +36,16 @@ def test_the_cpu_preset_trains_by_the_atari100k_protocol():
     assert env_options(config)["sticky_action_prob"] == 0.0
 
 
+def test_the_cpu_preset_weights_the_reward_term_ten_times_and_keeps_the_other_scales():
+    from trainers.dreamer_module import DEFAULT_LOSS_SCALES, parse_loss_scales
+
+    config = build_config(CONFIG, {"env": "ALE/Boxing-v5"}, presets=PRESETS, preset="cpu")
+    assert parse_loss_scales(config.loss_scales) == {**DEFAULT_LOSS_SCALES, "reward": 10.0}
+    # An explicit --loss-scales replaces the preset's dict: the user's scales, over DreamerV3's defaults.
+    flagged = build_config(CONFIG, {"env": "ALE/Boxing-v5", "loss_scales": "entropy=1e-3"}, presets=PRESETS, preset="cpu")
+    assert parse_loss_scales(flagged.loss_scales) == {**DEFAULT_LOSS_SCALES, "entropy": 1e-3}
+
+
 def test_the_env_really_plays_by_the_protocol():
     env = make("ALE/Boxing-v5", **ATARI_PROTOCOLS["atari100k"])
     try:
