@@ -154,6 +154,7 @@ def build(config: DreamerRunConfig, *, store_dir: str | None = None,
                            config=from_dict(DreamerAgentConfig, to_dict(config)))
     replay.agent = ModelPolicy(module.world_model, ActorHead(module.actor, module.action_spec))
     replay.checkpoint_every = config.checkpoint_every  # in batches = gradient steps (see make_trainer)
+    replay.max_env_steps = config.steps  # "trained within --steps agent steps" holds, checkpoints included
     module.attach_replay(replay)
     return module, replay
 

@@ -184,6 +184,9 @@ class OnlineReplay(IterableDataset):
         # Batches after which a checkpoint is due (0 = none): with one env, the batch that makes a checkpoint due
         # plays on to the end of the running episode, so the save lands on schedule (see next_batch).
         self.checkpoint_every = 0
+        # The run's env-step budget (``--steps``), or None: that play-on never steps past it, so a run that
+        # reports N agent steps trained on at most N (the checkpoint then waits for the final save).
+        self.max_env_steps: int | None = None
 
     # ------------------------------------------------------------------ state in checkpoints
 
@@ -285,13 +288,16 @@ class OnlineReplay(IterableDataset):
             self._start()
         torch.manual_seed(resume_seed(self.seed, self.batches))
         target = self.prefill + (self.batches + 1) * self.batch_size * self.seq_len / self.replay_ratio
+        if self.max_env_steps is not None:  # the last batch of a run whose update count was rounded up
+            target = min(target, self.max_env_steps)
         began, steps_before = time.perf_counter(), self.env_steps
         if self._resumed_at is not None:
             self._training_s += began - self._resumed_at
         while self.env_steps < target or not self.replay.has_window(self.seq_len):
             self.step()
         if self.num_envs == 1 and self.checkpoint_every and (self.batches + 1) % self.checkpoint_every == 0:
-            while not self._episode_ended:  # a checkpoint follows this batch's step: stop between two episodes
+            # A checkpoint follows this batch's step: stop between two episodes, but within the step budget.
+            while not self._episode_ended and (self.max_env_steps is None or self.env_steps < self.max_env_steps):
                 self.step()
         batch = self.replay.sample(self.rng, self.batch_size, self.seq_len)
         self.batches += 1
