@@ -106,5 +106,6 @@ class CheckpointWhenReady(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         if trainer.global_step < self._due or (trainer.world_size == 1 and not self.ready(pl_module)):
             return
-        trainer.save_checkpoint(str(self.path))
+        # The full state (optimisers, replay position); saying so keeps Lightning's per-save log line out of the run's log.
+        trainer.save_checkpoint(str(self.path), weights_only=False)
         self._due = self._next_due(trainer.global_step)
