@@ -7,6 +7,7 @@ import json
 import pytest
 
 from scripts.dreamer import CONFIG, PRESETS
+from trainers.dreamer_module import DEFAULT_LOSS_SCALES, parse_loss_scales
 from trainers.dreamer_run import env_options
 from worldmodels.config import ConfigError, build_config, to_dict
 from worldmodels.envs import ATARI_PROTOCOLS, EnvError, make, protocol_options
@@ -37,8 +38,6 @@ def test_the_cpu_preset_trains_by_the_atari100k_protocol():
 
 
 def test_the_cpu_preset_weights_the_reward_term_ten_times_and_keeps_the_other_scales():
-    from trainers.dreamer_module import DEFAULT_LOSS_SCALES, parse_loss_scales
-
     config = build_config(CONFIG, {"env": "ALE/Boxing-v5"}, presets=PRESETS, preset="cpu")
     assert parse_loss_scales(config.loss_scales) == {**DEFAULT_LOSS_SCALES, "reward": 10.0}
     # An explicit --loss-scales replaces the preset's dict: the user's scales, over DreamerV3's defaults.
