@@ -3,8 +3,10 @@
 ``--checkpoint`` is a shipped name, an exported model directory or a training run, read by ``worldmodels.load``.
 Binds ``127.0.0.1`` by default; any other host needs ``--token`` (or ``WM_SERVE_TOKEN``), and with a token every
 endpoint but ``/healthz`` needs ``Authorization: Bearer <token>``. ``--port 0`` picks a free port; the URL
-it bound is printed first. ``--env ID`` checks at load time that ID's spaces are the model's. Endpoints and
-encodings: :mod:`worldmodels.serving.app` and the README's serving section.
+it bound is printed first. ``--env ID`` checks at load time that ID's spaces are the model's. Connections are
+capped below the open-file limit and closed when their headers take longer than ``--header-timeout-s``
+(:mod:`worldmodels.serving.connections`). Endpoints and encodings: :mod:`worldmodels.serving.app` and the
+README's serving section.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from worldmodels.pretrained import make_env_for
 from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load
 from worldmodels.serving import SessionSettings, create_app
+from worldmodels.serving.connections import ACCEPT_BACKLOG, connection_cap, guarded_protocol
 
 TOKEN_ENV = "WM_SERVE_TOKEN"
 
@@ -37,6 +40,12 @@ class ServeConfig:
     max_wait_ms: float = arg(5.0, "how long the first queued act waits for others to share its forward pass", minimum=0.0)
     sample: bool = arg(False, "Dreamer: sample the actor's actions instead of taking its mode")
     seed: int = arg(0, "seed of a model-less (random) policy", minimum=0)
+    header_timeout_s: float = arg(10.0, "a connection must send a request's complete headers within this many seconds "
+                                        "of connecting (or of its last answer), else it is closed", above=0.0,
+                                  maximum=600.0)
+    max_connections: int = arg(0, "connections open at once; at the cap a new one replaces the oldest one not in a "
+                                  "request, else gets 503; 0 = half of what the open-file limit (ulimit -n) leaves",
+                               minimum=0, maximum=1_000_000)
     device: str = arg("auto", "torch device of the model: auto, cpu or cuda")
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n; 1 keeps a small shared CPU from thrashing")
 
@@ -69,7 +78,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         raise ValueError(f"cannot bind {host}:{port} ({error.strerror}); choose another --port, or --port 0 for a free one") from None
-    sock.listen(128)
+    sock.listen(ACCEPT_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -85,6 +94,7 @@ def make_server(config: ServeConfig):
 
     token = config.token or os.environ.get(TOKEN_ENV, "")
     check_host(config.host, token)  # before loading anything: a refused host costs nothing
+    cap = connection_cap(config.max_connections)
     set_threads(config.threads)  # measured: two OpenMP threads on 2 busy cores made one act ~20x slower than one
     model = load(config.checkpoint, resolve_device(config.device))
     if config.env:  # refused here in one line, not as a 4xx on every act of a client in another env
@@ -94,9 +104,13 @@ def make_server(config: ServeConfig):
     app = create_app(model, settings=settings, token=token, name=config.checkpoint, sample=config.sample,
                      seed=config.seed)
     sock = bind(config.host, config.port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    # The guarded h11 protocol closes half-open connections and caps them below the open-file limit; no
+    # websockets, which would leave the guard's bookkeeping.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                                           http=guarded_protocol(cap, config.header_timeout_s), ws="none",
+                                           backlog=ACCEPT_BACKLOG))
     info = {"url": url_of(sock), "checkpoint": config.checkpoint, "family": model.family, "env_id": model.env_id,
-            "auth": bool(token)}
+            "auth": bool(token), "max_connections": cap}
     return server, sock, info
 
 

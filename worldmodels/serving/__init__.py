@@ -2,6 +2,7 @@
 
 - :mod:`worldmodels.serving.sessions`: :class:`SessionPool`, the per-session recurrent state and the batcher.
 - :mod:`worldmodels.serving.app`: :func:`create_app`, the FastAPI app (endpoints, decoding, auth, errors).
+- :mod:`worldmodels.serving.connections`: the header timeout and connection cap of ``wm serve``'s uvicorn server.
 """
 
 from worldmodels.serving.app import create_app, model_card
