@@ -22,6 +22,7 @@ from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load
 from worldmodels.serving import SessionSettings, create_app
 from worldmodels.serving.connections import ACCEPT_BACKLOG, connection_cap, guarded_protocol
+from worldmodels.serving.sessions import MAX_IDLE_TIMEOUT_S, MAX_WAIT_MS
 
 TOKEN_ENV = "WM_SERVE_TOKEN"
 
@@ -34,12 +35,14 @@ class ServeConfig:
     host: str = arg("127.0.0.1", "interface to bind; a non-loopback host (e.g. 0.0.0.0) requires --token")
     port: int = arg(8000, "TCP port; 0 picks a free one (printed)", minimum=0, maximum=65535)
     token: str = arg("", f"bearer token every endpoint but /healthz requires; empty = ${TOKEN_ENV}, else no auth")
-    max_sessions: int = arg(64, "sessions open at once; one more is refused with 429", minimum=1)
-    idle_timeout_s: float = arg(300.0, "a session unused this long (seconds) expires", above=0.0)
-    max_batch: int = arg(32, "most sessions stepped in one forward pass", minimum=1)
-    max_wait_ms: float = arg(5.0, "how long the first queued act waits for others to share its forward pass", minimum=0.0)
+    max_sessions: int = arg(64, "sessions open at once; one more is refused with 429", minimum=1, maximum=100_000)
+    idle_timeout_s: float = arg(300.0, "a session unused this long (seconds) expires", above=0.0,
+                                maximum=MAX_IDLE_TIMEOUT_S)
+    max_batch: int = arg(32, "most sessions stepped in one forward pass", minimum=1, maximum=4096)
+    max_wait_ms: float = arg(5.0, "how long the first queued act waits for others to share its forward pass",
+                             minimum=0.0, maximum=MAX_WAIT_MS)
     sample: bool = arg(False, "Dreamer: sample the actor's actions instead of taking its mode")
-    seed: int = arg(0, "seed of a model-less (random) policy", minimum=0)
+    seed: int = arg(0, "seed of a model-less (random) policy", minimum=0, maximum=2**32 - 1)
     header_timeout_s: float = arg(10.0, "a connection must send a request's complete headers within this many seconds "
                                         "of connecting (or of its last answer), else it is closed", above=0.0,
                                   maximum=600.0)

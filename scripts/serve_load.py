@@ -27,11 +27,11 @@ ENCODINGS = ("bytes", "json", "png")
 class ServeLoadConfig:
     url: str = arg("http://127.0.0.1:8000", "base URL of the server (what `wm serve` printed)")
     clients: int = arg(8, "concurrent clients, one session each", minimum=1, maximum=1024)
-    seconds: float = arg(20.0, "how long every client keeps acting", above=0.0)
+    seconds: float = arg(20.0, "how long every client keeps acting", above=0.0, maximum=86_400.0)
     token: str = arg("", "bearer token; empty = $WM_SERVE_TOKEN, else none")
     encoding: str = arg("bytes", "observation encoding: raw bytes, JSON nested lists or PNG", choices=ENCODINGS)
-    frames: int = arg(16, "distinct random frames each client cycles through", minimum=1)
-    seed: int = arg(0, "seed of the random frames", minimum=0)
+    frames: int = arg(16, "distinct random frames each client cycles through", minimum=1, maximum=4096)
+    seed: int = arg(0, "seed of the random frames", minimum=0, maximum=2**32 - 1)
     out: str = arg("", "also write the JSON result to this path")
 
 

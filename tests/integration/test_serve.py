@@ -7,12 +7,14 @@ a second; one test runs the real `wm serve` command in a subprocess to check wha
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import subprocess
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 
 import httpx
@@ -27,6 +29,7 @@ from model_fixtures import CATCH, tiny_dreamer, tiny_worldmodels
 from serving import serving
 from scripts.cli import main
 from scripts.serve import ServeConfig, check_host, is_loopback
+from scripts.serve_load import ServeLoadConfig
 from worldmodels.controllers.linear import make_controller
 from worldmodels.envs import make
 from worldmodels.envs.spaces import ActionSpec
@@ -191,6 +194,23 @@ def test_loopback_by_default_and_exposed_hosts_need_a_token(models, monkeypatch,
     assert main(["serve", "--checkpoint", str(models / "discrete"), "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--host 0.0.0.0" in err[0] and "--token" in err[0], err
+
+
+@pytest.mark.parametrize("command, config", [("serve", ServeConfig), ("serve-load", ServeLoadConfig)])
+def test_every_numeric_flag_has_a_finite_maximum(command, config, capsys):
+    """`wm serve --max-wait-ms inf` killed the batcher on the first act, and `1e12` never answered an act."""
+    hints = typing.get_type_hints(config)
+    numeric = [f for f in dataclasses.fields(config) if hints[f.name] in (int, float)]
+    assert numeric and all(f.metadata.get("maximum") is not None for f in numeric), \
+        [f.name for f in numeric if f.metadata.get("maximum") is None]
+    for field in numeric:
+        huge = "1e12" if hints[field.name] is float else str(10**12)
+        flag = "--" + field.name.replace("_", "-")
+        # refused by the range check, before the (missing) checkpoint is read or the (absent) server is called
+        assert main([command, f"{flag}={huge}", "--checkpoint" if command == "serve" else "--url",
+                     "/nonexistent" if command == "serve" else "http://127.0.0.1:9"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag} must be a number <=" in err[0], err
 
 
 def test_wm_serve_port_0_prints_the_url_it_bound(models):

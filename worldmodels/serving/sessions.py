@@ -17,6 +17,7 @@ older sessions or not. Sessions are capped in number and expire after ``idle_tim
 
 from __future__ import annotations
 
+import math
 import queue
 import secrets
 import threading
@@ -29,6 +30,10 @@ import numpy as np
 import torch
 
 from worldmodels.core import Policy, PolicyState
+
+
+MAX_WAIT_MS = 10_000.0  # a batching window past this is a mistake (and inf overflows the queue's timeout)
+MAX_IDLE_TIMEOUT_S = 7 * 24 * 3600.0
 
 
 class ServeError(Exception):
@@ -124,9 +129,11 @@ class SessionPool:
 
     def __init__(self, policy: Policy, settings: SessionSettings = SessionSettings(), *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if settings.max_sessions < 1 or settings.max_batch < 1 or settings.idle_timeout_s <= 0 or settings.max_wait_ms < 0:
-            raise ValueError(f"session settings need max_sessions >= 1, max_batch >= 1, idle_timeout_s > 0 and "
-                             f"max_wait_ms >= 0; got {settings}")
+        # `not (a <= x <= b)` is also true for NaN
+        if not (settings.max_sessions >= 1 and settings.max_batch >= 1
+                and 0 < settings.idle_timeout_s <= MAX_IDLE_TIMEOUT_S and 0 <= settings.max_wait_ms <= MAX_WAIT_MS):
+            raise ValueError(f"session settings need max_sessions >= 1, max_batch >= 1, 0 < idle_timeout_s <= "
+                             f"{MAX_IDLE_TIMEOUT_S:g} and 0 <= max_wait_ms <= {MAX_WAIT_MS:g}; got {settings}")
         self.policy, self.settings, self.clock = policy, settings, clock
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -208,9 +215,10 @@ class SessionPool:
         self._queue.put(None)
         self._worker.join(timeout=10)
 
-    def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
-        """``first`` plus whatever arrives within ``max_wait_ms`` (at most ``max_batch``); and whether to stop."""
-        batch, deadline = [first], time.monotonic() + self.settings.max_wait_ms / 1000
+    def _collect(self, batch: list[_Request]) -> bool:
+        """Add to ``batch`` (its first request) whatever arrives within ``max_wait_ms``, up to ``max_batch``;
+        whether to stop. In place, so that a fault midway still knows every request it took off the queue."""
+        deadline = time.monotonic() + self.settings.max_wait_ms / 1000
         while len(batch) < self.settings.max_batch:
             remaining = deadline - time.monotonic()
             try:  # past the deadline, still take what is already queued: it costs no wait
@@ -218,9 +226,9 @@ class SessionPool:
             except queue.Empty:
                 break
             if item is None:
-                return batch, True
+                return True
             batch.append(item)
-        return batch, False
+        return False
 
     def _loop(self) -> None:
         stop = False
@@ -228,8 +236,23 @@ class SessionPool:
             first = self._queue.get()
             if first is None:
                 break
-            batch, stop = self._collect(first)
-            self._step(batch)
+            batch = [first]
+            try:
+                stop = self._collect(batch)
+                self._step(batch)
+            except Exception as error:  # noqa: BLE001 - a fault of the batcher must not hang this and every later act
+                line = (str(error).strip().splitlines() or [""])[0]
+                self._fail(batch, ServeError(500, f"internal error in the batcher ({type(error).__name__}: {line}); "
+                                                  f"this act was not taken, send it again"))
+
+    def _fail(self, batch: list[_Request], error: Exception) -> None:
+        """Answer every request of ``batch`` not answered yet with ``error``; their sessions may act again."""
+        with self._lock:
+            for request in batch:
+                request.session.busy = False
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(error)
 
     def _step(self, batch: list[_Request]) -> None:
         B = len(batch)
@@ -238,11 +261,7 @@ class SessionPool:
             actions, states = act_batch(self.policy, obs, [request.session.state for request in batch])
             env_actions = self.policy.action_spec.to_env(actions)  # (B,) int64 or (B, A) float32: the driver's encoding
         except Exception as error:  # noqa: BLE001 - every waiting client gets the failure, the worker lives on
-            with self._lock:
-                for request in batch:
-                    request.session.busy = False
-            for request in batch:
-                request.future.set_exception(error)
+            self._fail(batch, error)
             return
         with self._lock:
             now = self.clock()

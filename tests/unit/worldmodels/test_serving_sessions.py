@@ -179,3 +179,34 @@ def test_session_cap_and_idle_expiry():
         assert pool.stats()["expired"] == 1
     finally:
         pool.close()
+
+
+def test_non_finite_or_huge_wait_is_refused():
+    """``max_wait_ms`` inf killed the batcher on the first act (queue timeout overflow), 1e12 never answered."""
+    for wait in (float("inf"), float("nan"), 1e12):
+        with pytest.raises(ValueError, match="max_wait_ms"):
+            SessionPool(RunningMeanPolicy(), SessionSettings(max_wait_ms=wait))
+    with pytest.raises(ValueError, match="idle_timeout_s"):
+        SessionPool(RunningMeanPolicy(), SessionSettings(idle_timeout_s=float("nan")))
+
+
+def test_a_fault_of_the_batcher_fails_its_requests_and_the_batcher_lives_on():
+    pool = SessionPool(RunningMeanPolicy(), SessionSettings(max_wait_ms=0))
+    try:
+        session = pool.create()
+        real, calls = pool._collect, []
+
+        def broken(batch):  # a bug in the batcher itself, outside the policy's forward pass
+            calls.append(len(batch))
+            if len(calls) == 1:
+                raise OverflowError("timeout value is too large")
+            return real(batch)
+
+        pool._collect = broken
+        with pytest.raises(ServeError) as info:  # answered, not left hanging
+            pool.act(session.id, np.zeros((8, 8, 3), np.uint8), timeout=5)
+        assert info.value.status == 500 and "OverflowError" in info.value.message, info.value.message
+        assert "\n" not in info.value.message
+        assert pool.act(session.id, np.zeros((8, 8, 3), np.uint8), timeout=5)[1] == 0  # same session, next act
+    finally:
+        pool.close()
