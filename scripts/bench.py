@@ -14,6 +14,7 @@ Kinds (``--what``)::
     dream        World Models controller-in-dream: population x repeats x T dream steps per second
     loader       ChunkDataModule delivery rate (V's batches from an on-disk store) per --num-workers value
     plan         one CEM planning call per family: envs x candidates x particles x horizon imagined steps per second
+    profile      one Dreamer update profiled: shares by op kind and phase, FLOPs, share of the measured GEMM peak
     all          every kind above, one record per kind
 
 Sizes come from the families' own presets: ``--preset S`` = World Models ``paper`` sizes (z 32, LSTM 256,
@@ -32,6 +33,7 @@ from trainers.bench_collect import collection_vs_raw
 from trainers.bench_config import DEFAULT_PRESET, KINDS, PRESETS, BenchConfig, bench_collection, steps_and_warmup  # noqa: F401 - PRESETS re-exported for the CLI
 from trainers.bench_models import (bench_dream_controller, bench_dreamer_step, bench_imagine, bench_loader,
                                    bench_plan, bench_worldmodels)
+from trainers.bench_profile import bench_profile
 from worldmodels.config import save_json_atomic
 
 CONFIG = BenchConfig
@@ -65,6 +67,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig], dict]] = {
     "dream": bench_dream_controller,
     "loader": bench_loader,
     "plan": bench_plan,
+    "profile": bench_profile,
     "all": bench_all,
 }
 

@@ -17,12 +17,14 @@ import torch
 from worldmodels.config import arg, file_problem
 from worldmodels.envs import EnvOptions, agent_frameskip, make_vector
 
-KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader", "plan")
+KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader", "plan", "profile")
 # Timed iterations per repeat and untimed warm-up iterations, per kind, when --steps / --warmup are not given.
 # collect: vector steps; worldmodels/dreamer: training steps; imagine: rollouts of `horizon`; dream: rollouts of T;
-# plan: planner calls (one scoring iteration each).
-DEFAULT_STEPS = {"collect": 500, "worldmodels": 3, "dreamer": 2, "imagine": 3, "dream": 1, "loader": 20, "plan": 3}
-DEFAULT_WARMUP = {"collect": 50, "worldmodels": 1, "dreamer": 1, "imagine": 1, "dream": 1, "loader": 2, "plan": 1}
+# plan: planner calls (one scoring iteration each); profile: profiled Dreamer updates (as many again are timed unprofiled).
+DEFAULT_STEPS = {"collect": 500, "worldmodels": 3, "dreamer": 2, "imagine": 3, "dream": 1, "loader": 20, "plan": 3,
+                 "profile": 5}
+DEFAULT_WARMUP = {"collect": 50, "worldmodels": 1, "dreamer": 1, "imagine": 1, "dream": 1, "loader": 2, "plan": 1,
+                  "profile": 3}
 
 
 @dataclass
@@ -47,6 +49,8 @@ class BenchConfig:
     plan_horizon: int = arg(12, "plan benchmark: planning horizon in model steps")
     plan_particles: int = arg(1, "plan benchmark: model samples per candidate")
     loader_workers: str = arg("0,1,2", "comma-separated DataLoader worker counts for the loader benchmark")
+    profile_gemm: int = arg(2048, "profile benchmark: side of the square fp32 GEMM timed for the CPU's peak FLOP/s",
+                            minimum=256, maximum=8192)
     seed: int = arg(0, "seed for env resets, random actions and synthetic batches")
     out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)",
                              check=lambda c: file_problem(c.out))

@@ -25,6 +25,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.profiler import record_function
 
 from trainers.callbacks import log_return_vs_env_steps
 from trainers.guards import check_update
@@ -40,6 +41,9 @@ from worldmodels.models.world_model import DreamerWorldModel
 from worldmodels.policies import ActorHead
 
 OPTIMISERS_PER_STEP = 3
+# The update's phases as torch.profiler ranges (wm bench --what profile reads them; ~1 us each otherwise).
+PHASES = ("update/world_model_loss", "update/world_model_step", "update/imagination_and_ac_loss",
+          "update/actor_critic_steps")
 # DreamerV3 loss scales (Eq. 5: β_pred = 1, β_dyn = 0.5, β_rep = 0.1; Eq. 11: η = 3e-4).
 DEFAULT_LOSS_SCALES = {"rec": 1.0, "reward": 1.0, "cont": 1.0, "dyn": 0.5, "rep": 0.1,
                        "policy": 1.0, "entropy": 3e-4, "value": 1.0, "value_slow": 1.0}
@@ -136,15 +140,19 @@ class DreamerModule(L.LightningModule):
         is_first[:, 0] = True
         batch["is_first"] = is_first
 
-        model_parts, post, model_metrics = self.world_model.loss(batch)
-        model_loss = self._update(model_opt, model_parts, cfg.model_grad_clip, part="model")
+        with record_function(PHASES[0]):
+            model_parts, post, model_metrics = self.world_model.loss(batch)
+        with record_function(PHASES[1]):
+            model_loss = self._update(model_opt, model_parts, cfg.model_grad_clip, part="model")
 
-        ac_parts, imag_metrics = self.actor_critic_losses(post, batch["terminated"])
+        with record_function(PHASES[2]):
+            ac_parts, imag_metrics = self.actor_critic_losses(post, batch["terminated"])
         actor_parts = {k: ac_parts[k] for k in ("policy", "entropy")}
         critic_parts = {k: ac_parts[k] for k in ("value", "value_slow")}
-        self._update(actor_opt, actor_parts, cfg.actor_grad_clip, part="actor")
-        self._update(critic_opt, critic_parts, cfg.critic_grad_clip, part="critic")
-        ema_update(self.slow_critic, self.critic, cfg.slow_critic_decay)
+        with record_function(PHASES[3]):
+            self._update(actor_opt, actor_parts, cfg.actor_grad_clip, part="actor")
+            self._update(critic_opt, critic_parts, cfg.critic_grad_clip, part="critic")
+            ema_update(self.slow_critic, self.critic, cfg.slow_critic_decay)
 
         logs = {f"train/loss/{k}": v.detach() for k, v in {**model_parts, **ac_parts}.items()}
         logs["train/loss/model"] = model_loss.detach()

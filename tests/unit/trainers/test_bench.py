@@ -8,6 +8,7 @@ import pytest
 
 from scripts import cli
 from scripts.bench import BENCHMARKS, CONFIG, KINDS, PRESETS, run
+from trainers.dreamer_module import PHASES
 from worldmodels.config import build_config
 
 COMMON = ("benchmark", "steps_per_repeat", "warmup_steps", "repeats", "compile", "preset", "peak_rss_mb",
@@ -18,6 +19,7 @@ RATES = {
     "dreamer": ("grad_steps_per_s", "replayed_frames_per_s", "imagined_steps_per_s"),
     "imagine": ("rollouts_per_s", "imagined_steps_per_s"),
     "dream": ("dream_steps_per_s", "batch_steps_per_s"),
+    "profile": ("updates_per_s",),
     "plan": ("worldmodels.plans_per_s", "worldmodels.ms_per_action", "worldmodels.imagined_steps_per_s",
              "dreamer.plans_per_s", "dreamer.ms_per_action", "dreamer.imagined_steps_per_s"),
 }
@@ -116,3 +118,16 @@ def test_threads_auto_picks_a_usable_count():
             profiling.set_threads("two")
     finally:
         torch.set_num_threads(before)
+
+
+def test_profile_record_shares_and_flop_utilisation():
+    """The profile's op-kind shares cover the update (they sum to 1 with the unattributed rest), every phase of
+    the update is found, and the FLOP count and the GEMM peak give a utilisation in (0, 1]."""
+    record = run(_debug_config("profile", profile_gemm=256))
+    shares = record["shares"]
+    assert {"convolution", "matmul", "Python, Lightning, dispatch (no op)"} <= set(shares)
+    assert sum(part["share"] for part in shares.values()) == pytest.approx(1.0, abs=0.02)  # the rest is clamped >= 0
+    assert set(record["phases"]) == set(PHASES)
+    flops = record["flops_per_update"]
+    assert flops["total"] == pytest.approx(flops["world_model"] + flops["actor_critic"]) and flops["actor_critic"] > 0
+    assert 0 < record["flop_utilisation"] <= 1  # a debug model is far from the peak, but never above it
