@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import struct
 import subprocess
 import sys
 import threading
 import time
 import typing
+import zlib
 from pathlib import Path
 
 import httpx
@@ -34,6 +36,8 @@ from worldmodels.controllers.linear import make_controller
 from worldmodels.envs import make
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.pretrained import save_worldmodels
+from worldmodels.serving.app import decode_obs
+from worldmodels.serving.sessions import ServeError
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (16, 16, 3)
@@ -132,6 +136,38 @@ def test_every_bad_input_is_a_one_line_4xx(models):
         client.post("/v1/sessions")  # the second of two allowed
         one_line_error(client.post("/v1/sessions"), 429, "--max-sessions 2")
         assert client.post(act, json={"obs": FRAME.tolist()}).json()["step"] == 0  # the session survived it all
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose header declares ``width x height`` RGB pixels, with no pixel data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_hostile_bodies_are_4xx_not_500(models):
+    """Each of these used to be a 500: Python's int-string limit (ValueError), json's RecursionError, and Pillow's
+    decompression-bomb check firing before the size check."""
+    with serving(models / "discrete") as url, httpx.Client(base_url=url) as client:
+        act = f"/v1/sessions/{client.post('/v1/sessions').json()['session_id']}/act"
+        json_type, png_type = {"content-type": "application/json"}, {"content-type": "image/png"}
+        one_line_error(client.post(act, content=b'{"obs": [' + b"9" * 5000 + b"]}", headers=json_type), 400,
+                       "digits", "16 x 16 x 3")
+        deep = b'{"obs": ' + b"[" * 5000 + b"]" * 5000 + b"}"  # under this model's body limit (10,240 bytes)
+        one_line_error(client.post(act, content=deep, headers=json_type), 400, "nested", "16 x 16 x 3")
+        for width, height in ((20_000, 20_000), (10_000, 10_000)):  # past Pillow's error limit, and its warning one
+            bomb = png_declaring(width, height)
+            assert len(bomb) < 100
+            one_line_error(client.post(act, content=bomb, headers=png_type), 422, f"{width}x{height}", "16x16 RGB PNG")
+        bmp = b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, 20_000, 20_000, 1, 24,
+                                                                        0, 0, 0, 0, 0, 0)  # another format's bomb
+        one_line_error(client.post(act, content=bmp, headers=png_type), 422, "pixels", "16x16 RGB PNG")
+        assert client.post(act, json={"obs": FRAME.tolist()}).json()["step"] == 0  # the session is fine
+    # 30,000 deep fits the body limit of a 64x64x3 model (102,400 bytes), as the shipped ones are
+    with pytest.raises(ServeError) as info:
+        decode_obs(b'{"obs": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "application/json", (64, 64, 3))
+    assert info.value.status == 400 and "nested" in info.value.message
 
 
 def test_bearer_token_guards_everything_but_healthz(models):

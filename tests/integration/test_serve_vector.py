@@ -59,3 +59,5 @@ def test_bad_vectors_are_one_line_4xx(client):
     error(client.post(act, content=b"\x00" * 12, headers={"content-type": "application/octet-stream"}),
           422, "12 bytes", "16 bytes of little-endian float32")
     error(client.post(act, content=b"x", headers={"content-type": "image/png"}), 415, "vector observations")
+    deep = b'{"obs": ' + b"[" * 2000 + b"]" * 2000 + b"}"  # under the body limit, past json's recursion limit
+    error(client.post(act, content=deep, headers={"content-type": "application/json"}), 400, "nested")  # was a 500

@@ -26,6 +26,8 @@ import asyncio
 import hmac
 import io
 import json
+import struct
+import sys
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -42,6 +44,7 @@ from worldmodels.version import __version__
 
 JSON_BYTES_PER_VALUE = 8  # "255, " plus brackets and whitespace, with room for pretty-printed JSON
 JSON_BYTES_PER_FLOAT = 32  # the longest float repr ("-1.2345678901234567e-300", 24) plus ", " and room
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def create_app(model: Pretrained, *, settings: SessionSettings = SessionSettings(), token: str = "",
@@ -174,6 +177,11 @@ def _json_obs(body: bytes, expected: str) -> np.ndarray:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
         raise ServeError(400, f"malformed JSON body{where}; {expected}") from None
+    except ValueError:  # Python's int-string conversion limit (sys.get_int_max_str_digits())
+        raise ServeError(400, f"JSON body holds an integer of more than {sys.get_int_max_str_digits()} digits; "
+                              f"{expected}") from None
+    except RecursionError:
+        raise ServeError(400, f"JSON body is nested too deep to parse; {expected}") from None
     if not isinstance(payload, dict) or "obs" not in payload:
         raise ServeError(422, f"JSON body has no \"obs\" field; {expected}")
     try:
@@ -220,12 +228,21 @@ def _decode_png(body: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     H, W, C = shape
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(C)
     expected = f"expected a {W}x{H} {mode or f'{C}-channel'} PNG (uint8)"
+    # The size the IHDR chunk declares, read before Pillow: its decompression-bomb check raises inside
+    # Image.open for a 74-byte PNG declaring 20000x20000, before the size check below could refuse it.
+    if body[:8] == PNG_SIGNATURE and body[12:16] == b"IHDR" and len(body) >= 24:
+        declared = struct.unpack(">II", body[16:24])
+        if declared != (W, H):
+            raise ServeError(422, f"got a {declared[0]}x{declared[1]} PNG; {expected}")
     try:
         image = Image.open(io.BytesIO(body))  # header only: mode and size are checked before pixels are decoded
         if image.format != "PNG" or image.mode != mode or image.size != (W, H):
             raise ServeError(422, f"got a {image.size[0]}x{image.size[1]} {image.format} image in mode {image.mode}; "
                                   f"{expected}")
         image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # another format's header
+        # (the warning is raised only where warnings are errors; else the format check above refuses it)
+        raise ServeError(422, f"body declares more pixels than an image should ({error}); {expected}") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise ServeError(422, f"body is not a readable PNG ({type(error).__name__}); {expected}") from None
     return _checked(np.asarray(image).reshape(shape), shape, expected)
