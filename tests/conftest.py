@@ -1,4 +1,4 @@
-"""Suite-wide settings: one torch thread, toy envs registered, slow marker declared."""
+"""Suite-wide settings: one torch thread, toy envs registered, slow and gpu markers declared."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from worldmodels.envs.toy import register_toy_envs
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long learning runs")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (scripts/gpu_check.sh runs them; skipped without one)")
     # On a small CPU (CI: 2 cores) two OpenMP threads per op spin against each other and against
     # the env threads; one thread was measured several times faster for these tiny models.
     torch.set_num_threads(1)
