@@ -3,7 +3,7 @@
 Each client opens a session, then sends observations (random uint8 frames of the model's ``obs_shape``) one
 after the other, each as soon as the previous action came back, until ``--seconds`` have passed; then
 deletes its session. Prints (and returns) JSON: requests, errors, throughput, p50/p99/mean/max latency, and
-the server's batching counters from ``GET /v1/stats``.
+the server's batching counters from ``GET /v1/stats``; exits 1 (one line on stderr) when every request failed.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,4 +126,9 @@ def run(config: ServeLoadConfig) -> dict:
     print(text)
     if config.out:
         Path(config.out).write_text(text + "\n")
+    if result["errors"] and result["errors"] == result["requests"]:  # measured nothing: a failed run, not a figure
+        first = (str(result["first_errors"][0]).strip().splitlines() or [""])[0][:200]
+        print(f"wm serve-load: error: every one of {result['requests']} requests failed (first: {first}); check "
+              f"the server's log, --token and that its model takes what --encoding sends", file=sys.stderr)
+        return {**result, "exit_code": 1}
     return result
