@@ -14,6 +14,7 @@ Kinds (``--what``)::
     dream        World Models controller-in-dream: population x repeats x T dream steps per second
     loader       ChunkDataModule delivery rate (V's batches from an on-disk store) per --num-workers value
     plan         one CEM planning call per family: envs x candidates x particles x horizon imagined steps per second
+    replay       the online replay at --capacity rows, frames on disk vs in RAM: batches/s, peak RSS
     profile      one Dreamer update profiled: shares by op kind and phase, FLOPs, share of the measured GEMM peak
     all          every kind above, one record per kind
 
@@ -34,6 +35,7 @@ from trainers.bench_config import DEFAULT_PRESET, KINDS, PRESETS, BenchConfig, b
 from trainers.bench_models import (bench_dream_controller, bench_dreamer_step, bench_imagine, bench_loader,
                                    bench_plan, bench_worldmodels)
 from trainers.bench_profile import bench_profile
+from trainers.bench_replay import bench_replay
 from worldmodels.config import save_json_atomic
 
 CONFIG = BenchConfig
@@ -68,6 +70,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig], dict]] = {
     "loader": bench_loader,
     "plan": bench_plan,
     "profile": bench_profile,
+    "replay": bench_replay,
     "all": bench_all,
 }
 

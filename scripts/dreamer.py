@@ -25,10 +25,11 @@ from trainers.distributed import is_rank_zero, rank_store_dir
 from trainers.dreamer_run import PRESETS, DreamerRunConfig, build, env_options, evaluate, fit_online, gradient_steps, make_trainer
 from trainers.dreamer_module import DreamerModule
 from trainers.offline import pretrain
-from trainers.online import OnlineReplay
+from trainers.online import OnlineReplay, StreamReplay
 from trainers.performance import keep_cpu_heap
 from worldmodels import profiling
 from worldmodels.config import check_same_settings, save_json_atomic, to_dict
+from worldmodels.data.frame_ring import ring_bytes
 from worldmodels.data.store import EpisodeStore
 from worldmodels.envs import is_atari
 from worldmodels.envs.toy import register_toy_envs
@@ -51,6 +52,16 @@ def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> di
     collecting = nullcontext() if config.store and not config.online else exclusive_lock(run_dir / "episodes", what="episode store")
     with exclusive_lock(run_dir, what="run directory"), collecting:
         return train(config, callbacks=callbacks)
+
+
+def replay_summary(replay: StreamReplay, steps: int) -> str:
+    """One line: how many rows the replay keeps, where its frames live, and whether ``steps`` fits in it."""
+    rows = replay.capacity * len(replay.count)
+    where = f"on disk in {replay.frames[0].path.parent}" if replay.frames_on_disk else "in RAM"
+    size = ring_bytes(rows, replay.obs_shape, replay.obs_dtype) / 1e9
+    fits = (f"--steps {steps:,} fits" if steps <= rows else
+            f"--steps {steps:,} exceeds it: training replays only the last {rows:,} rows ({rows / steps:.0%} of the run)")
+    return f"replay capacity {rows:,} rows, frames {where} ({size:.1f} GB); {fits}"
 
 
 def finished_result(run_dir: Path) -> dict | None:
@@ -102,8 +113,11 @@ def train(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> 
         module, replay = build(config, store_dir=str(rank_store_dir(run_dir / "episodes", rank, world_size)), rank=rank)
         if config.store:  # pretrain offline, then go on online from those weights (a resume: from last.ckpt)
             module.load_state_dict(pretrained_for(config, replay, callbacks).state_dict())
+        if rank == 0:
+            print(f"wm dreamer: {replay_summary(replay.replay, config.steps)}")
         if steps > 0:
             fit_online(trainer, module, replay, config)
+        replay.replay.close()  # the frames are no longer needed (a disk ring's files go: this run wrote them)
         if rank != 0:
             return {"rank": rank, "env_steps": replay.env_steps}
     module.eval()

@@ -17,14 +17,14 @@ import torch
 from worldmodels.config import arg, file_problem
 from worldmodels.envs import EnvOptions, agent_frameskip, make_vector
 
-KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader", "plan", "profile")
+KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader", "plan", "profile", "replay")
 # Timed iterations per repeat and untimed warm-up iterations, per kind, when --steps / --warmup are not given.
 # collect: vector steps; worldmodels/dreamer: training steps; imagine: rollouts of `horizon`; dream: rollouts of T;
 # plan: planner calls (one scoring iteration each); profile: profiled Dreamer updates (as many again are timed unprofiled).
 DEFAULT_STEPS = {"collect": 500, "worldmodels": 3, "dreamer": 2, "imagine": 3, "dream": 1, "loader": 20, "plan": 3,
-                 "profile": 5}
+                 "profile": 5, "replay": 200}
 DEFAULT_WARMUP = {"collect": 50, "worldmodels": 1, "dreamer": 1, "imagine": 1, "dream": 1, "loader": 2, "plan": 1,
-                  "profile": 3}
+                  "profile": 3, "replay": 20}
 
 
 @dataclass
@@ -51,6 +51,12 @@ class BenchConfig:
     loader_workers: str = arg("0,1,2", "comma-separated DataLoader worker counts for the loader benchmark")
     profile_gemm: int = arg(2048, "profile benchmark: side of the square fp32 GEMM timed for the CPU's peak FLOP/s",
                             minimum=256, maximum=8192)
+    capacity: int = arg(1_000_000, "replay benchmark: rows of the replay with its frames on disk", minimum=64,
+                        maximum=10**8)
+    replay_ram_capacity: int = arg(100_000, "replay benchmark: rows of the in-RAM replay it is compared with (at most "
+                                            "--capacity; a million RAM rows would take 12.3 GB)", minimum=64, maximum=10**8)
+    replay_batch: int = arg(16, "replay benchmark: chunks per batch (B)", minimum=1, maximum=4096)
+    replay_seq: int = arg(64, "replay benchmark: chunk length (T)", minimum=1, maximum=4096)
     seed: int = arg(0, "seed for env resets, random actions and synthetic batches")
     out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)",
                              check=lambda c: file_problem(c.out))

@@ -40,6 +40,7 @@ from trainers.online import BatchRequests, OnlineReplay
 from trainers.performance import use_channels_last
 from trainers.resume import CheckpointWhenReady
 from worldmodels.config import arg, directory_problem, from_dict, given, to_dict
+from worldmodels.data.frame_ring import FRAME_MODES
 from worldmodels.envs import ATARI_PROTOCOLS, make_vector, protocol_options
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import evaluate_against_random
@@ -76,6 +77,9 @@ class DreamerRunConfig(DreamerAgentConfig):
     capacity: int = arg(100_000, "replay capacity in rows (all envs)", minimum=1,
                         check=lambda c: None if c.capacity // c.num_envs >= c.seq_len else
                         f"must hold one --seq-len window per env: at least seq_len * num_envs = {c.seq_len * c.num_envs}")
+    replay_frames: str = arg("auto", "where the replay keeps its frames: ram, disk (one preallocated file per env under "
+                                     "RUN_DIR/replay/, read with preadv: RAM use stays flat at any --capacity), or auto "
+                                     "(disk when they exceed 2 GiB)", choices=FRAME_MODES)
     seed: int = arg(0, "seed of torch, envs and the replay sampler", minimum=0)
     eval_episodes: int = arg(10, "episodes of the trained actor (and of a random policy on the same seeds)", minimum=1)
     evaluate: bool = arg(True, "evaluate the actor against random in the real env at the end; false = no evaluation")
@@ -149,7 +153,8 @@ def build(config: DreamerRunConfig, *, store_dir: str | None = None,
     replay = OnlineReplay(config.env, None, num_envs=config.num_envs, batch_size=config.batch_size,
                           seq_len=config.seq_len, replay_ratio=config.replay_ratio, prefill=config.prefill,
                           capacity=config.capacity, seed=rank_seed(config.seed, rank), store_dir=store_dir,
-                          env_options=env_options(config))
+                          env_options=env_options(config), frames=config.replay_frames,
+                          frames_dir=Path(config.run_dir) / "replay" / f"rank-{rank}")
     module = DreamerModule(obs_shape=replay.obs_shape, action_spec=replay.action_spec,
                            config=from_dict(DreamerAgentConfig, to_dict(config)))
     replay.agent = ModelPolicy(module.world_model, ActorHead(module.actor, module.action_spec))

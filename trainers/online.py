@@ -33,6 +33,7 @@ replay equals the stored episodes (:func:`load_store`). A resumed run then repea
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -41,6 +42,7 @@ from torch.utils.data import IterableDataset
 
 from worldmodels.core import Policy
 from worldmodels.data.collect import StoreWriter, resume_seed
+from worldmodels.data.frame_ring import FrameRing, uses_disk
 from worldmodels.data.store import EpisodeStore
 from worldmodels.driver import ROW_FIELDS, Driver
 from worldmodels.envs import make_vector
@@ -57,18 +59,39 @@ class StreamReplay:
     """
 
     def __init__(self, *, streams: int, capacity: int, obs_shape: tuple[int, ...], action_spec: ActionSpec,
-                 obs_dtype: type = np.uint8) -> None:
+                 obs_dtype: type = np.uint8, frames: str = "ram", frames_dir: str | Path | None = None) -> None:
         self.capacity = max(1, capacity // streams)
         self.action_spec = action_spec
         action_shape = () if action_spec.discrete else (action_spec.dim,)
-        shapes = {"obs": (obs_shape, obs_dtype), "action": (action_shape, action_spec.store_dtype()),
-                  "reward": ((), np.float32), "terminated": ((), bool), "truncated": ((), bool), "is_first": ((), bool)}
+        # Observations in a FrameRing (RAM, or a file per stream under frames_dir: worldmodels.data.frame_ring);
+        # the other fields are a few bytes a row and stay in RAM.
+        shapes = {"action": (action_shape, action_spec.store_dtype()), "reward": ((), np.float32),
+                  "terminated": ((), bool), "truncated": ((), bool), "is_first": ((), bool)}
         self.data = [{k: np.zeros((self.capacity, *s), d) for k, (s, d) in shapes.items()} for _ in range(streams)]
+        self.obs_shape, self.obs_dtype = tuple(obs_shape), np.dtype(obs_dtype)
+        disk = uses_disk(frames, self.capacity * streams, self.obs_shape, self.obs_dtype)
+        if disk and frames_dir is None:
+            raise ValueError("a replay with frames on disk needs a directory for them (frames_dir)")
+        self.frames = [FrameRing(self.capacity, self.obs_shape, self.obs_dtype,
+                                 path=Path(frames_dir) / f"frames-{i}.bin" if disk else None) for i in range(streams)]
+        for fields, ring in zip(self.data, self.frames):
+            if not ring.on_disk:  # in RAM the ring's array is the stream's obs field, readable as before
+                fields["obs"] = ring.array
         self.count = [0] * streams  # rows ever written per stream
+
+    @property
+    def frames_on_disk(self) -> bool:
+        return self.frames[0].on_disk
+
+    def close(self) -> None:
+        """Let the frames go (a disk ring's files are removed: this replay created them)."""
+        for ring in self.frames:
+            ring.close(remove=True)
 
     def add(self, stream: int, row: dict[str, np.ndarray]) -> None:
         position = self.count[stream] % self.capacity
-        for key in ROW_FIELDS:
+        self.frames[stream].write(position, row["obs"])
+        for key in ROW_FIELDS[1:]:  # ROW_FIELDS[0] is "obs"
             self.data[stream][key][position] = row[key]
         self.count[stream] += 1
 
@@ -87,14 +110,16 @@ class StreamReplay:
         if windows.sum() == 0:
             raise RuntimeError(f"replay holds no window of {length} rows yet (rows per stream: {self.count})")
         streams = rng.choice(len(windows), size=batch, p=windows / windows.sum())
-        out = {k: [] for k in ROW_FIELDS}
-        for stream in streams:
+        out = {k: [] for k in ROW_FIELDS if k != "obs"}
+        obs = np.empty((batch, length, *self.obs_shape), self.obs_dtype)  # (B, T, ...), filled window by window
+        for row, stream in enumerate(streams):
             oldest = max(0, self.count[stream] - self.capacity)
             start = oldest + int(rng.integers(windows[stream]))
             index = np.arange(start, start + length) % self.capacity
-            for key in ROW_FIELDS:
+            self.frames[stream].read(start % self.capacity, length, out=obs[row])
+            for key in out:
                 out[key].append(self.data[stream][key][index])
-        batch_out = {k: torch.from_numpy(np.stack(v)) for k, v in out.items()}  # (B, T, ...)
+        batch_out = {"obs": torch.from_numpy(obs), **{k: torch.from_numpy(np.stack(v)) for k, v in out.items()}}
         batch_out["action"] = self.action_spec.to_model(batch_out["action"])  # (B, T, A) float32
         return batch_out
 
@@ -156,7 +181,8 @@ class OnlineReplay(IterableDataset):
 
     def __init__(self, env_id: str, agent: Policy | None, *, num_envs: int = 1, batch_size: int = 16, seq_len: int = 64,
                  replay_ratio: float = 32.0, prefill: int = 1000, capacity: int = 100_000, seed: int = 0,
-                 store_dir: str | None = None, env_options: dict[str, Any] | None = None) -> None:
+                 store_dir: str | None = None, env_options: dict[str, Any] | None = None, frames: str = "ram",
+                 frames_dir: str | Path | None = None) -> None:
         super().__init__()
         register_toy_envs()
         self.env_id, self.agent, self.num_envs = env_id, agent, num_envs
@@ -166,7 +192,8 @@ class OnlineReplay(IterableDataset):
         self.obs_shape = tuple(self.env.single_observation_space.shape)
         self.action_spec = ActionSpec.from_space(self.env.single_action_space)
         self.replay = StreamReplay(streams=num_envs, capacity=capacity, obs_shape=self.obs_shape,
-                                   action_spec=self.action_spec, obs_dtype=self.env.single_observation_space.dtype)
+                                   action_spec=self.action_spec, obs_dtype=self.env.single_observation_space.dtype,
+                                   frames=frames, frames_dir=frames_dir)
         self.store = None if store_dir is None else EpisodeStore.create(
             store_dir, env_id=env_id, obs_shape=self.obs_shape, action_spec=self.action_spec)
         self.rng = np.random.default_rng(seed)

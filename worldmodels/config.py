@@ -223,7 +223,7 @@ def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
 # checkpoints, never what it computes (a resume is exact, and the dream summaries draw from their own RNG).
 # Everything else (sizes, seeds, steps, data, the evaluation's episodes) would mix two runs in one directory.
 RERUN_MAY_DIFFER = frozenset({"run_dir", "device", "accelerator", "threads", "log_every", "checkpoint_every",
-                              "dream_every"})
+                              "dream_every", "replay_frames"})  # replay_frames: where frames live, same bytes
 
 
 def check_same_settings(run_dir: str | Path, config: Any, *, ignore: frozenset[str] = RERUN_MAY_DIFFER,

@@ -67,9 +67,10 @@ def test_only_the_documented_settings_may_differ(tmp_path):
     save_json_atomic(run_dir / "config.json", {**to_dict(base), "accelerator": "cpu"})  # an older run's key too
     check_same_settings(run_dir, base)
     check_same_settings(run_dir, _dreamer_config(run_dir, device="cpu", threads="1", log_every=3, checkpoint_every=7,
-                                                 dream_every=0))
+                                                 dream_every=0, replay_frames="disk"))
+    # run_dir: a moved run directory resumes; replay_frames: the same rows, in RAM or in a file
     assert RERUN_MAY_DIFFER == {"run_dir", "device", "accelerator", "threads", "log_every", "checkpoint_every",
-                                "dream_every"}  # run_dir: a moved run directory resumes
+                                "dream_every", "replay_frames"}
     with pytest.raises(ConfigError, match=r"--seed 0 -> 1.*--steps"):
         check_same_settings(run_dir, _dreamer_config(run_dir, seed=1, steps=999))
     with pytest.raises(ConfigError, match="--eval-episodes"):  # the evaluation is the run's: use wm evaluate instead

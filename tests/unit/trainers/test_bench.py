@@ -20,6 +20,7 @@ RATES = {
     "imagine": ("rollouts_per_s", "imagined_steps_per_s"),
     "dream": ("dream_steps_per_s", "batch_steps_per_s"),
     "profile": ("updates_per_s",),
+    "replay": ("disk.batches_per_s", "ram.batches_per_s"),
     "plan": ("worldmodels.plans_per_s", "worldmodels.ms_per_action", "worldmodels.imagined_steps_per_s",
              "dreamer.plans_per_s", "dreamer.ms_per_action", "dreamer.imagined_steps_per_s"),
 }
@@ -131,3 +132,9 @@ def test_profile_record_shares_and_flop_utilisation():
     flops = record["flops_per_update"]
     assert flops["total"] == pytest.approx(flops["world_model"] + flops["actor_critic"]) and flops["actor_critic"] > 0
     assert 0 < record["flop_utilisation"] <= 1  # a debug model is far from the peak, but never above it
+
+
+def test_replay_record_compares_disk_with_ram():
+    record = run(_debug_config("replay", capacity=300, replay_ram_capacity=200, replay_batch=2, replay_seq=8))
+    assert record["disk"]["capacity"] == 300 and record["ram"]["capacity"] == 200
+    assert record["disk"]["peak_rss_mb"] > 0 and record["disk_vs_ram"] > 0
