@@ -29,6 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from trainers.callbacks import latent_traversal_grid, open_loop_kpis
 from worldmodels import viz
+from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg
 from worldmodels.dreams import dream, dream_models, open_loop, reconstruct
 from worldmodels.driver import record_episode
@@ -57,6 +58,7 @@ class DreamConfig:
     mp4: bool = arg(True, "also write MP4 clips when an encoder (imageio-ffmpeg or av) is installed")
     device: str = arg("auto", "torch device for the model", choices=DEVICES)
     threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
+    allow_unverified: bool = allow_unverified_arg()
 
 
 CONFIG = DreamConfig
@@ -123,7 +125,7 @@ def run(config: DreamConfig) -> dict:
     set_threads(config.threads)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    pretrained = load(config.checkpoint, device)
+    pretrained = load(config.checkpoint, device, allow_unverified=config.allow_unverified)
     model, head = dream_models(pretrained)
     if len(getattr(model, "obs_shape", ())) == 1:  # a vector-observation Dreamer: nothing to draw
         raise ValueError(f"--checkpoint {config.checkpoint} observes {tuple(model.obs_shape)} vectors, which have no "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
@@ -35,6 +36,7 @@ class EvaluateConfig:
     sample: bool = arg(False, "Dreamer: sample the actor's actions instead of taking its mode")
     device: str = arg("auto", "torch device of the model: auto, cpu or cuda")
     threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
+    allow_unverified: bool = allow_unverified_arg()
 
 
 CONFIG = EvaluateConfig
@@ -45,7 +47,7 @@ def run(config: EvaluateConfig) -> dict:
     set_threads(config.threads)
     device = resolve_device(config.device)
     try:
-        model = load(config.run_dir, device)
+        model = load(config.run_dir, device, allow_unverified=config.allow_unverified)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"--run-dir {config.run_dir!r} is not a finished `wm worldmodels` run, a `wm dreamer` run, "
                                 f"an exported model or a shipped name: {error}") from None

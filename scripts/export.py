@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from scripts import dream
-from worldmodels.checkpoint import read_config
+from worldmodels.checkpoint import allow_unverified_arg, read_config
 from worldmodels.config import arg, directory_problem, read_json, save_json_atomic
 from worldmodels.pretrained import export_from_run
 
@@ -45,6 +45,7 @@ class ExportConfig:
     device: str = arg("cpu", "torch device of the held-out measurement: auto, cpu or cuda (cpu: the card's figures "
                              "match across machines)", choices=dream.DEVICES)
     threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
+    allow_unverified: bool = allow_unverified_arg()
 
 
 CONFIG = ExportConfig
@@ -164,7 +165,7 @@ def heldout_kpis(model_dir: str | Path, config: ExportConfig) -> dict[str, float
         heldout = dream.run(dream.DreamConfig(checkpoint=str(model_dir), logdir=logdir, context=config.context,
                                               horizon=config.horizon, episodes=config.heldout_episodes,
                                               seed=HELDOUT_SEED, mp4=False, device=config.device,
-                                              threads=config.threads))
+                                              threads=config.threads, allow_unverified=config.allow_unverified))
     return {k: float(f"{v:.5g}") for k, v in heldout["kpis"].items()}  # significant digits: MSEs are ~1e-4
 
 
@@ -175,7 +176,7 @@ def run(config: ExportConfig) -> dict:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--run-dir {config.run_dir!r} is not a directory; give a finished wm worldmodels / wm dreamer run")
     check_out(out, run_dir)
-    export_from_run(run_dir, out)
+    export_from_run(run_dir, out, allow_unverified=config.allow_unverified)  # the export itself gets a digest
     # Marks the directory as this run's export, so that a rerun may overwrite it and nothing else.
     save_json_atomic(out / "config.json", {**read_config(out), EXPORTED_FROM: str(run_dir.resolve())})
     vectors = len(read_config(out)["obs_shape"]) == 1  # the held-out KPIs score predicted frames

@@ -39,7 +39,7 @@ def check_target(config: FinetuneConfig) -> None:
     if run_dir == source or run_dir in source.parents:
         raise ValueError(f"--run-dir {config.run_dir} holds the source model --from {config.source}; the fine-tune "
                          f"writes its own eval.json and pretrained/ there: choose a new --run-dir")
-    make_env_for(load(source), config.env, 1, seed=config.seed, adapt_actions=True).close()
+    make_env_for(load(source, allow_unverified=config.allow_unverified), config.env, 1, seed=config.seed, adapt_actions=True).close()
 
 
 def run(config: FinetuneConfig) -> dict:

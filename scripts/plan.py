@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 from trainers.callbacks import log_return_vs_env_steps
+from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
@@ -61,6 +62,7 @@ class PlanConfig:
     device: str = arg("auto", "torch device of the model and the planner: auto, cpu or cuda")
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n; 1 keeps a small shared CPU from "
                             "thrashing (measured: 36x faster planning than 2 threads on a busy 2-core machine)")
+    allow_unverified: bool = allow_unverified_arg()
     out: str = arg("", "eval.json path; empty = RUN_DIR/eval-plan-<PLANNER>.json (shipped model: ./ instead; for "
                        "another --env than the model's: eval-plan-<PLANNER>-<ENV>.json there)")
     tensorboard: bool = arg(True, "log KPIs to tb/plan-<PLANNER>/ next to the eval.json: open-loop error by horizon "
@@ -103,7 +105,7 @@ def run(config: PlanConfig) -> dict:
     set_threads(config.threads)
     device = resolve_device(config.device)
     try:
-        model = load(config.checkpoint, device)
+        model = load(config.checkpoint, device, allow_unverified=config.allow_unverified)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"--checkpoint {config.checkpoint!r} is not a `wm worldmodels`, `wm dreamer` or "
                                 f"`wm pets` run, an exported model or a shipped name: {error}") from None

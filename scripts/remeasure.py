@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, replace
 
 from scripts.export import ExportConfig, heldout_kpis, metrics_section
+from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, read_json, save_json_atomic
 from worldmodels.registry import resolve
 
@@ -24,6 +25,7 @@ class RemeasureConfig:
     heldout_episodes: int = arg(8, "fresh random-policy episodes (as `wm export`)", minimum=1)
     device: str = arg("cpu", "torch device: auto, cpu or cuda (cpu: the figures match across machines)")
     threads: str = arg("0", "torch CPU threads: 'auto', 0 (torch's default) or n")
+    allow_unverified: bool = allow_unverified_arg()
 
 
 CONFIG = RemeasureConfig
@@ -34,7 +36,7 @@ def run(config: RemeasureConfig) -> dict:
         raise ValueError("--checkpoint is required: a shipped name (see `wm checkpoints`) or an exported model directory")
     out = resolve(config.checkpoint)
     settings = replace(ExportConfig(), heldout_episodes=config.heldout_episodes, device=config.device,
-                       threads=config.threads)
+                       threads=config.threads, allow_unverified=config.allow_unverified)
     kpis = heldout_kpis(out, settings)
     model_config = read_json(out / "config.json", what="the model's settings")
     model_config["metrics"] = {**model_config.get("metrics", {}), **kpis}

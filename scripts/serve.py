@@ -16,6 +16,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg
 from worldmodels.pretrained import make_env_for
 from worldmodels.profiling import resolve_device, set_threads
@@ -51,6 +52,7 @@ class ServeConfig:
                                minimum=0, maximum=1_000_000)
     device: str = arg("auto", "torch device of the model: auto, cpu or cuda")
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n; 1 keeps a small shared CPU from thrashing")
+    allow_unverified: bool = allow_unverified_arg()
 
 
 CONFIG = ServeConfig
@@ -99,7 +101,7 @@ def make_server(config: ServeConfig):
     check_host(config.host, token)  # before loading anything: a refused host costs nothing
     cap = connection_cap(config.max_connections)
     set_threads(config.threads)  # measured: two OpenMP threads on 2 busy cores made one act ~20x slower than one
-    model = load(config.checkpoint, resolve_device(config.device))
+    model = load(config.checkpoint, resolve_device(config.device), allow_unverified=config.allow_unverified)
     if config.env:  # refused here in one line, not as a 4xx on every act of a client in another env
         make_env_for(model, config.env, 1, seed=config.seed).close()
     settings = SessionSettings(max_sessions=config.max_sessions, idle_timeout_s=config.idle_timeout_s,

@@ -20,7 +20,7 @@ from trainers.distributed import barrier, is_rank_zero, rank_and_world_size, sta
 from trainers.worldmodels_config import PRESETS, WorldModelsConfig, pretrained_settings, validate
 from trainers.worldmodels_stages import (copy_pretrained, log_real_return, stage_collect, stage_controller, stage_mdnrnn,
                                          stage_vae)
-from worldmodels.config import ConfigError, check_same_settings, save_json_atomic, to_dict
+from worldmodels.config import RERUN_MAY_DIFFER, ConfigError, check_same_settings, save_json_atomic, to_dict
 from worldmodels.families.vm import DONE
 from worldmodels.data.latents import encode_store
 from worldmodels.data.store import EpisodeStore
@@ -45,7 +45,7 @@ def run(config: WorldModelsConfig) -> dict:
     register_toy_envs()
     pretrained = None
     if config.init_from:
-        pretrained = load(config.init_from)
+        pretrained = load(config.init_from, allow_unverified=config.allow_unverified)
         settings = pretrained_settings(pretrained)
         changed = {k: v for k, v in settings.items() if getattr(config, k) != v}
         if changed:
@@ -71,7 +71,9 @@ def _stages(config: WorldModelsConfig, pretrained: Pretrained | None = None) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
     # Stages done with other settings would be skipped (or fail on a size mismatch when resumed): refuse up front.
     # A stage's budget may grow while the stage is unfinished (a killed run resumed for longer); nothing else may change.
-    grown = check_same_settings(run_dir, config, may_grow=frozenset(STAGE_BUDGETS))
+    # --allow-unverified only lets --from load: a resume may give it or not.
+    grown = check_same_settings(run_dir, config, ignore=RERUN_MAY_DIFFER | {"allow_unverified"},
+                                may_grow=frozenset(STAGE_BUDGETS))
     finished = sorted(key for key in grown if (run_dir / STAGE_BUDGETS[key] / DONE).exists())
     if finished:
         raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in finished)} grew, but "

@@ -32,7 +32,7 @@ from trainers.worldmodels_config import PRESETS as WORLDMODELS_PRESETS
 from trainers.worldmodels_config import WorldModelsConfig
 from trainers.worldmodels_stages import (fit_stage, load_stage, mdnrnn_datamodule, mdnrnn_module, stage_collect,
                                          stage_controller, vae_datamodule, vae_module)
-from worldmodels.checkpoint import read_config
+from worldmodels.checkpoint import allow_unverified_arg, allowing_unverified, read_config
 from worldmodels.config import apply_overrides, arg, directory_problem, from_dict, save_json_atomic, to_dict
 from worldmodels.data.latents import encode_store
 from worldmodels.envs import make
@@ -63,6 +63,7 @@ class FinetuneConfig:
     seed: int = arg(0, "seed for collection, training and evaluation", minimum=0)
     device: str = arg("auto", "torch device (World Models) / accelerator (Dreamer): auto, cpu, cuda/gpu")
     threads: str = arg("", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n; empty = the family preset's")
+    allow_unverified: bool = allow_unverified_arg()
 
 
 def resolve_source(source: str) -> Path:
@@ -278,7 +279,8 @@ def finetune(config: FinetuneConfig) -> dict:
     source_spec = ActionSpec.from_dict(pretrained["action_spec"])
     spec = target_action_spec(env_id, int(pretrained["obs_shape"][0]))
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-    result = runners[family](config, source, pretrained, env_id, spec)
+    with allowing_unverified(config.allow_unverified):  # the source's weights are read by several transfers
+        result = runners[family](config, source, pretrained, env_id, spec)
     result = {"source": str(source), "family": family, "env": env_id, "source_env": pretrained["env_id"],
               "action_space_changed": spec != source_spec, "source_action_spec": source_spec.to_dict(),
               "action_spec": spec.to_dict(), **result}

@@ -29,7 +29,7 @@ from trainers.finetune import FinetuneConfig, resolve_source, target_action_spec
 from trainers.latents import LatentDataModule
 from trainers.losses import weighted_sum
 from trainers.worldmodels_stages import mdnrnn_module, stage_collect, vae_module
-from worldmodels.checkpoint import read_config
+from worldmodels.checkpoint import allow_unverified_arg, allowing_unverified, read_config
 from worldmodels.config import arg, file_problem, save_json_atomic
 from worldmodels.data.latents import encode_store
 from worldmodels.envs.toy import register_toy_envs
@@ -50,6 +50,7 @@ class BenchFinetuneConfig:
     seed: int = arg(0, "seed of collection, initialisation and batches (both runs)")
     device: str = arg("auto", "auto, cpu or cuda")
     threads: str = arg("", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n; empty = the family preset's")
+    allow_unverified: bool = allow_unverified_arg()
     out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)",
                              check=lambda c: file_problem(c.out))
 
@@ -103,6 +104,11 @@ def _fit_curve(module: L.LightningModule, datamodule, *, steps: int, eval_every:
 
 def bench_finetune(config: BenchFinetuneConfig) -> dict:
     """Both runs of every model of ``config.source`` on the held-out env; returns (and optionally writes) the record."""
+    with allowing_unverified(config.allow_unverified):  # the source's weights are read by several transfers
+        return _bench_finetune(config)
+
+
+def _bench_finetune(config: BenchFinetuneConfig) -> dict:
     register_toy_envs()
     source = resolve_source(config.source)
     pretrained = read_config(source)

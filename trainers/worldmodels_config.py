@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, directory_problem, given
 from worldmodels.data.store import EpisodeStore, ensure_writable_dir
 from worldmodels.envs import ActionSpec, is_atari, make
@@ -26,6 +27,7 @@ class WorldModelsConfig:
     init_from: str = arg("", "a shipped name or exported World Models model (--from): its V and M are copied, not "
                              "trained, and only C is trained, in its dream; the env, image size and V/M sizes come "
                              "from the model, and --episodes only supplies the dream's start frames")
+    allow_unverified: bool = allow_unverified_arg()
     run_dir: str = arg("runs/worldmodels", "directory for every stage's artifacts; rerun to resume",
                        check=lambda c: directory_problem(c.run_dir))
     seed: int = arg(0, "seed for collection, training and CMA-ES", minimum=0)

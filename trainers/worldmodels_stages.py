@@ -37,6 +37,7 @@ from trainers.resume import StepSeeds
 from trainers.trainer_factory import fit_resuming, last_metric, stage_trainer
 from trainers.vae_module import VAEModule
 from trainers.worldmodels_config import DEFAULT_DREAM_HORIZON, WorldModelsConfig, env_options
+from worldmodels.checkpoint import allowing_unverified
 from worldmodels.config import given, save_json_atomic
 from worldmodels.controllers.cmaes import train_cmaes
 from worldmodels.controllers.linear import make_controller
@@ -99,7 +100,8 @@ def trainer_for(config: WorldModelsConfig, stage: str, max_steps: int, *, precis
 
 def load_stage(config: WorldModelsConfig, stage: str) -> torch.nn.Module:
     """A finished stage's component (``vae`` or ``mdnrnn``), through the one loader, on the run's device."""
-    layout, tensors = read_layout(Path(config.run_dir))
+    with allowing_unverified(config.allow_unverified):  # a run written before digests existed, resumed
+        layout, tensors = read_layout(Path(config.run_dir))
     layout = {**layout, "sizes": {stage: layout["sizes"][stage]}}
     return assemble("worldmodels", layout, {stage: tensors[stage]}, device=resolve_device(config.device)).components[stage]
 

@@ -7,8 +7,8 @@ looked up on first use so that ``import worldmodels`` itself stays light (no tor
 from worldmodels.version import __version__  # noqa: F401 - the package version
 
 
-def load(name_or_path, device="cpu"):
+def load(name_or_path, device="cpu", *, allow_unverified=False):
     """:func:`worldmodels.registry.load`: a world model and its policy from a shipped name, a directory or a run."""
     from worldmodels.registry import load as _load  # deferred: keeps `import worldmodels` free of torch
 
-    return _load(name_or_path, device)
+    return _load(name_or_path, device, allow_unverified=allow_unverified)

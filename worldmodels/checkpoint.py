@@ -5,8 +5,11 @@ A pretrained directory holds exactly two files::
     DIR/model.safetensors   every tensor, keyed "<component>.<parameter name>"
     DIR/config.json         {"format", "family", "library_version", "components", "sha256", ...}
 
-``sha256`` maps ``model.safetensors`` to its digest; loading verifies it when present (checkpoints written
-before it existed have none) and refuses NaN / inf weights, and saving refuses them too.
+``sha256`` maps ``model.safetensors`` to its digest. Loading verifies it and refuses NaN / inf weights, and saving
+refuses them too. A digest that is missing, null, renamed or not 64 hex digits would switch the check off for
+anyone who can edit ``config.json``, so such a checkpoint loads only when the caller says so
+(``allow_unverified=True``, ``--allow-unverified``; :func:`allowing_unverified` for a whole command), with one
+warning line; a digest that does not match is always refused.
 
 ``save_pretrained`` writes both through temp files + ``os.replace`` so a kill never
 leaves a half-written checkpoint. ``load_pretrained`` parses only the safetensors
@@ -20,19 +23,23 @@ Lightning ``.ckpt`` files are for exact resume only and are read by
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from worldmodels.config import writing
+from worldmodels.config import arg, writing
 from worldmodels.finite import NonFiniteError
 from worldmodels.version import __version__
 
@@ -41,7 +48,18 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
-SHA256_KEY = "sha256"  # config.json: {file name: hex digest}; older checkpoints have none and load unverified
+SHA256_KEY = "sha256"  # config.json: {file name: hex digest}; without one a checkpoint loads only when allowed
+HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+UNVERIFIED_FLAG = "--allow-unverified"
+# Set by allowing_unverified() for a whole command: its loaders are many and deep (transfer, read_layout, ...).
+_ALLOW_UNVERIFIED: contextvars.ContextVar[bool] = contextvars.ContextVar("allow_unverified", default=False)
+_WARNED: set[Path] = set()  # directories already announced as unverified: one line each per process
+
+
+def allow_unverified_arg() -> Any:
+    """The one ``--allow-unverified`` field every command that loads a model declares."""
+    return arg(False, "load a model whose config.json records no SHA-256 of model.safetensors (a warning says so); "
+                      "a digest that does not match is always refused")
 
 
 class CheckpointError(ValueError):
@@ -57,13 +75,44 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _expected_sha256(directory: Path) -> str | None:
-    """The weights' digest recorded in ``config.json``, if any (malformed configs are :func:`read_config`'s to report)."""
+@contextlib.contextmanager
+def allowing_unverified(allow: bool = True) -> Iterator[None]:
+    """Within it, every :func:`read_tensors` loads checkpoints without a digest (``allow=False`` changes nothing)."""
+    token = _ALLOW_UNVERIFIED.set(allow or _ALLOW_UNVERIFIED.get())
     try:
-        recorded = json.loads((directory / CONFIG_NAME).read_text()).get(SHA256_KEY)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return recorded.get(WEIGHTS_NAME) if isinstance(recorded, dict) else None
+        yield
+    finally:
+        _ALLOW_UNVERIFIED.reset(token)
+
+
+def recorded_sha256(config: Mapping[str, Any]) -> tuple[str | None, str]:
+    """``(digest, "")`` of the weights as ``config.json`` records it, else ``(None, what is wrong with the record)``."""
+    if SHA256_KEY not in config:
+        return None, f"has no {SHA256_KEY!r} key"
+    recorded = config[SHA256_KEY]
+    if not isinstance(recorded, dict):
+        return None, f"{SHA256_KEY} is {recorded!r}, not {{{WEIGHTS_NAME!r}: '<64 hex digits>'}}"
+    digest = recorded.get(WEIGHTS_NAME)
+    if not isinstance(digest, str) or not HEX_DIGEST.fullmatch(digest):
+        return None, f"{SHA256_KEY}[{WEIGHTS_NAME!r}] is {digest!r}, not 64 hex digits"
+    return digest.lower(), ""
+
+
+def _verify(directory: Path, path: Path, allow_unverified: bool) -> None:
+    """Refuse weights whose digest differs; without a digest, refuse unless allowed, and warn once when allowed."""
+    expected, problem = recorded_sha256(read_config(directory))
+    if expected is None:
+        if not (allow_unverified or _ALLOW_UNVERIFIED.get()):
+            raise CheckpointError(f"{directory / CONFIG_NAME}: {problem}, so {WEIGHTS_NAME} cannot be verified and a "
+                                  f"changed file would load; re-export or re-download it, or pass {UNVERIFIED_FLAG} "
+                                  "(allow_unverified=True) to load it anyway")
+        if directory.resolve() not in _WARNED:
+            _WARNED.add(directory.resolve())
+            print(f"warning: loading {directory} without a digest ({UNVERIFIED_FLAG})", file=sys.stderr)
+        return
+    if file_sha256(path) != expected:
+        raise CheckpointError(f"{path}: SHA-256 differs from the one in {CONFIG_NAME}; the file is corrupt or was changed "
+                              "after it was written (re-export or re-download it)")
 
 
 @dataclass
@@ -121,15 +170,13 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-def read_tensors(directory: str | Path) -> dict[str, dict[str, torch.Tensor]]:
-    """The weights of a pretrained directory, grouped by component: ``{component: state_dict}``."""
+def read_tensors(directory: str | Path, *, allow_unverified: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights of a pretrained directory, grouped by component: ``{component: state_dict}``, verified against
+    the digest in its ``config.json`` (``allow_unverified``: load one without a digest, see the module doc)."""
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a pretrained directory holds {WEIGHTS_NAME} and {CONFIG_NAME}")
-    expected = _expected_sha256(Path(directory))
-    if expected is not None and file_sha256(path) != expected:
-        raise CheckpointError(f"{path}: SHA-256 differs from the one in {CONFIG_NAME}; the file is corrupt or was changed "
-                              "after it was written (re-export or re-download it)")
+    _verify(Path(directory), path, allow_unverified)
     try:
         flat = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:

@@ -81,15 +81,15 @@ def _encode_mean(vae: ConvVAE, obs: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return vae.encode(to_float_image(obs.to(device)))  # mu, logvar (..., Z)
 
 
-def load_dream_models(name_or_path: str | Path, device: str | torch.device = "cpu") -> tuple[DreamModel,
-                                                                                          LatentPolicy | None]:
+def load_dream_models(name_or_path: str | Path, device: str | torch.device = "cpu", *,
+                      allow_unverified: bool = False) -> tuple[DreamModel, LatentPolicy | None]:
     """``(model, head)`` of a saved checkpoint (anything :func:`worldmodels.load` reads): what ``wm dream`` shows.
 
     ``model`` is the family's world model (V alone for a World Models run without M yet); ``head`` acts in
     the dreams: C, or the Dreamer actor SAMPLING (its dreams show the stochastic policy it trains), ``None``
     when nothing was trained to act (random actions).
     """
-    return dream_models(load(name_or_path, device))
+    return dream_models(load(name_or_path, device, allow_unverified=allow_unverified))
 
 
 def dream_models(pretrained: Pretrained) -> tuple[DreamModel, LatentPolicy | None]:

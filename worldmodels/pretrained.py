@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from worldmodels.checkpoint import CheckpointError, LoadReport, load_into, read_config, read_tensors
+from worldmodels.checkpoint import CheckpointError, LoadReport, allowing_unverified, load_into, read_config, read_tensors
 from worldmodels.config import given, read_json
 from worldmodels.controllers.linear import PopulationController
 from worldmodels.core import Policy
@@ -77,8 +77,10 @@ def build(config: Mapping[str, Any], action_spec: ActionSpec | None = None) -> d
     return FAMILIES[family].build(config, action_spec)
 
 
-def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", *, family: str | None = None) -> Pretrained:
-    """A whole-model directory (or shipped name) of either family; ``family`` also checks which one it is."""
+def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", *, family: str | None = None,
+                    allow_unverified: bool = False) -> Pretrained:
+    """A whole-model directory (or shipped name) of either family; ``family`` also checks which one it is.
+    ``allow_unverified``: also load weights whose ``config.json`` records no digest (a warning line says so)."""
     path = resolve(directory)
     config = read_config(path)
     found = config.get("family")
@@ -86,18 +88,19 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "cpu", *
         raise CheckpointError(f"{path / 'config.json'}: family {found!r}; expected one of {sorted(FAMILIES)}")
     if family is not None and found != family:
         raise CheckpointError(f"{path / 'config.json'}: family {found!r}, expected {family!r}")
-    return assemble(found, config, read_tensors(path), device=device, path=path)
+    return assemble(found, config, read_tensors(path, allow_unverified=allow_unverified), device=device, path=path)
 
 
 def transfer(directory: str | Path, modules: Mapping[str, nn.Module], *, reinit: Mapping[str, tuple[str, ...]] = {},
-             keep_columns: Mapping[str, int] = {}) -> dict[str, LoadReport]:
+             keep_columns: Mapping[str, int] = {}, allow_unverified: bool = False) -> dict[str, LoadReport]:
     """Load the directory's weights into ``modules`` (component -> module), possibly built for another action space.
 
     ``reinit[component]``: parameter prefixes that may differ in shape and then keep their fresh init.
     ``keep_columns["component.key"] = n``: for such a re-initialised 2-D weight with the same rows, the first
     ``n`` input columns (latent / stochastic state, before the action columns) are still copied.
+    ``allow_unverified``: also load weights whose ``config.json`` records no digest (a warning line says so).
     """
-    tensors = read_tensors(directory)
+    tensors = read_tensors(directory, allow_unverified=allow_unverified)
     reports = {}
     for name, module in modules.items():
         if name not in tensors:
@@ -114,16 +117,18 @@ def transfer(directory: str | Path, modules: Mapping[str, nn.Module], *, reinit:
     return reports
 
 
-def export_from_run(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def export_from_run(run_dir: str | Path, out_dir: str | Path | None = None, *, allow_unverified: bool = False) -> Path:
     """A finished ``wm worldmodels`` run (vae/, mdnrnn/, controller/) or ``wm dreamer`` run (checkpoints/last.ckpt)
-    -> one whole-model directory (default ``RUN_DIR/pretrained``), through the one loader."""
+    -> one whole-model directory (default ``RUN_DIR/pretrained``, with a digest), through the one loader.
+    ``allow_unverified``: also read stage weights whose ``config.json`` records no digest."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "pretrained"
     name = next((n for n, family in FAMILIES.items() if family.is_run(run_dir)), None)
     if name is None or (name == WORLDMODELS and not (run_dir / "mdnrnn" / "config.json").is_file()):
         raise FileNotFoundError(f"{run_dir}: neither a finished `wm worldmodels` run (vae/, mdnrnn/) nor a `wm dreamer` "
                                 f"run (checkpoints/last.ckpt)")
-    config, tensors = FAMILIES[name].read_layout(run_dir)
+    with allowing_unverified(allow_unverified):
+        config, tensors = FAMILIES[name].read_layout(run_dir)
     model = assemble(name, config, tensors, path=run_dir)
     common = dict(env_id=model.env_id, env_options=model.env_options)
     if name == WORLDMODELS:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from worldmodels.checkpoint import CheckpointError, load_into, read_config
+from worldmodels.checkpoint import CheckpointError, allowing_unverified, load_into, read_config
 from worldmodels.core import LatentPolicy, Policy, WorldModel
 from worldmodels.envs import make_vector
 from worldmodels.envs.spaces import ActionSpec
@@ -154,10 +154,14 @@ def family_and_root(path: Path) -> tuple[str, Path]:
                             "not a saved world model")
 
 
-def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
-    """Any family's model from a shipped name, a whole-model directory or a training run (see the module doc)."""
+def load(name_or_path: str | Path, device: str | torch.device = "cpu", *, allow_unverified: bool = False) -> Pretrained:
+    """Any family's model from a shipped name, a whole-model directory or a training run (see the module doc).
+
+    ``allow_unverified``: also load weights whose ``config.json`` records no digest (a warning line says so).
+    """
     name, root = family_and_root(resolve(name_or_path))
-    config, tensors = FAMILIES[name].read_layout(root)
+    with allowing_unverified(allow_unverified):  # a run's layout reads several stage directories
+        config, tensors = FAMILIES[name].read_layout(root)
     return assemble(name, config, tensors, device=device, path=root)
 
 

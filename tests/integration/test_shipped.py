@@ -1,11 +1,15 @@
-"""The pretrained models shipped in checkpoints/: listed, under 25 MB, carded, and loadable without pickle."""
+"""The pretrained models shipped in checkpoints/: listed, under 25 MB, carded, digested, and loadable without pickle."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
 from scripts.checkpoints import CONFIG, run
 from worldmodels.registry import SHIPPED, list_checkpoints
+from worldmodels.checkpoint import SHA256_KEY, WEIGHTS_NAME, file_sha256
 from worldmodels.pretrained import from_pretrained
 
 ROWS = list_checkpoints(SHIPPED)
@@ -30,3 +34,10 @@ def test_wm_checkpoints_prints_one_line_per_model(capsys):
     run(CONFIG(root=str(SHIPPED)))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == len(ROWS) and all("card:" in line for line in lines)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["name"] for r in ROWS])
+def test_each_records_the_digest_of_its_weights(row):
+    """Without one it would load only with --allow-unverified: every shipped model carries its own."""
+    config = json.loads((Path(row["path"]) / "config.json").read_text())
+    assert config.get(SHA256_KEY) == {WEIGHTS_NAME: file_sha256(Path(row["path"]) / WEIGHTS_NAME)}

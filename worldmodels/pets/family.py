@@ -109,11 +109,13 @@ def save_whole(directory: str | Path, world_model: PETSWorldModel, *, env_id: st
     return save_pretrained(directory, {"ensemble": world_model.ensemble}, config)
 
 
-def load_whole(directory: str | Path, device: str | torch.device = "cpu") -> PETSWorldModel:
-    """A PETS world model from :func:`save_whole`'s directory (no unpickling; shapes checked)."""
+def load_whole(directory: str | Path, device: str | torch.device = "cpu", *,
+               allow_unverified: bool = False) -> PETSWorldModel:
+    """A PETS world model from :func:`save_whole`'s directory (no unpickling; shapes and digest checked;
+    ``allow_unverified``: also one whose ``config.json`` records no digest)."""
     config = read_config(directory)
     if config.get("family") != PETS:
         raise CheckpointError(f"{directory}: family {config.get('family')!r}, expected {PETS!r}")
     components = build(config)
-    load_into(components["ensemble"], read_tensors(directory).get("ensemble", {}), component="ensemble")
+    load_into(components["ensemble"], read_tensors(directory, allow_unverified=allow_unverified).get("ensemble", {}), component="ensemble")
     return world_model(components, config).to(device)
