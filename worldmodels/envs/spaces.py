@@ -8,12 +8,43 @@ float32 ``(L, dim)`` for continuous. :func:`check_fits` is the one check that an
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+
+# The widest action spaces a spec may declare. ``dim`` is the width of every model's action input (one-hot for
+# discrete) and of the actor's output, so layers are sized by it: real spaces are far below (Atari 18 actions,
+# MuJoCo humanoid 17 dims), and a dataset.json of dim 10**7 made training allocate 6.6 GB before it failed.
+MAX_DIM = {"discrete": 4096, "continuous": 1024}
+
+
+def _bounds(values: Any, name: str, dim: int, kind: str) -> tuple[float, ...]:
+    """``low`` or ``high`` of a spec dict: empty, or ``dim`` real numbers (continuous only), none NaN.
+
+    Infinite bounds stay allowed here: an env's Box may be unbounded (:func:`worldmodels.policies.box_bounds`
+    treats such dimensions as [-1, 1]), and its checkpoints record them.
+    """
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"action_spec {name} must be a list of numbers, got {values!r}")
+    if values and (kind == "discrete" or len(values) != dim):
+        raise ValueError(f"action_spec {name} must be empty for discrete actions and list one bound per "
+                         f"dimension ({dim}) for continuous ones, got {len(values)} for {kind}")
+    bounds = []
+    for value in values:
+        try:
+            bound = math.nan if isinstance(value, bool) or not isinstance(value, numbers.Real) else float(value)
+        except OverflowError:  # an int past float range, e.g. 10**400
+            bound = math.nan
+        if math.isnan(bound):
+            raise ValueError(f"action_spec {name} must hold numbers (not NaN), got {value!r}")
+        bounds.append(bound)
+    return tuple(bounds)
 
 
 @dataclass(frozen=True)
@@ -42,7 +73,20 @@ class ActionSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ActionSpec":
-        return cls(values["kind"], int(values["dim"]), tuple(values.get("low", ())), tuple(values.get("high", ())))
+        """The spec a ``to_dict`` wrote (store.json, dataset.json, a checkpoint's config); a one-line ``ValueError``
+        for anything ``to_dict`` could not have written: ``int("3")``, ``int(True)`` and ``int(1e30)`` all "worked"."""
+        if not isinstance(values, dict) or values.get("kind") not in MAX_DIM:
+            kind = values.get("kind") if isinstance(values, dict) else values
+            raise ValueError(f"action_spec kind must be 'discrete' or 'continuous', got {kind!r}")
+        kind, dim = values["kind"], values.get("dim")
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 1 <= dim <= MAX_DIM[kind]:
+            raise ValueError(f"action_spec dim must be an integer in [1, {MAX_DIM[kind]}] for {kind} actions, "
+                             f"got {dim!r} ({type(dim).__name__})")
+        low, high = (_bounds(values.get(name, ()), name, int(dim), kind) for name in ("low", "high"))
+        if bool(low) != bool(high) or any(lo > hi for lo, hi in zip(low, high)):
+            raise ValueError(f"action_spec low {list(low)} and high {list(high)} must both be given, "
+                             "with low <= high in every dimension")
+        return cls(kind, int(dim), low, high)
 
     def store_dtype(self) -> np.dtype:
         return np.dtype(np.int64) if self.discrete else np.dtype(np.float32)
