@@ -12,10 +12,10 @@ README's serving section.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 
+from scripts.serve_load import TOKEN_ENV, token_from
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg
 from worldmodels.pretrained import make_env_for
@@ -24,8 +24,6 @@ from worldmodels.registry import load
 from worldmodels.serving import SessionSettings, create_app
 from worldmodels.serving.connections import ACCEPT_BACKLOG, connection_cap, guarded_protocol
 from worldmodels.serving.sessions import MAX_IDLE_TIMEOUT_S, MAX_WAIT_MS
-
-TOKEN_ENV = "WM_SERVE_TOKEN"
 
 
 @dataclass
@@ -97,7 +95,7 @@ def make_server(config: ServeConfig):
     """``(uvicorn.Server, bound socket, info)`` for ``config``; ``server.run(sockets=[sock])`` serves until stopped."""
     import uvicorn  # deferred: only serving needs the ASGI server
 
-    token = config.token or os.environ.get(TOKEN_ENV, "")
+    token = token_from(config.token)
     check_host(config.host, token)  # before loading anything: a refused host costs nothing
     cap = connection_cap(config.max_connections)
     set_threads(config.threads)  # measured: two OpenMP threads on 2 busy cores made one act ~20x slower than one

@@ -22,6 +22,24 @@ import numpy as np
 from worldmodels.config import arg
 
 ENCODINGS = ("bytes", "json", "png")
+TOKEN_ENV = "WM_SERVE_TOKEN"
+
+
+def token_from(flag: str) -> str:
+    """The bearer token: ``--token``, else ``$WM_SERVE_TOKEN``, else none; ValueError for one a header cannot carry.
+
+    Shared by ``wm serve`` and this client: HTTP headers are latin-1, so a non-ASCII token could never be sent
+    by a UTF-8 client; whitespace and control characters would be split or stripped on the way.
+    """
+    token, source = (flag, "--token") if flag else (os.environ.get(TOKEN_ENV, ""), f"${TOKEN_ENV}")
+    for i, char in enumerate(token):
+        if not 33 <= ord(char) <= 126:  # the character itself is not shown: it is part of a secret
+            why = ("whitespace" if char.isspace() else "a non-ASCII character" if ord(char) > 127
+                   else "a control character")
+            raise ValueError(f"{source} must be printable ASCII without whitespace (letters, digits, punctuation), "
+                             f"but has {why} at position {i}; e.g. python -c 'import secrets; "
+                             f"print(secrets.token_urlsafe(32))'")
+    return token
 
 
 @dataclass
@@ -84,7 +102,7 @@ async def _client(client, bodies: list[tuple[bytes, str]], deadline: float, late
 async def measure(config: ServeLoadConfig) -> dict:
     import httpx  # deferred: only the load test needs the HTTP client
 
-    token = config.token or os.environ.get("WM_SERVE_TOKEN", "")
+    token = token_from(config.token)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     limits = httpx.Limits(max_connections=config.clients + 2, max_keepalive_connections=config.clients + 2)
     async with httpx.AsyncClient(base_url=config.url, headers=headers, limits=limits, timeout=30.0) as client:

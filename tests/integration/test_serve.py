@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 import torch
+import uvicorn
 
 import worldmodels
 from model_fixtures import CATCH, tiny_dreamer, tiny_worldmodels
@@ -247,6 +248,27 @@ def test_every_numeric_flag_has_a_finite_maximum(command, config, capsys):
                      "/nonexistent" if command == "serve" else "http://127.0.0.1:9"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{flag} must be a number <=" in err[0], err
+
+
+@pytest.mark.parametrize("token, why", [("pässword", "non-ASCII"), ("two words", "whitespace"),
+                                        ("tab\there", "whitespace"), ("bell\x07", "control")])
+def test_a_token_an_http_header_cannot_carry_is_refused_in_one_line(models, monkeypatch, capsys, token, why):
+    """HTTP headers are latin-1: a UTF-8 client could never send a non-ASCII token, so the server was unusable."""
+    monkeypatch.delenv("WM_SERVE_TOKEN", raising=False)
+    # refused before serving: a server that starts here would serve until killed
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: pytest.fail("served with that token"))
+    checkpoint = str(models / "discrete")
+    for argv, source in ((["serve", "--checkpoint", checkpoint, "--token", token], "--token"),
+                         (["serve-load", "--url", "http://127.0.0.1:9", "--token", token], "--token")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and source in err[0] and why in err[0] and "printable ASCII" in err[0], err
+        assert token not in err[0], err  # the secret is not echoed
+    monkeypatch.setenv("WM_SERVE_TOKEN", token)
+    for argv in (["serve", "--checkpoint", checkpoint], ["serve-load", "--url", "http://127.0.0.1:9"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "$WM_SERVE_TOKEN" in err[0] and why in err[0], err
 
 
 def test_wm_serve_port_0_prints_the_url_it_bound(models):
