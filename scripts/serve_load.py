@@ -1,8 +1,8 @@
 """Load-test a running ``wm serve``: N concurrent clients, each with its own session, act in a loop for T seconds.
 
-Each client opens a session, then sends observations (random uint8 frames of the model's ``obs_shape``) one
-after the other, each as soon as the previous action came back, until ``--seconds`` have passed; then
-deletes its session. Prints (and returns) JSON: requests, errors, throughput, p50/p99/mean/max latency, and
+Each client opens a session, then sends observations (random uint8 frames of the model's ``obs_shape``, or
+float32 vectors for a vector model) one after the other, each as soon as the previous action came back,
+until ``--seconds`` have passed; then deletes its session. Prints (and returns) JSON: requests, errors, throughput, p50/p99/mean/max latency, and
 the server's batching counters from ``GET /v1/stats``; exits 1 (one line on stderr) when every request failed.
 """
 
@@ -58,7 +58,9 @@ CONFIG = ServeLoadConfig
 
 
 def encode(frame: np.ndarray, encoding: str) -> tuple[bytes, str]:
-    """``frame (H, W, C)`` uint8 -> (request body, Content-Type)."""
+    """``frame (H, W, C)`` uint8 or a vector ``(D,)`` float32 -> (request body, Content-Type)."""
+    if frame.dtype == np.float32 and encoding == "bytes":
+        return frame.astype("<f4").tobytes(), "application/octet-stream"  # the server reads little-endian float32
     if encoding == "json":
         return json.dumps({"obs": frame.tolist()}).encode(), "application/json"
     if encoding == "png":
@@ -113,9 +115,16 @@ async def measure(config: ServeLoadConfig) -> dict:
                              f"pass the URL it printed as --url") from None
         if card.status_code != 200:
             raise ValueError(f"GET {config.url}/v1/model answered {card.status_code}: {card.text[:200]}")
-        shape = tuple(card.json()["obs_shape"])
+        shape = tuple(card.json()["obs_shape"])  # (H, W, C) uint8 frames or (D,) float32 vectors
         rng = np.random.default_rng(config.seed)
-        bodies = [encode(rng.integers(0, 256, shape, dtype=np.uint8), config.encoding) for _ in range(config.frames)]
+        if card.json().get("obs_dtype") == "float32":
+            if config.encoding == "png":
+                raise ValueError(f"--encoding png sends images, but {config.url} serves a model of {shape[0]}-float "
+                                 f"vectors; use --encoding bytes or json")
+            obs = [rng.standard_normal(shape).astype(np.float32) for _ in range(config.frames)]
+        else:
+            obs = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(config.frames)]
+        bodies = [encode(o, config.encoding) for o in obs]
         before = (await client.get("/v1/stats")).json()
         latencies: list[float] = []
         errors: list[str] = []

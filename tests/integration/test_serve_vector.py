@@ -3,12 +3,14 @@ are one-line 4xx errors. A real uvicorn server on a free loopback port in a thre
 
 from __future__ import annotations
 
+import json
 
 import httpx
 import numpy as np
 import pytest
 import torch
 
+from scripts.cli import main
 from serving import serving
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.pretrained import build, save_dreamer
@@ -27,6 +29,19 @@ def client(tmp_path_factory):
     save_dreamer(root, parts, agent_config=AGENT, env_id="CartPole-v1")  # a vector model saves obs "vector" itself
     with serving(root) as url, httpx.Client(base_url=url) as http:
         yield http
+
+
+@pytest.mark.parametrize("encoding", ["bytes", "json"])
+def test_serve_load_sends_float32_vectors(client, capsys, encoding):
+    """It sent D uint8 bytes (or ints) to a vector model, so every act was a 422."""
+    argv = ["serve-load", "--url", str(client.base_url).rstrip("/"), "--clients", "2", "--seconds", "0.3",
+            "--encoding", encoding]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["requests"] > 0 and result["errors"] == 0, result
+    assert main(argv[:-1] + ["png"]) == 2  # PNG carries images only
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--encoding png" in err[0] and "bytes or json" in err[0], err
 
 
 def error(response, status: int, *words: str) -> None:
