@@ -200,10 +200,12 @@ def load_into(
     *,
     component: str,
     reinit_prefixes: tuple[str, ...] = (),
+    check_only: bool = False,
 ) -> LoadReport:
     """Copy ``state`` into ``module``; keys under ``reinit_prefixes`` whose shape differs keep their fresh init.
 
     Any other missing key, unexpected key or shape mismatch is a one-line :class:`CheckpointError`.
+    ``check_only``: compare only, copy nothing (``module`` may live on the meta device).
     """
     report = LoadReport()
     own = module.state_dict()
@@ -223,12 +225,13 @@ def load_into(
                 continue
             raise CheckpointError(
                 f"{component}.{key}: shape {tuple(value.shape)} in the checkpoint, but the model expects "
-                f"{tuple(own[key].shape)}; build the model with the checkpoint's config.json sizes"
+                f"{tuple(own[key].shape)}" + ("" if check_only else "; build the model with the checkpoint's config.json sizes")
             )
         to_load[key] = value
         report.loaded.append(key)
     report.reinitialised += [k for k in missing if k.startswith(reinit_prefixes)]
-    module.load_state_dict(to_load, strict=False)
+    if not check_only:
+        module.load_state_dict(to_load, strict=False)
     return report
 
 

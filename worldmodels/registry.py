@@ -2,6 +2,7 @@
 
 :data:`FAMILIES` maps a family name to how its modules are built from JSON sizes and put together::
 
+    components                                          the component names its weights may hold
     build(config) -> {component: nn.Module}            fresh modules, sizes from config.json
     world_model(components, config) -> WorldModel       the family's core.WorldModel over those modules
     head(components, config, sample=) -> LatentPolicy   its acting head (None: the model cannot act)
@@ -43,6 +44,7 @@ from worldmodels.shipped import find_shipped, shipped_names, shipped_roots
 class Family:
     """How one family's checkpoints become modules, a world model and a policy."""
 
+    components: tuple[str, ...]
     build: Callable[..., dict[str, nn.Module]]
     world_model: Callable[[Mapping[str, nn.Module], Mapping[str, Any]], WorldModel | None]
     head: Callable[..., LatentPolicy | None]
@@ -53,12 +55,19 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    vm.WORLDMODELS: Family(vm.build, vm.world_model, vm.head, vm.is_run, vm.read_layout),
-    dreamer.DREAMER: Family(dreamer.build, dreamer.world_model, dreamer.head, dreamer.is_run, dreamer.read_layout),
-    pets.PETS: Family(pets.build, pets.world_model, pets.head, pets.is_run, pets.read_layout,
+    vm.WORLDMODELS: Family(vm.STAGES, vm.build, vm.world_model, vm.head, vm.is_run, vm.read_layout),
+    dreamer.DREAMER: Family(dreamer.COMPONENTS, dreamer.build, dreamer.world_model, dreamer.head, dreamer.is_run,
+                            dreamer.read_layout),
+    pets.PETS: Family(("ensemble",), pets.build, pets.world_model, pets.head, pets.is_run, pets.read_layout,
                       policy=pets.planner_policy, make_env=pets.make_env),
 }
 WHOLE_MODEL_KEYS = ("sizes", "action_spec", "obs_shape", "env_id")
+# Bounds of every size in a config.json: far above any model of this library, far below one whose layers would not
+# fit in memory. The shapes a config builds are then compared with the weights' before any tensor is allocated.
+MAX_SIZE = 1 << 16
+MAX_DEPTH = 64  # layer and stage counts: each one is a loop that builds modules
+DEPTH_KEYS = ("layers", "stages")
+ACTION_KINDS = ("discrete", "continuous")
 
 
 @dataclass
@@ -165,12 +174,23 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", *, allow_
     return assemble(name, config, tensors, device=device, path=root)
 
 
-def check_sizes(config: Mapping[str, Any], where: Path | str) -> None:
-    """Every size the modules are built with is a positive integer; an edited ``config.json`` (``"abc"``, ``-3``) is a
-    one-line :class:`CheckpointError` naming the file and the field, not a traceback from a layer's constructor.
+def _source(where: Path | str, field_name: str = "") -> Path | str:
+    """The file a field of an assembled config came from: a World Models run keeps each stage's sizes in its own
+    ``STAGE/config.json``, a whole model everything in ``DIR/config.json``; else the run directory or ``.ckpt``."""
+    where = Path(where)
+    stage = where / field_name.split(".")[1] / "config.json" if field_name.startswith("sizes.") else None
+    if stage is not None and stage.is_file():
+        return stage
+    return where / "config.json" if where.is_dir() and (where / "config.json").is_file() else where
 
-    Checked: each entry of ``sizes`` (nested per component; ``kind`` names a controller) and of ``obs_shape``, and
-    Dreamer's agent ``config`` copy of each size (its modules are built from that copy).
+
+def check_sizes(config: Mapping[str, Any], where: Path | str) -> None:
+    """Every size the modules are built with is an integer from 1 to :data:`MAX_SIZE` (:data:`MAX_DEPTH` for a layer
+    count); an edited ``config.json`` (``"abc"``, ``-3``, ``true``, ``10**9``) is a one-line :class:`CheckpointError`
+    naming the file and the field, not a traceback from a layer's constructor or an allocation of terabytes.
+
+    Checked: each entry of ``sizes`` (nested per component; ``kind`` names a controller), of ``obs_shape`` and the
+    ``action_spec``, and Dreamer's agent ``config`` copy of each size (its modules are built from that copy).
     """
     sizes = config.get("sizes") if isinstance(config.get("sizes"), dict) else {}
     fields: dict[str, Any] = {f"obs_shape[{i}]": v for i, v in enumerate(config.get("obs_shape") or [])}
@@ -179,14 +199,48 @@ def check_sizes(config: Mapping[str, Any], where: Path | str) -> None:
         fields.update({f"sizes.{key}" + (f".{inner}" if inner else ""): v for inner, v in nested if inner != "kind"})
     agent = config.get("config") if isinstance(config.get("config"), dict) else {}
     fields.update({f"config.{key}": agent[key] for key in sizes if key in agent})
+    spec = config.get("action_spec")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{_source(where)}: action_spec is {spec!r}, not an object with kind and dim; restore "
+                              "the file (or export the run again)")
+    fields["action_spec.dim"] = spec.get("dim")
     for field_name, value in fields.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            # A World Models run keeps each stage's sizes in its own STAGE/config.json; an export, in DIR/config.json.
-            stage = Path(where) / field_name.split(".")[1] / "config.json" if field_name.startswith("sizes.") else None
-            source = (stage if stage is not None and stage.is_file() else
-                      Path(where) / "config.json" if Path(where).is_dir() else where)
-            raise CheckpointError(f"{source}: {field_name} is {value!r}, not a positive integer; restore the file "
-                                  "(or export the run again)")
+        limit = MAX_DEPTH if field_name.rsplit(".", 1)[-1] in DEPTH_KEYS else MAX_SIZE
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise CheckpointError(f"{_source(where, field_name)}: {field_name} is {value!r}, not an integer from 1 to "
+                                  f"{limit}; restore the file (or export the run again)")
+    if spec.get("kind") not in ACTION_KINDS:
+        raise CheckpointError(f"{_source(where)}: action_spec.kind is {spec.get('kind')!r}, not one of "
+                              f"{list(ACTION_KINDS)}; restore the file (or export the run again)")
+    bounds = [spec.get("low", []), spec.get("high", [])]
+    if spec["kind"] == "continuous" and not all(isinstance(b, list) and len(b) == spec["dim"] for b in bounds):
+        raise CheckpointError(f"{_source(where)}: action_spec low / high are {bounds}, not {spec['dim']} numbers each; "
+                              "restore the file (or export the run again)")
+
+
+def check_buildable(name: str, config: Mapping[str, Any], tensors: Mapping[str, Mapping[str, torch.Tensor]],
+                    where: Path | str) -> None:
+    """The weights are ``name``'s components and the modules ``config`` builds have exactly their shapes, checked on
+    the meta device (no memory): an edited family or size is one line naming the file, never a traceback."""
+    family, source = FAMILIES[name], _source(where)
+    if not tensors or set(tensors) - set(family.components):
+        owner = next((n for n, f in FAMILIES.items() if tensors and set(tensors) <= set(f.components)), None)
+        raise CheckpointError(f"{source}: family {name!r}, but the weights hold components {sorted(tensors)}"
+                              + (f" (a {owner!r} model)" if owner else "") + f", and a {name!r} model is made of "
+                              f"{list(family.components)}; restore the family field (or export the run again)")
+    try:
+        with torch.device("meta"):
+            shells = family.build(config)
+        for component, module in shells.items():
+            if component in tensors:
+                load_into(module, tensors[component], component=component, check_only=True)
+    except CheckpointError as error:
+        raise CheckpointError(f"{source}: its sizes do not build the weights' shapes ({error}); restore the file (or "
+                              "export the run again)") from None
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{source}: its sizes do not build a {name} model ({text[:200]}); restore the file "
+                              "(or export the run again)") from None
 
 
 def assemble(name: str, config: dict[str, Any], tensors: Mapping[str, Mapping[str, torch.Tensor]], *,
@@ -198,6 +252,7 @@ def assemble(name: str, config: dict[str, Any], tensors: Mapping[str, Mapping[st
         raise CheckpointError(f"{where}: config lacks {missing}; not a whole {name} model (a single stage directory? "
                               f"load its run, or export it with export_from_run)")
     check_sizes(config, where)
+    check_buildable(name, config, tensors, where)
     family = FAMILIES[name]
     components = family.build(config)
     for component, module in components.items():

@@ -65,6 +65,63 @@ def test_an_edited_worldmodels_config_json_names_the_file_and_field(tmp_path, ca
     _one_line(capsys, str(tmp_path / "config.json"), field)
 
 
+TAMPERED = [10**9, -1, True, "3"]  # absurd, negative, a bool, a string: each refused before any layer is built
+
+
+@pytest.mark.parametrize("value", TAMPERED, ids=repr)
+@pytest.mark.parametrize("field", ["action_spec.dim", "sizes.mdnrnn.hidden_size", "sizes.vae.z_dim",
+                                   "sizes.controller.input_dim"])
+def test_a_tampered_size_names_the_file_and_field(tmp_path, capsys, field, value):
+    tiny_worldmodels(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    *parents, key = field.split(".")
+    target = config
+    for name in parents:
+        target = target[name]
+    target[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", "--run-dir", str(tmp_path), "--episodes", "1", "--num-envs", "1"]) == 2
+    _one_line(capsys, str(tmp_path / "config.json"), f"{field} is {value!r}")
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda c: c["sizes"]["mdnrnn"].update(hidden_size=16), "mdnrnn.lstm.weight_ih_l0: shape (32, 7) in the checkpoint, "
+                                                            "but the model expects (64, 7)"),  # plausible, not the weights'
+    (lambda c: c["action_spec"].update(dim=2), "mdnrnn.lstm.weight_ih_l0"),
+    (lambda c: c["action_spec"].update(kind="weird"), "action_spec.kind is 'weird'"),
+    (lambda c: c["sizes"]["controller"].update(kind="nope"), "unknown controller 'nope'"),
+])
+def test_sizes_that_do_not_match_the_weights_name_the_file(tmp_path, capsys, edit, expected):
+    tiny_worldmodels(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    edit(config)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", "--run-dir", str(tmp_path), "--episodes", "1", "--num-envs", "1"]) == 2
+    _one_line(capsys, str(tmp_path / "config.json"), expected)
+
+
+@pytest.mark.parametrize("make, family, holds", [(tiny_worldmodels, "dreamer", "['controller', 'mdnrnn', 'vae']"),
+                                                  (tiny_worldmodels, "pets", "['controller', 'mdnrnn', 'vae']"),
+                                                  (tiny_dreamer, "worldmodels", "['actor', 'critic', 'world_model']")])
+def test_another_family_written_into_config_json_names_the_file_and_field(tmp_path, capsys, make, family, holds):
+    make(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["family"] = family
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", "--run-dir", str(tmp_path), "--episodes", "1", "--num-envs", "1"]) == 2
+    _one_line(capsys, str(tmp_path / "config.json"), f"family {family!r}", holds)
+
+
+@pytest.mark.parametrize("value", TAMPERED, ids=repr)
+def test_a_tampered_dreamer_size_names_the_field(tmp_path, capsys, value):
+    tiny_dreamer(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["config"]["hidden"] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", "--run-dir", str(tmp_path), "--episodes", "1", "--num-envs", "1"]) == 2
+    _one_line(capsys, str(tmp_path / "config.json"), f"config.hidden is {value!r}")
+
+
 def test_an_edited_dreamer_config_json_names_the_field(tmp_path, capsys):
     tiny_dreamer(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
