@@ -45,6 +45,8 @@ def run(config: ImportConfig) -> dict:
     try:
         stats = import_episodes(source, config.out, image_size=config.image_size, mark_truncated=config.mark_truncated)
     except ImportRefused as refused:
+        if len(refused.problems) == 1:  # one line says it all
+            raise ValueError(f"refused, nothing imported: {refused.problems[0]}") from None
         for problem in refused.problems[:_SHOWN_PROBLEMS]:
             print(f"wm import: {problem}", file=sys.stderr)
         if len(refused.problems) > _SHOWN_PROBLEMS:

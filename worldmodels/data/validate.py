@@ -21,6 +21,7 @@ whole import when any episode has one, before it writes anything.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -30,6 +31,9 @@ from worldmodels.envs.spaces import ActionSpec
 
 FIELDS = ("obs", "action", "reward", "terminated", "truncated")
 MISSING_FLAGS = "terminated/truncated"  # the field named when neither flag ends the episode
+# The store keeps rewards and continuous actions as float32: a float64 1e300 would be stored as inf and the
+# episode then skipped on every read, so values past float32's range are refused here.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ def _check_obs(name: str, obs: np.ndarray, steps: int | None) -> list[Problem]:
     if obs.ndim != 4 or obs.shape[-1] != 3:
         return [Problem(name, "obs", f"shape {obs.shape} is not (T+1, H, W, 3)",
                         "store RGB images, one per step plus the final one (grayscale: np.repeat(obs[..., None], 3, -1))")]
+    if obs.shape[1] < 1 or obs.shape[2] < 1:
+        return [Problem(name, "obs", f"frames of {obs.shape[1]}x{obs.shape[2]} pixels, shape {obs.shape}",
+                        "store frames of at least 1x1 pixels, shape (T+1, H, W, 3)")]
     if obs.dtype != np.uint8:
         hint = "(obs * 255).round().astype(np.uint8) for floats in [0, 1]" if obs.dtype.kind == "f" else "obs.astype(np.uint8)"
         return [Problem(name, "obs", f"dtype {obs.dtype}, expected uint8 pixels in [0, 255]", hint)]
@@ -96,6 +103,10 @@ def _check_action(name: str, action: np.ndarray, steps: int, spec: ActionSpec) -
         row = _first_row(~np.isfinite(action).all(axis=1))
         return [Problem(name, "action", f"action[{row}] holds {action[row].tolist()} (NaN or inf)",
                         "drop or repair this episode; actions must be finite")]
+    if (np.abs(action) > FLOAT32_MAX).any():
+        row = _first_row((np.abs(action) > FLOAT32_MAX).any(axis=1))
+        return [Problem(name, "action", f"action[{row}] holds {action[row].tolist()}, past float32's range",
+                        "actions are stored as float32: scale or clip them into the action space")]
     if spec.low and spec.high:
         outside = ((action < np.asarray(spec.low)) | (action > np.asarray(spec.high))).any(axis=1)
         if outside.any():
@@ -137,13 +148,27 @@ def check_episode(name: str, arrays: Mapping[str, np.ndarray], spec: ActionSpec)
         return problems + _check_obs(name, arrays["obs"], None)
     steps = len(reward)
     problems = _check_obs(name, arrays["obs"], steps)
-    if not np.isfinite(reward).all():
-        row = _first_row(~np.isfinite(reward))
-        problems.append(Problem(name, "reward", f"reward[{row}] = {float(reward[row])} (NaN or inf)",
-                                "drop or repair this episode; rewards must be finite"))
+    too_big = np.abs(reward.astype(np.float64)) > FLOAT32_MAX  # also true for inf; NaN is not finite below
+    if not np.isfinite(reward).all() or too_big.any():
+        row = _first_row(~np.isfinite(reward) | too_big)
+        problems.append(Problem(name, "reward", f"reward[{row}] = {float(reward[row])} (NaN, inf or past float32's "
+                                f"range, |r| <= {FLOAT32_MAX:.3g})", "drop or repair this episode, or rescale "
+                                "the rewards; they are stored as float32 and must be finite"))
     problems += _check_action(name, arrays["action"], steps, spec)
     problems += _check_flags(name, arrays, steps)
     return problems
+
+
+def check_import_spec(spec: ActionSpec, where: str) -> None:
+    """A dataset's continuous action space needs finite float32 bounds: every action is checked against them.
+
+    (An env's Box may be unbounded, which :meth:`ActionSpec.from_dict` allows; recorded data is not imported
+    without the bounds its actions must lie in, and infinite ones check nothing.)
+    """
+    bounds = (*spec.low, *spec.high)
+    if not spec.discrete and not (bounds and all(math.isfinite(b) and abs(b) <= FLOAT32_MAX for b in bounds)):
+        raise ValueError(f"{where}: continuous action_spec needs finite low and high, one per dimension and within "
+                         f"float32 (|bound| <= {FLOAT32_MAX:.3g}), got low {list(spec.low)} high {list(spec.high)}")
 
 
 def check_frame_shape(name: str, obs: np.ndarray, expected: tuple[int, ...]) -> list[Problem]:
