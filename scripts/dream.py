@@ -30,7 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from trainers.callbacks import latent_traversal_grid, open_loop_kpis
 from worldmodels import viz
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg
+from worldmodels.config import arg, directory_problem
 from worldmodels.dreams import dream, dream_models, open_loop, reconstruct
 from worldmodels.driver import record_episode
 from worldmodels.envs import ActionSpec
@@ -48,7 +48,8 @@ class DreamConfig:
                               "run dir / .ckpt, or a shipped name")
     env: str = arg("", "gymnasium env id for the real context episodes (default: the env the checkpoint names); its "
                        "observation and action spaces must be the model's")
-    logdir: str = arg("runs/dreams", "output directory: TensorBoard events and the GIF / MP4 files")
+    logdir: str = arg("runs/dreams", "output directory: TensorBoard events and the GIF / MP4 files",
+                      check=lambda c: directory_problem(c.logdir))
     context: int = arg(5, "real frames (and actions) given to the model before it predicts", minimum=1)
     horizon: int = arg(15, "frames the model predicts / imagines after the context", minimum=1)
     episodes: int = arg(2, "real episodes to render (one open-loop and one dream clip each)", minimum=1)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg
+from worldmodels.config import arg, file_problem
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
 from worldmodels.pretrained import eval_path, evaluate_model
@@ -27,7 +27,8 @@ class EvaluateConfig:
     run_dir: str = arg("runs/worldmodels", "a run directory, an exported model directory or a shipped model name")
     env: str = arg("", "env id; empty = the env the model was trained on")
     out: str = arg("", "eval.json path; empty = RUN_DIR/eval.json (for a shipped model: ./eval.json; for another "
-                       "--env than the model's: eval-<ENV>.json there)")
+                       "--env than the model's: eval-<ENV>.json there)",
+                  check=lambda c: file_problem(c.out) if c.out else None)  # refused before any episode is played
     episodes: int = arg(20, "evaluation episodes (the paper reports 100)", minimum=1)
     seed: int = arg(10_000, "episode j resets with seed + j; the random baseline uses the same seeds", minimum=0)
     num_envs: int = arg(8, "parallel envs stepped as one vector env", minimum=1)

@@ -23,7 +23,7 @@ import torch
 
 from trainers.callbacks import log_return_vs_env_steps
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg
+from worldmodels.config import arg, file_problem
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
 from worldmodels.kpis import EpisodeRecorder, log_planner_kpis, open_loop_errors
@@ -64,7 +64,8 @@ class PlanConfig:
                             "thrashing (measured: 36x faster planning than 2 threads on a busy 2-core machine)")
     allow_unverified: bool = allow_unverified_arg()
     out: str = arg("", "eval.json path; empty = RUN_DIR/eval-plan-<PLANNER>.json (shipped model: ./ instead; for "
-                       "another --env than the model's: eval-plan-<PLANNER>-<ENV>.json there)")
+                       "another --env than the model's: eval-plan-<PLANNER>-<ENV>.json there)",
+                  check=lambda c: file_problem(c.out) if c.out else None)  # refused before any episode is played
     tensorboard: bool = arg(True, "log KPIs to tb/plan-<PLANNER>/ next to the eval.json: open-loop error by horizon "
                                   "(and PETS' ensemble disagreement), planning ms per action, return vs env steps")
 

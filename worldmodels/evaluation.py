@@ -10,9 +10,10 @@ the last episode of the last wave play on and are dropped. ``eval.json``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from worldmodels.config import WriteError, file_problem, writing
 from worldmodels.core import Policy
 from worldmodels.driver import Driver
 from worldmodels.envs.spaces import ActionSpec
@@ -94,18 +96,30 @@ def eval_record(*, env_id: str, seed: int, returns: Any, random_returns: Any, **
 
 
 def write_eval(path: str | Path, record: dict[str, Any]) -> Path:
-    """Atomically write an ``eval.json`` (temp file beside it, fsync, rename); checks the schema's keys."""
+    """Atomically write an ``eval.json`` (temp file beside it, fsync, rename); checks the schema's keys.
+
+    A directory at ``path`` or a file above it is a one-line :class:`~worldmodels.config.WriteError`, and no temp
+    file is left behind whatever fails.
+    """
     missing = [k for k in EVAL_KEYS if k not in record]
     if missing:
         raise ValueError(f"eval record lacks {missing}; an eval.json holds {list(EVAL_KEYS)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    problem = file_problem(str(path))
+    if problem:
+        raise WriteError(f"{path} {problem}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "x") as handle:  # mode from the umask, as a plain write (mkstemp's would be 0600)
+                json.dump(record, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -37,6 +37,7 @@ from worldmodels.families.dreamer import DREAMER
 from worldmodels.families.vm import WORLDMODELS
 from worldmodels.models.mdnrnn import MDNRNN
 from worldmodels.models.vae import ConvVAE
+from worldmodels.pets.family import MODEL_DIR as PETS_MODEL_DIR
 from worldmodels.registry import FAMILIES, Pretrained, assemble, resolve
 from worldmodels.shipped import is_shipped
 
@@ -45,6 +46,7 @@ ACTION_LAYERS: dict[str, dict[str, tuple[str, ...]]] = {
     WORLDMODELS: {"mdnrnn": ("lstm.weight_ih_l0",), "controller": ("params",)},
     DREAMER: {"world_model": ("rssm.img_in.0.weight",), "actor": ("mlp.out.",)},
 }
+EXPORTABLE = (WORLDMODELS, DREAMER)  # families whose training runs export_from_run turns into one directory
 
 
 def save_worldmodels(directory: str | Path, vae: ConvVAE, mdnrnn: MDNRNN, controller: PopulationController | None = None,
@@ -127,6 +129,9 @@ def export_from_run(run_dir: str | Path, out_dir: str | Path | None = None, *, a
     if name is None or (name == WORLDMODELS and not (run_dir / "mdnrnn" / "config.json").is_file()):
         raise FileNotFoundError(f"{run_dir}: neither a finished `wm worldmodels` run (vae/, mdnrnn/) nor a `wm dreamer` "
                                 f"run (checkpoints/last.ckpt)")
+    if name not in EXPORTABLE:  # a `wm pets` run's RUN/model is already a whole model
+        raise ValueError(f"{run_dir}: a `wm {name}` run; wm export exports `wm worldmodels` and `wm dreamer` runs only "
+                         f"(this run's model is already whole, with its digest: load or copy {run_dir / PETS_MODEL_DIR})")
     with allowing_unverified(allow_unverified):
         config, tensors = FAMILIES[name].read_layout(run_dir)
     model = assemble(name, config, tensors, path=run_dir)

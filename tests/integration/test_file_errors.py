@@ -46,6 +46,60 @@ def test_bench_out_that_is_a_directory_or_inside_a_file_is_refused_before_benchm
     assert capsys.readouterr().out == ""  # refused up front: no benchmark ran, no record printed
 
 
+@pytest.mark.parametrize("argv", [["dream", "--checkpoint", "{m}", "--logdir", "{t}/afile/x", "--episodes", "1"],
+                                  ["dream", "--checkpoint", "{m}", "--logdir", "{t}/afile", "--episodes", "1"]],
+                         ids=["inside a file", "a file"])
+def test_dream_logdir_that_is_a_file_or_inside_one(tmp_path, capsys, argv):
+    (tmp_path / "afile").write_text("not a directory")
+    tiny_worldmodels(tmp_path / "m")
+    assert main([a.format(m=tmp_path / "m", t=tmp_path) for a in argv]) == 2
+    _one_line(capsys, "wm dream: error: --logdir", "is a file")
+    assert (tmp_path / "afile").read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "plan"])
+@pytest.mark.parametrize("out, expected", [("/dev/null/x.json", "'/dev/null' is a file"),
+                                           ("adir", "is a directory"), ("afile/x.json", "is a file")])
+def test_an_eval_out_in_the_way_is_refused_up_front_and_leaves_nothing(tmp_path, capsys, command, out, expected):
+    (tmp_path / "afile").write_text("not a directory")
+    (tmp_path / "adir").mkdir()
+    tiny_worldmodels(tmp_path / "m")
+    flag = "--run-dir" if command == "evaluate" else "--checkpoint"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main([command, flag, str(tmp_path / "m"), "--episodes", "1", "--num-envs", "1",
+                 "--out", out if out.startswith("/") else str(tmp_path / out)]) == 2
+    _one_line(capsys, f"wm {command}: error: --out", expected)
+    assert capsys.readouterr().out == ""  # refused before any episode was played
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and list((tmp_path / "adir").iterdir()) == []
+
+
+def test_write_eval_over_a_directory_is_one_line_and_leaves_no_temp_file(tmp_path):
+    from worldmodels.evaluation import eval_record, write_eval
+
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(WriteError, match="adir") as info:
+        write_eval(tmp_path / "adir", eval_record(env_id="e", seed=0, returns=[1.0], random_returns=[0.0]))
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]
+
+
+def test_export_of_a_pets_run_says_which_families_export(tmp_path, capsys):
+    from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID
+    from worldmodels.pets import PETSWorldModel, ProbabilisticEnsemble
+    from worldmodels.pets.family import PLANNER_KEYS, save_whole
+
+    run = tmp_path / "pets-run"  # the layout `wm pets` writes: RUN/model (a whole model), eval.json, results.json
+    spec = ActionSpec("continuous", 1, (-1.0,), (1.0,))
+    ensemble = ProbabilisticEnsemble(4 + 1, 4 + 1, ensemble_size=2, hidden=8, layers=2)  # CartPole: 4 obs, 1 action
+    save_whole(run / "model", PETSWorldModel(ensemble, spec), env_id=CONTINUOUS_CARTPOLE_ID, known_task=False,
+               planner={key: 2 for key in PLANNER_KEYS})
+    save_json_atomic(run / "results.json", {"env_steps": 10})
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["export", "--run-dir", str(run), "--heldout-episodes", "1"]) == 2
+    _one_line(capsys, "wm export: error:", "`wm pets` run", "`wm worldmodels` and `wm dreamer`", str(run / "model"))
+    assert sorted(p.name for p in run.iterdir()) == before  # no export/ directory left behind
+
+
 # ---------------------------------------------------------------------------------------------- edited files
 
 
