@@ -42,6 +42,8 @@ def validate(config: CollectConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if config.policy not in POLICIES:
         raise ValueError(f"--policy must be one of {POLICIES}, got {config.policy!r}")
+    if not config.out:  # Path("") is ".": the episodes would land in the working directory
+        raise ValueError("--out is empty; give the store's directory, e.g. --out data/episodes")
     ensure_writable_dir(config.out)
     existing = read_spec(config.out)
     if existing is not None and existing.env_id != config.env:
@@ -65,6 +67,10 @@ def run(config: CollectConfig) -> dict:
             stats = collect_episodes(vec_env, store, episodes=config.episodes, policy=config.policy, seed=config.seed)
         finally:
             vec_env.close()
+        readable = len(EpisodeStore.open(config.out))  # what is reported below must be what a later command reads
+        if readable != stats.total_episodes:
+            raise ValueError(f"the store at {config.out!r} should hold {stats.total_episodes} episode(s) after writing "
+                             f"{stats.episodes}, but {readable} read back (the warnings above name the skipped ones)")
     if stats.episodes == 0:
         print(f"store {config.out} already holds {stats.total_episodes} episodes (target {config.episodes}); nothing to do")
     else:

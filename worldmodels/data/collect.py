@@ -78,7 +78,12 @@ class StoreWriter:
     def on_episode(self, env_index: int, episode: dict[str, np.ndarray], complete: bool) -> None:
         if not complete:
             return
-        self.store.add_episode(**episode, seed=self.seed)
+        try:
+            self.store.add_episode(**episode, seed=self.seed)
+        except ValueError as error:  # values every reader would skip (NaN reward, ...): refused, never "collected"
+            raise ValueError(f"{self.store.spec.env_id} returned an episode the store cannot hold (episode "
+                             f"{len(self.store)}; row t is its env step t): {error}; nothing of it was written: fix "
+                             "the env, or wrap it to keep rewards finite and actions in the action space") from None
         self.written += 1
         self.frames += len(episode["obs"])
         self.returns.append(float(episode["reward"].sum(dtype=np.float64)))

@@ -70,13 +70,28 @@ def check_values(path: Path, spec: ActionSpec, *, vector_obs: bool = False) -> N
 
     Each is a few bytes per row, so it is read in full; frames are not (their header is checked elsewhere).
     """
-    if vector_obs:
-        obs = np.load(path / "obs.npy", mmap_mode="r", allow_pickle=False)
+    action, reward, obs = (np.load(path / f"{key}.npy", mmap_mode="r", allow_pickle=False) if key != "obs" or vector_obs
+                           else None for key in ("action", "reward", "obs"))
+    try:
+        check_rows(action, reward, spec, obs=obs, suffix=".npy")
+    except ValueError as error:
+        raise CorruptEpisodeError(str(error)) from None
+
+
+def check_rows(action: np.ndarray, reward: np.ndarray, spec: ActionSpec, *, obs: np.ndarray | None = None,
+               suffix: str = "") -> None:
+    """The value checks of a stored episode, on its arrays: what fails here is skipped by every reader.
+
+    ``add_episode`` runs them before writing (an env returning NaN rewards was "collected", then read back as 0
+    episodes), and :func:`check_values` on every open. ``action`` ``(L,)`` int or ``(L, A)`` float, ``reward`` ``(L,)``,
+    ``obs`` ``(L, D)`` vectors (frames are not checked: any uint8 is a pixel). A one-line ``ValueError`` naming the
+    array (``suffix``: ``".npy"`` for the file) and the row.
+    """
+    if obs is not None:
         bad = ~np.isfinite(obs).all(axis=-1)
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
-            raise CorruptEpisodeError(f"obs.npy row {row} holds {obs[row].tolist()}; vector observations must be finite")
-    action = np.load(path / "action.npy", mmap_mode="r", allow_pickle=False)
+            raise ValueError(f"obs{suffix} row {row} holds {obs[row].tolist()}; vector observations must be finite")
     if spec.discrete:
         outside = (action < 0) | (action >= spec.dim)
         where = f"discrete actions must lie in [0, {spec.dim})"
@@ -88,8 +103,8 @@ def check_values(path: Path, spec: ActionSpec, *, vector_obs: bool = False) -> N
         where = f"actions must be finite and inside [{spec.low}, {spec.high}]"
     if outside.any():
         row = int(np.argwhere(outside)[0][0])
-        raise CorruptEpisodeError(f"action.npy row {row} holds {action[row].tolist()}; {where}")
-    reward = np.load(path / "reward.npy", mmap_mode="r", allow_pickle=False)
+        raise ValueError(f"action{suffix} row {row} holds {action[row].tolist()}; {where}")
     if not np.isfinite(reward).all():
         row = int(np.argwhere(~np.isfinite(reward))[0][0])
-        raise CorruptEpisodeError(f"reward.npy row {row} holds {float(reward[row])}; rewards must be finite")
+        raise ValueError(f"reward{suffix} row {row} holds {float(reward[row])}; rewards must be finite "
+                         "(and within float32, which the store keeps)")

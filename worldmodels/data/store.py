@@ -39,7 +39,7 @@ import numpy as np
 
 from worldmodels.config import read_json, save_json_atomic, writing
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.data.episode_files import (CorruptEpisodeError, check_values, fsync_dir, obs_dtype_for,
+from worldmodels.data.episode_files import (CorruptEpisodeError, check_rows, check_values, fsync_dir, obs_dtype_for,
                                              read_npy_header, save_array)
 from worldmodels.locking import holds_lock
 
@@ -302,9 +302,6 @@ class EpisodeStore:
             if obs.dtype.kind != "f" or obs.shape[1:] != self.spec.obs_shape or length < 1:
                 raise ValueError(f"obs must be float32 vectors (L>=1, *{self.spec.obs_shape}), got {obs.dtype} {obs.shape}")
             obs = obs.astype(np.float32, copy=False)
-            if not np.isfinite(obs).all():
-                row = int(np.argwhere(~np.isfinite(obs))[0][0])
-                raise ValueError(f"obs row {row} holds {obs[row].tolist()}; vector observations must be finite")
         elif obs.dtype != np.uint8 or obs.shape[1:] != self.spec.obs_shape or length < 1:
             raise ValueError(f"obs must be uint8 (L>=1, *{self.spec.obs_shape}), got {obs.dtype} {obs.shape}")
         action_spec = self.spec.action_spec
@@ -320,6 +317,7 @@ class EpisodeStore:
         for key, shape in expected.items():
             if arrays[key].shape != shape:
                 raise ValueError(f"{key} must have shape {shape} for an episode of {length} rows, got {arrays[key].shape}")
+        check_rows(arrays["action"], arrays["reward"], action_spec, obs=obs if self.spec.vector_obs else None)  # else unread
         return arrays
 
     def _next_index(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
 
@@ -241,3 +242,23 @@ def test_valid_store_opens_without_warnings(tmp_path, recwarn):
     store = new_store(tmp_path, BOX)
     store.add_episode(**make_episode(5, 0, BOX))
     assert len(EpisodeStore.open(tmp_path)) == 1 and not recwarn.list
+
+
+@pytest.mark.parametrize("field, row, value, words", [
+    ("reward", 2, np.nan, "reward row 2 holds nan"),
+    ("reward", 1, 1e300, "reward row 1 holds inf"),  # float64 1e300 is float32 inf
+    ("action", 3, 4, "action row 3 holds 4; discrete actions must lie in [0, 4)"),
+    ("action", 0, -1, "action row 0 holds -1"),
+])
+def test_add_episode_refuses_what_no_reader_would_load(tmp_path, field, row, value, words):
+    """Such an episode used to be written, counted ("collected 2 episodes"), then skipped on every open."""
+    store = new_store(tmp_path)
+    episode = make_episode(5, seed=0)
+    episode[field] = episode[field].astype(np.float64 if field == "reward" else np.int64)
+    episode[field][row] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "overflow encountered in cast" for 1e300
+        with pytest.raises(ValueError, match=re.escape(words)):
+            store.add_episode(**episode)
+    assert len(store) == 0 and os.listdir(tmp_path / "episodes") == []
+    assert len(EpisodeStore.open(tmp_path)) == 0
