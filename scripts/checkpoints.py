@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from worldmodels.config import arg
 from worldmodels.registry import list_checkpoints
@@ -18,7 +19,10 @@ SUMMARY_METRICS = {"return_mean": "return", "eval_return": "return", "random_mea
 @dataclass
 class CheckpointsConfig:
     root: str = arg("", "directory whose sub-directories are pretrained world models; empty = every shipped NAME "
-                        "($WM_CHECKPOINTS, the source tree's checkpoints/, the installed wheel's copy)")
+                        "($WM_CHECKPOINTS, the source tree's checkpoints/, the installed wheel's copy)",
+                    check=lambda c: None if not c.root or Path(c.root).is_dir() else
+                    "is not a directory; give one whose sub-directories are pretrained models, or leave --root empty "
+                    "for every shipped NAME")
 
 
 CONFIG = CheckpointsConfig

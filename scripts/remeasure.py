@@ -35,6 +35,11 @@ def run(config: RemeasureConfig) -> dict:
     if not config.checkpoint:
         raise ValueError("--checkpoint is required: a shipped name (see `wm checkpoints`) or an exported model directory")
     out = resolve(config.checkpoint)
+    obs_shape = read_json(out / "config.json", what="the model's settings").get("obs_shape") or []
+    if len(obs_shape) == 1:  # the KPIs score predicted frames (as wm export, which skips them for such a model)
+        raise ValueError(f"--checkpoint {config.checkpoint} observes {tuple(obs_shape)} vectors; wm remeasure measures "
+                         "the held-out open-loop frame prediction of models of image observations only (evaluate a "
+                         "vector model with wm evaluate)")
     settings = replace(ExportConfig(), heldout_episodes=config.heldout_episodes, device=config.device,
                        threads=config.threads, allow_unverified=config.allow_unverified)
     kpis = heldout_kpis(out, settings)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from safetensors.torch import save_file
 from torch.utils.tensorboard import SummaryWriter
 
 from trainers.tdmpc_run import TDMPCRunConfig, train_tdmpc
+from worldmodels.checkpoint import save_safetensors
 from worldmodels.config import save_json_atomic, to_dict
 from worldmodels.evaluation import summary_line, write_eval
 from worldmodels.locking import exclusive_lock
@@ -33,8 +33,8 @@ def run(config: TDMPCRunConfig) -> dict:
         record = result["eval"]
         write_eval(run_dir / "eval.json", record)
         tmp = run_dir / ".model.safetensors.tmp"  # temp + rename: a kill never leaves half a weights file
-        save_file({name: value.detach().cpu().contiguous() for name, value in result["model"].state_dict().items()},
-                  str(tmp))
+        save_safetensors({name: value.detach().cpu().contiguous() for name, value in result["model"].state_dict().items()},
+                         tmp, {})  # the umask's file mode, as every other output
         os.replace(tmp, run_dir / "model.safetensors")
         results = {"eval": record, "train_returns": result["train_returns"], "final_losses": result["final_losses"]}
         save_json_atomic(run_dir / "results.json", results)

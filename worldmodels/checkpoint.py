@@ -115,6 +115,22 @@ def _verify(directory: Path, path: Path, allow_unverified: bool) -> None:
                               "after it was written (re-export or re-download it)")
 
 
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str]) -> None:
+    """``safetensors.torch.save_file`` to ``path`` (a temp file the caller renames) with the file mode a plain
+    ``open()`` gives (0644 under umask 022): safetensors writes through its own temp file, 0600 whatever the umask.
+    Nothing is left at ``path`` when the write fails."""
+    path = Path(path)
+    try:
+        with open(path, "w"):  # the umask's mode, read back without changing the process umask (threads)
+            pass
+        mode = path.stat().st_mode & 0o777
+        save_file(dict(tensors), str(path), metadata=dict(metadata))
+        os.chmod(path, mode)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 @dataclass
 class LoadReport:
     """What :func:`load_into` did: keys loaded, and keys left at their fresh initialisation."""
@@ -138,7 +154,7 @@ def save_pretrained(directory: str | Path, components: Mapping[str, nn.Module], 
     tmp_weights = directory / f".{WEIGHTS_NAME}.tmp"
     tmp_config = directory / f".{CONFIG_NAME}.tmp"
     with writing(directory / WEIGHTS_NAME):  # a full disk: one line naming the file
-        save_file(tensors, str(tmp_weights), metadata={"format": FORMAT})
+        save_safetensors(tensors, tmp_weights, {"format": FORMAT})
     payload = {
         "format": FORMAT,
         "library_version": __version__,

@@ -100,6 +100,26 @@ def test_export_of_a_pets_run_says_which_families_export(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == before  # no export/ directory left behind
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_model_and_eval_files_honour_the_umask(tmp_path, umask, mode):
+    """As a plain open() would: temp files from mkstemp or safetensors are 0600 whatever the umask."""
+    import os
+    import stat
+
+    from worldmodels.evaluation import eval_record, write_eval
+
+    previous = os.umask(umask)
+    try:
+        tiny_worldmodels(tmp_path / "model")
+        write_eval(tmp_path / "eval.json", eval_record(env_id="e", seed=0, returns=[1.0], random_returns=[0.0]))
+        save_json_atomic(tmp_path / "record.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "model" / "model.safetensors", tmp_path / "model" / "config.json", tmp_path / "eval.json",
+                 tmp_path / "record.json"):
+        assert oct(stat.S_IMODE(path.stat().st_mode)) == oct(mode), path.name
+
+
 # ---------------------------------------------------------------------------------------------- edited files
 
 
@@ -260,6 +280,7 @@ def test_enospc_from_safetensors_and_json_writes(tmp_path, monkeypatch):
     monkeypatch.setattr(worldmodels.checkpoint, "save_file", _no_space)
     with pytest.raises(WriteError, match="disk full writing .*model.safetensors"):
         tiny_worldmodels(tmp_path / "model")
+    assert list((tmp_path / "model").iterdir()) == []  # no temp weights left behind
     monkeypatch.setattr(worldmodels.config.os, "replace", _no_space)
     with pytest.raises(WriteError, match="disk full writing .*eval.json"):
         save_json_atomic(tmp_path / "eval.json", {"return_mean": 0.0})

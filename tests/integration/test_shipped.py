@@ -41,3 +41,17 @@ def test_each_records_the_digest_of_its_weights(row):
     """Without one it would load only with --allow-unverified: every shipped model carries its own."""
     config = json.loads((Path(row["path"]) / "config.json").read_text())
     assert config.get(SHA256_KEY) == {WEIGHTS_NAME: file_sha256(Path(row["path"]) / WEIGHTS_NAME)}
+
+
+@pytest.mark.parametrize("root", ["/nonexistent", "afile"])
+def test_wm_checkpoints_of_a_root_that_is_no_directory_is_one_line(tmp_path, capsys, monkeypatch, root):
+    from scripts.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a directory")
+    assert main(["checkpoints", "--root", root]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.splitlines() == [f"wm checkpoints: error: --root {root!r} is not a directory; give one whose "
+                                         "sub-directories are pretrained models, or leave --root empty for every "
+                                         "shipped NAME"]
