@@ -43,6 +43,7 @@ COMMANDS: dict[str, Command] = {
     "doctor": Command("scripts.doctor", "Check an env (gymnasium API, spaces, rendering, seeding, speed) and print the command that trains on it."),
     "pets": Command("scripts.pets", "PETS online: refit a probabilistic ensemble every episode, act by CEM-MPC over it, then evaluate it vs random."),
     "remeasure": Command("scripts.remeasure", "Re-measure a shipped or exported model's held-out open-loop KPIs and baselines in place (as wm export)."),
+    "atari-table": Command("scripts.atari_table", "The Atari-20k table: finished wm dreamer Atari runs -> results/atari20k.json and a markdown table with HNS."),
     "plan": Command("scripts.plan", "Plan with any saved world model (MPC: shooting, CEM, iCEM, MPPI) in the real env next to random on the same seeds."),
 }
 

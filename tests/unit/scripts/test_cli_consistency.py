@@ -12,8 +12,9 @@ from scripts.cli import COMMANDS, main
 
 # Commands without one of the shared flags, and why; every other command must have all three.
 NO_DEVICE = {"collect": "random policy, no model", "checkpoints": "lists files", "serve-load": "an HTTP client",
-             "import": "validates and copies arrays", "doctor": "checks an env, no model"}
-NO_ENV = {"checkpoints": "lists files", "serve-load": "an HTTP client",
+             "import": "validates and copies arrays", "doctor": "checks an env, no model",
+             "atari-table": "reads finished runs' JSON files"}
+NO_ENV = {"checkpoints": "lists files", "serve-load": "an HTTP client", "atari-table": "one row per run's own env",
           "export": "measures on the model's own env", "remeasure": "measures on the model's own env"}
 NO_THREADS = NO_DEVICE
 
