@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from worldmodels.atari_scores import game_of, hns
 from worldmodels.config import WriteError, file_problem, writing
 from worldmodels.core import Policy
 from worldmodels.driver import Driver
@@ -139,13 +140,32 @@ def margin_in_standard_errors(record: dict[str, Any]) -> float:
     return float(d.mean() / se)
 
 
+def margin_words(record: dict[str, Any], *, unit: str = "SE") -> str:
+    """``margin +5.1 SE``, or ``one episode: no margin`` (a paired standard error needs two episodes)."""
+    if len(record["returns"]) < 2:
+        return "one episode: no margin"
+    return f"margin {margin_in_standard_errors(record):+.1f} {unit}"
+
+
+def hns_words(record: dict[str, Any]) -> str:
+    """``HNS 2.075`` (the agent's mean, human-normalised: 0 random, 1 human) for an Atari-100k game, else ``""``."""
+    game = game_of(record["env"])
+    return "" if game is None else f"HNS {hns(game, record['return_mean']):.3f}"
+
+
+def _episodes(record: dict[str, Any]) -> str:
+    return "1 episode" if record["episodes"] == 1 else f"{record['episodes']} episodes"
+
+
 def result_table(record: dict[str, Any]) -> str:
     """The agent-vs-random table a training command ends with (mean ± std, episodes, margin in SE)."""
-    rows = [f"{record['env']}: {record['episodes']} episodes, the same seeds for both policies",
+    rows = [f"{record['env']}: {_episodes(record)}, the same seeds for both policies",
             f"  {'policy':<8}{'mean':>10}{'std':>10}",
             f"  {'agent':<8}{record['return_mean']:>10.2f}{record['return_std']:>10.2f}",
             f"  {'random':<8}{record['random_mean']:>10.2f}{record['random_std']:>10.2f}",
-            f"  margin {margin_in_standard_errors(record):+.1f} standard errors of the paired difference"]
+            f"  {margin_words(record, unit='standard errors of the paired difference')}"]
+    if hns_words(record):
+        rows.append(f"  agent {hns_words(record)} (human-normalised: 0 = random, 1 = human; Atari-100k scores)")
     if record["return_mean"] < record["random_mean"]:
         rows.append("  WARNING: the agent is worse than random")
     return "\n".join(rows)
@@ -154,8 +174,8 @@ def result_table(record: dict[str, Any]) -> str:
 def summary_line(record: dict[str, Any]) -> str:
     """``agent 12.3 ± 4.5 vs random 0.1 ± 1.2 (10 episodes, same seeds; margin +5.1 SE, env X)``; warns when worse."""
     line = (f"agent {record['return_mean']:.2f} ± {record['return_std']:.2f} vs random "
-            f"{record['random_mean']:.2f} ± {record['random_std']:.2f} ({record['episodes']} episodes, same seeds; "
-            f"margin {margin_in_standard_errors(record):+.1f} SE, {record['env']})")
+            f"{record['random_mean']:.2f} ± {record['random_std']:.2f} ({_episodes(record)}, same seeds; "
+            f"{margin_words(record)}, {record['env']}" + (f", {hns_words(record)}" if hns_words(record) else "") + ")")
     if record["return_mean"] < record["random_mean"]:
         line += " -- WARNING: the agent is worse than random"
     return line

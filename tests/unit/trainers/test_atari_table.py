@@ -81,3 +81,13 @@ def test_reference_scores_name_real_ale_ids_and_hns_is_zero_at_random_one_at_hum
     for game, reference in ATARI_100K.items():
         assert hns(game, reference.random) == 0 and hns(game, reference.human) == pytest.approx(1)
         assert reference.dreamerv3_20k_min <= reference.dreamerv3_20k <= reference.dreamerv3_20k_max
+
+
+def test_evaluation_lines_give_the_hns_of_an_atari_game_and_no_nan_margin_for_one_episode():
+    from worldmodels.evaluation import eval_record, result_table, summary_line
+
+    boxing = eval_record(env_id="ALE/Boxing-v5", seed=1, returns=[20.0, 30.0, 25.0], random_returns=[1.0, 0.0, -1.0])
+    assert "HNS 2.075" in summary_line(boxing) and "HNS 2.075" in result_table(boxing)  # (25 - 0.1) / (12.1 - 0.1)
+    one = eval_record(env_id="worldmodels/Catch-v0", seed=1, returns=[1.0], random_returns=[0.0])
+    for text in (summary_line(one), result_table(one)):
+        assert "nan" not in text and "one episode: no margin" in text and "1 episodes" not in text and "HNS" not in text
