@@ -21,13 +21,14 @@ POLICIES = ("random", "sticky", "hold")  # the names of worldmodels.policies.RAN
 @dataclass
 class CollectConfig:
     env: str = arg("ALE/Pong-v5", "gymnasium env id to collect from")
-    episodes: int = arg(10, "target total number of episodes in the store (a rerun only adds the missing ones)", minimum=1)
+    episodes: int = arg(10, "target total number of episodes in the store (a rerun only adds the missing ones)", minimum=1,
+                        maximum=10**6)
     policy: str = arg("random", "behaviour policy: uniform random, sticky random (repeats its last action with prob 0.9), "
                       "or hold (the paper's: each random action held for 1-10 steps)",
                       choices=POLICIES)
     out: str = arg("data/episodes", "episode store directory (created if missing)")
-    num_envs: int = arg(8, "parallel environments stepped as one vector env", minimum=1)
-    seed: int = arg(0, "seed for env resets and the random policy; same seed, same store", minimum=0)
+    num_envs: int = arg(8, "parallel environments stepped as one vector env", minimum=1, maximum=1024)
+    seed: int = arg(0, "seed for env resets and the random policy; same seed, same store", minimum=0, maximum=2**32 - 1)
     image_size: int = arg(64, "observations are resized to image_size x image_size RGB", minimum=16, maximum=1024)
 
 

@@ -29,11 +29,14 @@ class EvaluateConfig:
     out: str = arg("", "eval.json path; empty = RUN_DIR/eval.json (for a shipped model: ./eval.json; for another "
                        "--env than the model's: eval-<ENV>.json there)",
                   check=lambda c: file_problem(c.out) if c.out else None)  # refused before any episode is played
-    episodes: int = arg(20, "evaluation episodes (the paper reports 100)", minimum=1)
-    seed: int = arg(10_000, "episode j resets with seed + j; the random baseline uses the same seeds", minimum=0)
-    num_envs: int = arg(8, "parallel envs stepped as one vector env", minimum=1)
-    max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps (None = the model's / env default)", minimum=1)
-    frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = the model's / env default)", minimum=1)
+    episodes: int = arg(20, "evaluation episodes (the paper reports 100)", minimum=1, maximum=10**6)
+    seed: int = arg(10_000, "episode j resets with seed + j; the random baseline uses the same seeds", minimum=0,
+                    maximum=2**32 - 1)
+    num_envs: int = arg(8, "parallel envs stepped as one vector env", minimum=1, maximum=1024)
+    max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps (None = the model's / env default)", minimum=1,
+                                           maximum=10**7)
+    frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = the model's / env default)", minimum=1,
+                                   maximum=1000)
     sample: bool = arg(False, "Dreamer: sample the actor's actions instead of taking its mode")
     device: str = arg("auto", "torch device of the model: auto, cpu or cuda")
     threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")

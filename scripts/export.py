@@ -39,9 +39,10 @@ class ExportConfig:
                    check=lambda c: directory_problem(c.out))
     train_command: str = arg("", "the exact command that trained the run, quoted in the model card")
     wall_time: str = arg("", "wall time of that command as measured (e.g. '5 min 24 s'), quoted in the card")
-    heldout_episodes: int = arg(8, "fresh random-policy episodes for the held-out prediction error", minimum=1)
-    context: int = arg(5, "real context frames before the open-loop prediction", minimum=1)
-    horizon: int = arg(15, "predicted frames after the context (KPIs at 1, 5 and 15)", minimum=1)
+    heldout_episodes: int = arg(8, "fresh random-policy episodes for the held-out prediction error", minimum=1,
+                                maximum=10_000)
+    context: int = arg(5, "real context frames before the open-loop prediction", minimum=1, maximum=10_000)
+    horizon: int = arg(15, "predicted frames after the context (KPIs at 1, 5 and 15)", minimum=1, maximum=10_000)
     device: str = arg("cpu", "torch device of the held-out measurement: auto, cpu or cuda (cpu: the card's figures "
                              "match across machines)", choices=dream.DEVICES)
     threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")

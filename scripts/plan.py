@@ -40,25 +40,29 @@ class PlanConfig:
     checkpoint: str = arg("", "a run directory, an exported model directory or a shipped model name (required)")
     env: str = arg("", "env id; empty = the env the model was trained on")
     planner: str = arg("cem", "the planner searching the world model at every step", choices=tuple(PLANNERS))
-    horizon: int = arg(12, "planning horizon H in model steps", minimum=1)
-    candidates: int = arg(100, "action sequences scored per iteration (per env)", minimum=1)
-    iterations: int = arg(3, "sample -> score -> refit iterations per action", minimum=1)
-    particles: int = arg(1, "model samples per candidate; its score is their mean return", minimum=1)
+    horizon: int = arg(12, "planning horizon H in model steps", minimum=1, maximum=1000)
+    candidates: int = arg(100, "action sequences scored per iteration (per env)", minimum=1, maximum=65536)
+    iterations: int = arg(3, "sample -> score -> refit iterations per action", minimum=1, maximum=1000)
+    particles: int = arg(1, "model samples per candidate; its score is their mean return", minimum=1, maximum=1024)
     elites: Optional[int] = arg(None, "cem / icem: sequences the distribution is refit to (None = candidates / 10)",
-                                minimum=1)
+                                minimum=1, maximum=65536)
     gamma: float = arg(0.99, "discount of the planned return", above=0.0, maximum=1.0)
-    temperature: float = arg(1.0, "mppi: lambda of the return weights exp((R - max R) / lambda)", above=0.0)
-    beta: float = arg(2.0, "icem: exponent of the coloured noise 1 / f^beta (0 = white)", minimum=0.0)
+    # lambda is in return units: returns of 10**4 per episode exist, a larger lambda weighs all alike
+    temperature: float = arg(1.0, "mppi: lambda of the return weights exp((R - max R) / lambda)", above=0.0,
+                             maximum=10_000.0)
+    # iCEM uses 0-4; past 10 the noise is one slow drift
+    beta: float = arg(2.0, "icem: exponent of the coloured noise 1 / f^beta (0 = white)", minimum=0.0, maximum=10.0)
     value: bool = arg(False, "add gamma^H V(s_H) from the model's critic (Dreamer models) to every planned return")
     prior_candidates: int = arg(0, "sequences of the model's own policy (actor / C) added to the candidates",
-                                minimum=0)
-    episodes: int = arg(10, "evaluation episodes of the planner and of random", minimum=1)
-    seed: int = arg(10_000, "episode j resets with seed + j; the random baseline uses the same seeds", minimum=0)
-    num_envs: int = arg(4, "parallel envs stepped as one vector env (planned as one batch)", minimum=1)
+                                minimum=0, maximum=65536)
+    episodes: int = arg(10, "evaluation episodes of the planner and of random", minimum=1, maximum=10**6)
+    seed: int = arg(10_000, "episode j resets with seed + j; the random baseline uses the same seeds", minimum=0,
+                    maximum=2**32 - 1)
+    num_envs: int = arg(4, "parallel envs stepped as one vector env (planned as one batch)", minimum=1, maximum=1024)
     max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps "
-                                                 "(None = the model's / env default)", minimum=1)
+                                                 "(None = the model's / env default)", minimum=1, maximum=10**7)
     frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = the model's / env "
-                                         "default)", minimum=1)
+                                         "default)", minimum=1, maximum=1000)
     device: str = arg("auto", "torch device of the model and the planner: auto, cpu or cuda")
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n; 1 keeps a small shared CPU from "
                             "thrashing (measured: 36x faster planning than 2 threads on a busy 2-core machine)")

@@ -22,7 +22,7 @@ CARD_SECTION, CARD_SECTION_END = "## Measured metrics", "These are small CPU-tra
 @dataclass
 class RemeasureConfig:
     checkpoint: str = arg("", "a shipped name (`wm checkpoints`) or an exported model directory")
-    heldout_episodes: int = arg(8, "fresh random-policy episodes (as `wm export`)", minimum=1)
+    heldout_episodes: int = arg(8, "fresh random-policy episodes (as `wm export`)", minimum=1, maximum=10_000)
     device: str = arg("cpu", "torch device: auto, cpu or cuda (cpu: the figures match across machines)")
     threads: str = arg("0", "torch CPU threads: 'auto', 0 (torch's default) or n")
     allow_unverified: bool = allow_unverified_arg()

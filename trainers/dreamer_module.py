@@ -53,29 +53,35 @@ DEFAULT_LOSS_SCALES = {"rec": 1.0, "reward": 1.0, "cont": 1.0, "dyn": 0.5, "rep"
 class DreamerAgentConfig:
     """Agent hyperparameters; defaults follow DreamerV3 (arXiv v1, Table B.1 / Sec. B) at size S."""
 
-    deter: int = arg(512, "GRU (deterministic state) units", minimum=1)
-    hidden: int = arg(512, "hidden units of every MLP layer", minimum=1)
-    stoch: int = arg(32, "number of categorical latents", minimum=1)
-    classes: int = arg(32, "classes per categorical latent", minimum=2)
-    depth: int = arg(32, "conv channels of the first encoder stage (doubles per stage)", minimum=1)
-    stages: int = arg(4, "conv stages; the image side must be a multiple of 2**stages", minimum=1)
+    deter: int = arg(512, "GRU (deterministic state) units", minimum=1, maximum=65536)
+    hidden: int = arg(512, "hidden units of every MLP layer", minimum=1, maximum=65536)
+    stoch: int = arg(32, "number of categorical latents", minimum=1, maximum=1024)
+    classes: int = arg(32, "classes per categorical latent", minimum=2, maximum=1024)
+    # channels double per stage: 4096 at the first is past any GPU's memory at 4 stages
+    depth: int = arg(32, "conv channels of the first encoder stage (doubles per stage)", minimum=1, maximum=4096)
+    # the image side (<= 1024 = 2**10) must be a multiple of 2**stages
+    stages: int = arg(4, "conv stages; the image side must be a multiple of 2**stages", minimum=1, maximum=10)
     layers: int = arg(2, "hidden layers of the reward/continue heads, actor, critic and the vector-observation "
-                         "encoder/decoder", minimum=1)
+                         "encoder/decoder", minimum=1, maximum=64)
     unimix: float = arg(0.01, "uniform mix of latent and actor categoricals", minimum=0, maximum=1)
-    free_nats: float = arg(1.0, "free bits: KL terms below this many nats are not penalised", minimum=0)
-    num_bins: int = arg(255, "two-hot bins over symlog [-20, 20] for reward and value", minimum=2)
-    horizon: int = arg(15, "imagination horizon", minimum=1)
+    # a floor of 100 nats already switches the KL terms off
+    free_nats: float = arg(1.0, "free bits: KL terms below this many nats are not penalised", minimum=0, maximum=100.0)
+    num_bins: int = arg(255, "two-hot bins over symlog [-20, 20] for reward and value", minimum=2, maximum=65536)
+    horizon: int = arg(15, "imagination horizon", minimum=1, maximum=10_000)
     gamma: float = arg(0.997, "discount (DreamerV3: 1 - 1/333)", above=0, maximum=1)
     lam: float = arg(0.95, "λ of the λ-return (Eq. 7)", minimum=0, maximum=1)
     slow_critic_decay: float = arg(0.98, "EMA decay of the slow critic used as regulariser", minimum=0, maximum=1)
     return_norm_decay: float = arg(0.99, "EMA decay of the 5th-95th return percentile range", minimum=0, maximum=1)
-    model_lr: float = arg(1e-4, "world model Adam learning rate", above=0)
-    actor_lr: float = arg(3e-5, "actor Adam learning rate", above=0)
-    critic_lr: float = arg(3e-5, "critic Adam learning rate", above=0)
-    adam_eps: float = arg(1e-8, "Adam epsilon (all three optimisers)", above=0)
-    model_grad_clip: float = arg(1000.0, "world model gradient-norm clip", above=0)
-    actor_grad_clip: float = arg(100.0, "actor gradient-norm clip", above=0)
-    critic_grad_clip: float = arg(100.0, "critic gradient-norm clip", above=0)
+    # Adam moves every weight by about lr per step: past 1 it only diverges
+    model_lr: float = arg(1e-4, "world model Adam learning rate", above=0, maximum=1.0)
+    actor_lr: float = arg(3e-5, "actor Adam learning rate", above=0, maximum=1.0)
+    critic_lr: float = arg(3e-5, "critic Adam learning rate", above=0, maximum=1.0)
+    # past 1 the epsilon, not the gradient scale, sets Adam's step
+    adam_eps: float = arg(1e-8, "Adam epsilon (all three optimisers)", above=0, maximum=1.0)
+    # a clip this high is no clip: a larger one is a typo
+    model_grad_clip: float = arg(1000.0, "world model gradient-norm clip", above=0, maximum=1e9)
+    actor_grad_clip: float = arg(100.0, "actor gradient-norm clip", above=0, maximum=1e9)
+    critic_grad_clip: float = arg(100.0, "critic gradient-norm clip", above=0, maximum=1e9)
     loss_scales: dict = arg(dict(DEFAULT_LOSS_SCALES), "weights of the named loss parts (dict or 'rec=1,dyn=0.5,...')")
 
 

@@ -52,9 +52,11 @@ class DreamerRunConfig(DreamerAgentConfig):
     """Agent hyperparameters (inherited) plus the env, replay and run settings."""
 
     env: str = arg("worldmodels/Catch-v0", "gymnasium env id (ALE/Pong-v5, CarRacing-v3, worldmodels/Catch-v0, ...)")
-    steps: int = arg(100_000, "agent (env) steps to train for, prefill included; frames = steps * frameskip", minimum=1)
+    steps: int = arg(100_000, "agent (env) steps to train for, prefill included; frames = steps * frameskip", minimum=1,
+                     maximum=10**9)
     store: str = arg("", "pretrain on this episode store (wm collect / wm import), with no env, before acting online")
-    pretrain_steps: int = arg(1000, "gradient steps on --store before the online phase (only with --store)", minimum=1)
+    pretrain_steps: int = arg(1000, "gradient steps on --store before the online phase (only with --store)", minimum=1,
+                              maximum=10**9)
     online: bool = arg(True, "after pretraining on --store, train online for --steps env steps; false = offline only "
                              "(no env is made, unless --evaluate)")
     run_dir: str = arg("runs/dreamer", "TensorBoard logs, checkpoints/last.ckpt, episodes/ and results.json",
@@ -62,38 +64,45 @@ class DreamerRunConfig(DreamerAgentConfig):
     image_size: int = arg(64, "observation side in pixels (multiple of 2**stages)", minimum=16, maximum=1024)
     obs: str = arg("auto", "observations: auto (the env's own vector if it is a 1-D Box, MLP encoder; else frames), "
                            "pixels or vector (worldmodels.envs.factory.observation_kind)", choices=("auto", "pixels", "vector"))
-    frameskip: Optional[int] = arg(None, "action repeat; None = env default (4 for ALE)", minimum=1)
+    frameskip: Optional[int] = arg(None, "action repeat; None = env default (4 for ALE)", minimum=1, maximum=1000)
     atari_protocol: str = arg("machado", "ALE only: machado = sticky actions 0.25, no no-op starts, last frame (Machado et "
                                          "al. 2018, the env default); atari100k = no sticky actions, up to 30 no-op starts, "
                                          "max over the last two frames (DreamerV3's Atari-100k setting)",
                               choices=tuple(ATARI_PROTOCOLS))
-    num_envs: int = arg(1, "parallel envs stepped by the online dataset", minimum=1)
-    batch_size: int = arg(16, "replayed chunks per gradient step (B)", minimum=1)
-    seq_len: int = arg(64, "chunk length (T)", minimum=2)
-    replay_ratio: float = arg(32.0, "replayed steps per env step (B*T per gradient step)", above=0)
+    num_envs: int = arg(1, "parallel envs stepped by the online dataset", minimum=1, maximum=1024)
+    batch_size: int = arg(16, "replayed chunks per gradient step (B)", minimum=1, maximum=65536)
+    seq_len: int = arg(64, "chunk length (T)", minimum=2, maximum=10_000)
+    # DreamerV3 goes up to 1024 replayed steps per env step
+    replay_ratio: float = arg(32.0, "replayed steps per env step (B*T per gradient step)", above=0, maximum=10_000.0)
     prefill: int = arg(2500, "random-action env steps before training", minimum=0,
-                       check=lambda c: None if c.prefill < c.steps else "must be below --steps, or no gradient step runs")
+                       check=lambda c: None if c.prefill < c.steps else "must be below --steps, or no gradient step runs",
+                       maximum=10**9)
     # Each env's stream holds capacity // num_envs rows; a stream shorter than one window would never yield a batch.
+    # no ring is larger than a run's 10**9 steps; frames past 12 GB are kept on disk
     capacity: int = arg(100_000, "replay capacity in rows (all envs)", minimum=1,
                         check=lambda c: None if c.capacity // c.num_envs >= c.seq_len else
-                        f"must hold one --seq-len window per env: at least seq_len * num_envs = {c.seq_len * c.num_envs}")
+                        f"must hold one --seq-len window per env: at least seq_len * num_envs = {c.seq_len * c.num_envs}",
+                        maximum=10**9)
     replay_frames: str = arg("auto", "where the replay keeps its frames: ram, disk (one preallocated file per env under "
                                      "RUN_DIR/replay/, read with preadv: RAM use stays flat at any --capacity), or auto "
                                      "(disk when they exceed 2 GiB)", choices=FRAME_MODES)
-    seed: int = arg(0, "seed of torch, envs and the replay sampler", minimum=0)
-    eval_episodes: int = arg(10, "episodes of the trained actor (and of a random policy on the same seeds)", minimum=1)
+    seed: int = arg(0, "seed of torch, envs and the replay sampler", minimum=0, maximum=2**32 - 1)
+    eval_episodes: int = arg(10, "episodes of the trained actor (and of a random policy on the same seeds)", minimum=1,
+                             maximum=10**6)
     evaluate: bool = arg(True, "evaluate the actor against random in the real env at the end; false = no evaluation")
     eval_sample: bool = arg(False, "evaluate with sampled actions instead of the actor's mode")
     device: str = arg("auto", "torch device: auto, cpu or cuda (gpu = cuda, Lightning's name; --accelerator: the old "
                              "spelling of this flag)", choices=("auto", "cpu", "cuda", "gpu"))
     precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on GPU, 32-true on CPU")
-    checkpoint_every: int = arg(1000, "gradient steps between checkpoints", minimum=1)
-    log_every: int = arg(50, "gradient steps between log rows", minimum=1)
+    checkpoint_every: int = arg(1000, "gradient steps between checkpoints", minimum=1, maximum=10**9)
+    log_every: int = arg(50, "gradient steps between log rows", minimum=1, maximum=10**9)
     dream_every: int = arg(1000, "gradient steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, "
                                   "KPIs), at most a quarter of the run's gradient steps so every run logs them a few times; "
-                                  "0 = off", minimum=0)
-    devices: int = arg(1, "devices (processes) per node; > 1 trains with DDP, each rank with its own envs and replay", minimum=1)
-    num_nodes: int = arg(1, "nodes for multi-node DDP (launch with torchrun or srun, see README)", minimum=1)
+                                  "0 = off", minimum=0, maximum=10**9)
+    devices: int = arg(1, "devices (processes) per node; > 1 trains with DDP, each rank with its own envs and replay", minimum=1,
+                       maximum=1024)
+    num_nodes: int = arg(1, "nodes for multi-node DDP (launch with torchrun or srun, see README)", minimum=1,
+                         maximum=10_000)
     strategy: str = arg("auto", "Lightning strategy: auto, ddp (per rank: env seed + 1000*rank, episodes-rank<r>/)")
     threads: str = arg("0", "torch CPU threads per process: 'auto' = the fastest count measured at start-up "
                             "(worldmodels.profiling.auto_threads), 0 = torch's default, n = exactly n")

@@ -53,14 +53,19 @@ class FinetuneConfig:
     env: str = arg("", "target env id; empty = the checkpoint's own env (continue training on new data)")
     freeze: str = arg("none", "submodules kept fixed: encoder (V / RSSM encoder) or dynamics (LSTM / RSSM)", choices=FREEZE_CHOICES)
     reward_only: bool = arg(False, "re-fit only the reward head (all else frozen), then re-train the controller / actor")
-    steps: int = arg(1000, "optimiser steps: World Models V and M each; Dreamer gradient steps", minimum=1)
+    steps: int = arg(1000, "optimiser steps: World Models V and M each; Dreamer gradient steps", minimum=1,
+                     maximum=10**9)
     run_dir: str = arg("runs/finetune", "artifacts, checkpoints and pretrained/ of the fine-tuned model; rerun to resume",
                        check=lambda c: directory_problem(c.run_dir))
     family_preset: str = arg("tiny", "the family script's preset for training settings (batch, sequence, CMA-ES, eval); sizes come from the checkpoint")
-    episodes: int = arg(0, "World Models: random episodes collected in the target env (0 = the preset's)", minimum=0)
-    max_episode_steps: int = arg(0, "env option: truncate episodes after this many agent steps (0 = the preset's / env default)", minimum=0)
-    learning_rate: float = arg(0.0, "learning rate of V, M and the Dreamer world model (0 = the preset's)", minimum=0)
-    seed: int = arg(0, "seed for collection, training and evaluation", minimum=0)
+    episodes: int = arg(0, "World Models: random episodes collected in the target env (0 = the preset's)", minimum=0,
+                        maximum=10**6)
+    max_episode_steps: int = arg(0, "env option: truncate episodes after this many agent steps (0 = the preset's / env default)", minimum=0,
+                                 maximum=10**7)
+    # Adam moves every weight by about lr per step: past 1 it only diverges
+    learning_rate: float = arg(0.0, "learning rate of V, M and the Dreamer world model (0 = the preset's)", minimum=0,
+                               maximum=1.0)
+    seed: int = arg(0, "seed for collection, training and evaluation", minimum=0, maximum=2**32 - 1)
     device: str = arg("auto", "torch device (World Models) / accelerator (Dreamer): auto, cpu, cuda/gpu")
     threads: str = arg("", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n; empty = the family preset's")
     allow_unverified: bool = allow_unverified_arg()

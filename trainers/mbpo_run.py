@@ -22,28 +22,33 @@ from worldmodels.mbpo import SAC, MBPOSettings, SACPolicy, run_mbpo
 @dataclass
 class MBPORunConfig:
     env: str = arg("InvertedPendulum-v5", "gymnasium env id with vector observations and Box actions")
-    steps: int = arg(5000, "real env steps in total, random warm-up included", minimum=2)
-    eval_episodes: int = arg(10, "evaluation episodes (SAC's mean action and random, on the same seeds)", minimum=1)
+    steps: int = arg(5000, "real env steps in total, random warm-up included", minimum=2, maximum=10**9)
+    eval_episodes: int = arg(10, "evaluation episodes (SAC's mean action and random, on the same seeds)", minimum=1,
+                             maximum=10**6)
     run_dir: str = arg("runs/mbpo", "directory for eval.json, results.json and TensorBoard logs")
-    seed: int = arg(0, "seed of the envs, networks, rollouts and batches", minimum=0)
-    warmup_steps: int = arg(500, "uniform random real steps before SAC acts", minimum=1)
-    model_every: int = arg(250, "env steps between ensemble fits (Janner et al.: 250)", minimum=1)
-    rollout_every: int = arg(250, "env steps between batches of branched rollouts", minimum=1)
-    rollouts: int = arg(10_000, "branched rollouts per batch, from real states drawn uniformly", minimum=1)
+    seed: int = arg(0, "seed of the envs, networks, rollouts and batches", minimum=0, maximum=2**32 - 1)
+    warmup_steps: int = arg(500, "uniform random real steps before SAC acts", minimum=1, maximum=10**9)
+    model_every: int = arg(250, "env steps between ensemble fits (Janner et al.: 250)", minimum=1, maximum=10**9)
+    rollout_every: int = arg(250, "env steps between batches of branched rollouts", minimum=1, maximum=10**9)
+    rollouts: int = arg(10_000, "branched rollouts per batch, from real states drawn uniformly", minimum=1,
+                        maximum=10**7)
     k_schedule: list[int] = arg([0, 5000, 1, 1], "rollout length schedule a,b,k_min,k_max (env steps, model steps)",
                                 check=lambda c: _schedule_problem(c.k_schedule))
-    model_retain: int = arg(5, "rollout batches the synthetic buffer holds", minimum=1)
+    model_retain: int = arg(5, "rollout batches the synthetic buffer holds", minimum=1, maximum=10_000)
     real_ratio: float = arg(0.05, "share of real transitions in every SAC batch (Janner et al.: 0.05)",
                             minimum=0.0, maximum=1.0)
-    updates_per_step: int = arg(10, "SAC updates per env step after warm-up (Janner et al.: 20)", minimum=1)
-    batch_size: int = arg(256, "SAC batch size", minimum=1)
-    hidden: int = arg(256, "SAC MLP width", minimum=8)
-    lr: float = arg(3e-4, "SAC Adam learning rate", above=0.0)
+    updates_per_step: int = arg(10, "SAC updates per env step after warm-up (Janner et al.: 20)", minimum=1,
+                                maximum=1000)
+    batch_size: int = arg(256, "SAC batch size", minimum=1, maximum=65536)
+    hidden: int = arg(256, "SAC MLP width", minimum=8, maximum=65536)
+    # Adam moves every weight by about lr per step: past 1 it only diverges
+    lr: float = arg(3e-4, "SAC Adam learning rate", above=0.0, maximum=1.0)
     gamma: float = arg(0.99, "discount", above=0.0, maximum=1.0)
-    ensemble: int = arg(5, "PETS ensemble members", minimum=1)
-    elites: Optional[int] = arg(None, "members the rollouts use, lowest held-out MSE first (None = all)", minimum=1)
-    model_hidden: int = arg(200, "ensemble member width", minimum=8)
-    model_epochs: int = arg(5, "passes over each member's bootstrap per fit", minimum=1)
+    ensemble: int = arg(5, "PETS ensemble members", minimum=1, maximum=100)
+    elites: Optional[int] = arg(None, "members the rollouts use, lowest held-out MSE first (None = all)", minimum=1,
+                                maximum=100)
+    model_hidden: int = arg(200, "ensemble member width", minimum=8, maximum=65536)
+    model_epochs: int = arg(5, "passes over each member's bootstrap per fit", minimum=1, maximum=10_000)
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
 
@@ -55,6 +60,8 @@ def _schedule_problem(schedule: list[int]) -> str | None:
     a, b, k_min, k_max = schedule
     if not (0 <= a <= b and 1 <= k_min <= k_max):
         return f"wants 0 <= a <= b and 1 <= k_min <= k_max, got {schedule}"
+    if b > 10**9 or k_max > 1000:  # as --steps' maximum; a branch of 1000 model steps is far past any model's reach
+        return f"wants b <= 10**9 env steps and k_max <= 1000 model steps, got {schedule}"
     return None
 
 

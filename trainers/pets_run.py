@@ -46,29 +46,36 @@ from worldmodels.policies import PlannerPolicy, RandomPolicy
 @dataclass
 class PETSRunConfig:
     env: str = arg(CONTINUOUS_CARTPOLE_ID, "gymnasium env id with a vector observation and a Box action space")
-    steps: int = arg(2000, "real env transitions in total, random warm-up included", minimum=1)
-    eval_episodes: int = arg(5, "evaluation episodes of CEM-MPC and of random play, on the same seeds", minimum=1)
+    steps: int = arg(2000, "real env transitions in total, random warm-up included", minimum=1, maximum=10**9)
+    eval_episodes: int = arg(5, "evaluation episodes of CEM-MPC and of random play, on the same seeds", minimum=1,
+                             maximum=10**6)
     run_dir: str = arg("runs/pets", "output directory: eval.json, results.json, model/ (safetensors + JSON)")
-    seed: int = arg(0, "seed of the envs, the networks, the bootstraps and the planner", minimum=0)
-    ensemble: int = arg(5, "ensemble members E (PETS: 5)", minimum=1)
-    elites: Optional[int] = arg(None, "members kept for planning, lowest held-out MSE first (None = all)", minimum=1)
+    seed: int = arg(0, "seed of the envs, the networks, the bootstraps and the planner", minimum=0, maximum=2**32 - 1)
+    ensemble: int = arg(5, "ensemble members E (PETS: 5)", minimum=1, maximum=100)
+    elites: Optional[int] = arg(None, "members kept for planning, lowest held-out MSE first (None = all)", minimum=1,
+                                maximum=100)
     propagation: str = arg("tsinf", "particle propagation (Chua et al. 2018, Sec. 5)", choices=PROPAGATIONS)
-    horizon: int = arg(15, "planning horizon H (steps)", minimum=1)
-    candidates: int = arg(100, "CEM candidates per iteration", minimum=2)
-    iterations: int = arg(3, "CEM iterations per action", minimum=1)
-    particles: int = arg(4, "particles per candidate (rows of one imagine call; returns are averaged)", minimum=1)
-    cem_elites: int = arg(10, "CEM elites refit to per iteration", minimum=1)
-    warmup_episodes: int = arg(1, "random episodes before the first fit", minimum=1)
-    hidden: int = arg(64, "hidden width of every member (PETS: 200)", minimum=1)
-    layers: int = arg(3, "linear layers per member, the output layer included (PETS: 4)", minimum=1)
-    epochs: int = arg(5, "passes over each member's bootstrap per fit (one fit after every episode)", minimum=1)
-    batch_size: int = arg(32, "transitions per member per gradient step", minimum=1)
-    lr: float = arg(1e-3, "Adam learning rate", above=0)
-    weight_decay: float = arg(5e-5, "Adam L2 weight decay (PETS regularises every layer)", minimum=0)
+    horizon: int = arg(15, "planning horizon H (steps)", minimum=1, maximum=1000)
+    candidates: int = arg(100, "CEM candidates per iteration", minimum=2, maximum=65536)
+    iterations: int = arg(3, "CEM iterations per action", minimum=1, maximum=1000)
+    particles: int = arg(4, "particles per candidate (rows of one imagine call; returns are averaged)", minimum=1,
+                         maximum=1024)
+    cem_elites: int = arg(10, "CEM elites refit to per iteration", minimum=1, maximum=65536)
+    warmup_episodes: int = arg(1, "random episodes before the first fit", minimum=1, maximum=10**6)
+    hidden: int = arg(64, "hidden width of every member (PETS: 200)", minimum=1, maximum=65536)
+    layers: int = arg(3, "linear layers per member, the output layer included (PETS: 4)", minimum=1, maximum=64)
+    epochs: int = arg(5, "passes over each member's bootstrap per fit (one fit after every episode)", minimum=1,
+                      maximum=10_000)
+    batch_size: int = arg(32, "transitions per member per gradient step", minimum=1, maximum=65536)
+    # Adam moves every weight by about lr per step: past 1 it only diverges
+    lr: float = arg(1e-3, "Adam learning rate", above=0, maximum=1.0)
+    weight_decay: float = arg(5e-5, "Adam L2 weight decay (PETS regularises every layer)", minimum=0, maximum=1.0)
     holdout: float = arg(0.1, "share of transitions held out to rank the members (elites)", minimum=0, maximum=0.5)
     learned_reward: bool = arg(False, "learn the reward even where worldmodels.pets.tasks knows it")
-    eval_envs: int = arg(5, "envs played at once during evaluation (one batched plan per step)", minimum=1)
-    eval_seed: int = arg(10_000, "evaluation episode j resets with eval_seed + j (both policies)", minimum=0)
+    eval_envs: int = arg(5, "envs played at once during evaluation (one batched plan per step)", minimum=1,
+                         maximum=1024)
+    eval_seed: int = arg(10_000, "evaluation episode j resets with eval_seed + j (both policies)", minimum=0,
+                         maximum=2**32 - 1)
     tensorboard: bool = arg(True, "log KPIs to RUN_DIR/tb: return vs env steps, plan ms per action, open-loop error "
                                    "and ensemble disagreement by horizon")
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")

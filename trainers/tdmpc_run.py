@@ -44,41 +44,51 @@ from worldmodels.tdmpc import (MODEL_LOSS_PARTS, PriorHead, RunningScale, TDMPCW
 @dataclass
 class TDMPCRunConfig:
     env: str = arg("InvertedPendulum-v5", "gymnasium env id (state vectors) or a pixel env id (frames)")
-    steps: int = arg(10_000, "env (agent) steps of the whole run, random seed steps included", minimum=1)
-    eval_episodes: int = arg(10, "evaluation episodes after training (agent and random on the same seeds)", minimum=1)
+    steps: int = arg(10_000, "env (agent) steps of the whole run, random seed steps included", minimum=1, maximum=10**9)
+    eval_episodes: int = arg(10, "evaluation episodes after training (agent and random on the same seeds)", minimum=1,
+                             maximum=10**6)
     run_dir: str = arg("runs/tdmpc", "directory for eval.json, results.json and TensorBoard logs")
-    seed: int = arg(0, "seed of the model, the replay sampler and the training envs (eval: seed + 10000)", minimum=0)
+    seed: int = arg(0, "seed of the model, the replay sampler and the training envs (eval: seed + 10000)", minimum=0,
+                    maximum=2**32 - 1)
     obs: str = arg("auto", "observations: auto (the env's own vectors, else frames), vector or pixels",
                    choices=("auto", "vector", "pixels"))
-    image_size: int = arg(64, "frame side for pixel observations (a multiple of 16)", minimum=16)
-    max_episode_steps: Optional[int] = arg(None, "truncate episodes after this many steps (None = env default)", minimum=1)
-    seed_steps: int = arg(1000, "uniform random steps before the agent acts and learns", minimum=1)
-    pretrain_updates: int = arg(500, "updates on the random data once seed_steps is reached", minimum=0)
-    updates_per_step: int = arg(1, "model + prior updates per env step after seed_steps", minimum=0)
-    batch_size: int = arg(256, "replayed windows per update", minimum=1)
-    horizon: int = arg(3, "model-loss horizon H and the planning horizon (TD-MPC2: 3)", minimum=1)
+    image_size: int = arg(64, "frame side for pixel observations (a multiple of 16)", minimum=16, maximum=1024)
+    max_episode_steps: Optional[int] = arg(None, "truncate episodes after this many steps (None = env default)", minimum=1,
+                                           maximum=10**7)
+    seed_steps: int = arg(1000, "uniform random steps before the agent acts and learns", minimum=1, maximum=10**9)
+    pretrain_updates: int = arg(500, "updates on the random data once seed_steps is reached", minimum=0, maximum=10**9)
+    updates_per_step: int = arg(1, "model + prior updates per env step after seed_steps", minimum=0, maximum=1000)
+    batch_size: int = arg(256, "replayed windows per update", minimum=1, maximum=65536)
+    horizon: int = arg(3, "model-loss horizon H and the planning horizon (TD-MPC2: 3)", minimum=1, maximum=1000)
     rho: float = arg(0.5, "temporal weight rho^t of the model and prior losses (TD-MPC2's lambda)", above=0.0, maximum=1.0)
     discount: float = arg(0.99, "TD discount gamma", above=0.0, maximum=1.0)
-    lr: float = arg(3e-4, "Adam learning rate (the encoder uses 0.3x, as TD-MPC2)", above=0.0)
+    # Adam moves every weight by about lr per step: past 1 it only diverges
+    lr: float = arg(3e-4, "Adam learning rate (the encoder uses 0.3x, as TD-MPC2)", above=0.0, maximum=1.0)
     tau: float = arg(0.01, "Polyak rate of the target Q heads", above=0.0, maximum=1.0)
-    entropy_coef: float = arg(1e-4, "prior entropy coefficient alpha of the prior objective", minimum=0.0)
-    consistency_scale: float = arg(20.0, "weight c_d of the latent-consistency loss", minimum=0.0)
-    reward_scale: float = arg(0.1, "weight c_r of the reward loss", minimum=0.0)
-    value_scale: float = arg(0.1, "weight c_q of the TD value loss", minimum=0.0)
-    cont_scale: float = arg(1.0, "weight c_c of the continue (termination) loss", minimum=0.0)
-    grad_clip: float = arg(20.0, "gradient-norm clip of both optimisers", above=0.0)
-    latent_dim: int = arg(64, "latent width (a multiple of simnorm_group)", minimum=8)
-    simnorm_group: int = arg(8, "SimNorm group size V", minimum=2)
-    hidden: int = arg(256, "MLP width", minimum=8)
-    num_q: int = arg(5, "Q ensemble size", minimum=2)
+    entropy_coef: float = arg(1e-4, "prior entropy coefficient alpha of the prior objective", minimum=0.0,
+                              maximum=100.0)
+    # loss weights: TD-MPC2's largest is 20
+    consistency_scale: float = arg(20.0, "weight c_d of the latent-consistency loss", minimum=0.0, maximum=10_000.0)
+    reward_scale: float = arg(0.1, "weight c_r of the reward loss", minimum=0.0, maximum=10_000.0)
+    value_scale: float = arg(0.1, "weight c_q of the TD value loss", minimum=0.0, maximum=10_000.0)
+    cont_scale: float = arg(1.0, "weight c_c of the continue (termination) loss", minimum=0.0, maximum=10_000.0)
+    # a clip this high is no clip: a larger one is a typo
+    grad_clip: float = arg(20.0, "gradient-norm clip of both optimisers", above=0.0, maximum=1e9)
+    latent_dim: int = arg(64, "latent width (a multiple of simnorm_group)", minimum=8, maximum=65536)
+    simnorm_group: int = arg(8, "SimNorm group size V", minimum=2, maximum=65536)
+    hidden: int = arg(256, "MLP width", minimum=8, maximum=65536)
+    num_q: int = arg(5, "Q ensemble size", minimum=2, maximum=100)
     planner: str = arg("mppi", "how the agent acts: mppi (continuous actions) or prior (the policy prior alone)",
                        choices=("mppi", "prior"))
-    candidates: int = arg(256, "MPPI candidates per iteration (TD-MPC2: 512)", minimum=1)
-    iterations: int = arg(4, "MPPI iterations (TD-MPC2: 6)", minimum=1)
-    prior_candidates: int = arg(24, "prior rollouts mixed into the candidates (TD-MPC2: 24)", minimum=0)
-    temperature: float = arg(0.1, "MPPI temperature lambda, in return units: lower weighs the best candidates more", above=0.0)
-    noise_std: float = arg(0.3, "MPPI perturbation std, as a fraction of the Box half-width", above=0.0)
-    capacity: int = arg(1_000_000, "replay capacity in rows", minimum=1)
+    candidates: int = arg(256, "MPPI candidates per iteration (TD-MPC2: 512)", minimum=1, maximum=65536)
+    iterations: int = arg(4, "MPPI iterations (TD-MPC2: 6)", minimum=1, maximum=1000)
+    prior_candidates: int = arg(24, "prior rollouts mixed into the candidates (TD-MPC2: 24)", minimum=0, maximum=65536)
+    # lambda is in return units: returns of 10**4 exist, a larger lambda weighs all alike
+    temperature: float = arg(0.1, "MPPI temperature lambda, in return units: lower weighs the best candidates more", above=0.0,
+                             maximum=10_000.0)
+    # a fraction of the Box half-width: past 100 every perturbed action is clipped to a bound
+    noise_std: float = arg(0.3, "MPPI perturbation std, as a fraction of the Box half-width", above=0.0, maximum=100.0)
+    capacity: int = arg(1_000_000, "replay capacity in rows", minimum=1, maximum=10**9)
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
 

@@ -30,58 +30,75 @@ class WorldModelsConfig:
     allow_unverified: bool = allow_unverified_arg()
     run_dir: str = arg("runs/worldmodels", "directory for every stage's artifacts; rerun to resume",
                        check=lambda c: directory_problem(c.run_dir))
-    seed: int = arg(0, "seed for collection, training and CMA-ES", minimum=0)
+    seed: int = arg(0, "seed for collection, training and CMA-ES", minimum=0, maximum=2**32 - 1)
     device: str = arg("auto", "torch device: auto, cpu or cuda")
-    threads: int = arg(0, "torch CPU threads (0 = torch's default; 1 avoids thread thrashing on a busy, small CPU)", minimum=0)
+    threads: int = arg(0, "torch CPU threads (0 = torch's default; 1 avoids thread thrashing on a busy, small CPU)", minimum=0,
+                       maximum=1024)
     image_size: int = arg(64, "observation side (multiple of 16)", minimum=16, maximum=1024)
-    max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps", minimum=1)
-    frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = env default)", minimum=1)
+    max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps", minimum=1,
+                                           maximum=10**7)
+    frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = env default)", minimum=1,
+                                   maximum=1000)
     collect_policy: str = arg("random", "collection policy: random (uniform), sticky (repeats its last action w.p. 0.9) "
                               "or hold (the paper's: each random action held for 1-10 steps)",
                               choices=("random", "sticky", "hold"))
-    episodes: int = arg(10_000, "random-policy episodes to collect (paper: 10,000 CarRacing rollouts)", minimum=1)
-    num_envs: int = arg(8, "parallel envs for collection, real-env fitness and evaluation", minimum=1)
-    val_fraction: float = arg(0.1, "fraction of episodes held out for validation (V and M)", minimum=0,
-                              check=lambda c: None if c.val_fraction < 1 else "must be below 1 (the held-out fraction)")
-    z_dim: int = arg(32, "V latent size (paper: 32)", minimum=1)
-    vae_depth: int = arg(32, "V conv depth of the first stage (paper: 32)", minimum=1)
-    vae_stages: int = arg(4, "V stride-2 conv stages (paper: 4); image_size must be a multiple of 2**stages", minimum=1)
-    kl_tolerance: float = arg(0.5, "V free bits: KL floor per latent dimension (paper: 0.5)", minimum=0)
-    vae_steps: int = arg(20_000, "V optimiser steps", minimum=1)
-    vae_batch_size: int = arg(100, "V frames per batch (paper: 100)", minimum=1)
-    vae_lr: float = arg(1e-4, "V Adam learning rate (paper: 1e-4)", above=0)
-    hidden_size: int = arg(256, "M LSTM size (paper: 256)", minimum=1)
-    num_mixtures: int = arg(5, "M Gaussian mixture components (paper: 5)", minimum=1)
-    mdnrnn_steps: int = arg(20_000, "M optimiser steps", minimum=1)
-    mdnrnn_batch_size: int = arg(100, "M sequences per batch (paper: 100)", minimum=1)
-    mdnrnn_seq_len: int = arg(100, "M sequence length per chunk", minimum=2)
-    mdnrnn_lr: float = arg(1e-3, "M Adam learning rate (paper: 1e-3)", above=0)
+    episodes: int = arg(10_000, "random-policy episodes to collect (paper: 10,000 CarRacing rollouts)", minimum=1,
+                        maximum=10**6)
+    num_envs: int = arg(8, "parallel envs for collection, real-env fitness and evaluation", minimum=1, maximum=1024)
+    # below 1: V and M need episodes to train on
+    val_fraction: float = arg(0.1, "fraction of episodes held out for validation (V and M)", minimum=0, maximum=0.99)
+    z_dim: int = arg(32, "V latent size (paper: 32)", minimum=1, maximum=65536)
+    # channels double per stage: 4096 at the first is already past any GPU's memory at 4 stages
+    vae_depth: int = arg(32, "V conv depth of the first stage (paper: 32)", minimum=1, maximum=4096)
+    # image_size <= 1024 = 2**10 must be a multiple of 2**stages
+    vae_stages: int = arg(4, "V stride-2 conv stages (paper: 4); image_size must be a multiple of 2**stages", minimum=1,
+                          maximum=10)
+    # nats per latent dimension: a floor of 100 already switches the KL term off
+    kl_tolerance: float = arg(0.5, "V free bits: KL floor per latent dimension (paper: 0.5)", minimum=0, maximum=100.0)
+    vae_steps: int = arg(20_000, "V optimiser steps", minimum=1, maximum=10**9)
+    vae_batch_size: int = arg(100, "V frames per batch (paper: 100)", minimum=1, maximum=65536)
+    # Adam moves every weight by about lr per step: past 1 it only diverges
+    vae_lr: float = arg(1e-4, "V Adam learning rate (paper: 1e-4)", above=0, maximum=1.0)
+    hidden_size: int = arg(256, "M LSTM size (paper: 256)", minimum=1, maximum=65536)
+    num_mixtures: int = arg(5, "M Gaussian mixture components (paper: 5)", minimum=1, maximum=1024)
+    mdnrnn_steps: int = arg(20_000, "M optimiser steps", minimum=1, maximum=10**9)
+    mdnrnn_batch_size: int = arg(100, "M sequences per batch (paper: 100)", minimum=1, maximum=65536)
+    mdnrnn_seq_len: int = arg(100, "M sequence length per chunk", minimum=2, maximum=10**5)
+    mdnrnn_lr: float = arg(1e-3, "M Adam learning rate (paper: 1e-3)", above=0, maximum=1.0)
     done_pos_weight: float = arg(10.0, "M's done loss: BCE weight of the rare terminal rows (reference Doom code: "
-                                 "restart_factor 10; 1 = plain BCE, under which M barely ever predicts a death)", above=0)
+                                 "restart_factor 10; 1 = plain BCE, under which M barely ever predicts a death)", above=0,
+                                 maximum=10_000.0)
     controller: str = arg("linear", "controller: linear on [z, h] (paper) or a one-hidden-layer mlp", choices=("linear", "mlp"))
-    controller_hidden: int = arg(32, "mlp controller hidden units", minimum=1)
+    controller_hidden: int = arg(32, "mlp controller hidden units", minimum=1, maximum=65536)
     controller_env: str = arg("dream", "where CMA-ES evaluates C: dream (inside M) or real (V+M in the real env)", choices=("dream", "real"))
-    population: int = arg(64, "CMA-ES population (paper: 64)", minimum=2)
-    repeats: int = arg(16, "rollouts per candidate per generation (paper: 16)", minimum=1)
-    generations: int = arg(300, "CMA-ES generations", minimum=1)
-    sigma0: float = arg(0.1, "CMA-ES initial step size", above=0)
+    population: int = arg(64, "CMA-ES population (paper: 64)", minimum=2, maximum=100_000)
+    repeats: int = arg(16, "rollouts per candidate per generation (paper: 16)", minimum=1, maximum=10_000)
+    generations: int = arg(300, "CMA-ES generations", minimum=1, maximum=10**6)
+    # C's weights start at 0 and act through tanh: a step size past 100 only saturates it
+    sigma0: float = arg(0.1, "CMA-ES initial step size", above=0, maximum=100.0)
     dream_horizon: Optional[int] = arg(None, "dream rollout length in steps, stopped early by M's predicted episode end "
-                                            "(None = the env's time limit in agent steps, e.g. TakeCover 2,100, else 1000)", minimum=1)
-    temperature: float = arg(1.15, "dream sampling temperature tau (paper, Doom: 1.15)", above=0)
+                                            "(None = the env's time limit in agent steps, e.g. TakeCover 2,100, else 1000)", minimum=1,
+                                       maximum=10**7)
+    # tau scales the mixture's variance; at 100 the dream is noise
+    temperature: float = arg(1.15, "dream sampling temperature tau (paper, Doom: 1.15)", above=0, maximum=100.0)
     sample_done: bool = arg(False, "sample the dream's episode end from sigmoid(done_logit) instead of thresholding at 0.5")
-    final_repeats: int = arg(256, "rollouts to re-rank the best candidate against the CMA-ES mean at the end", minimum=1)
-    real_max_steps: Optional[int] = arg(None, "real-env fitness: cap on steps per episode", minimum=1)
-    eval_episodes: int = arg(100, "real-env evaluation episodes (paper: 100)", minimum=1)
+    final_repeats: int = arg(256, "rollouts to re-rank the best candidate against the CMA-ES mean at the end", minimum=1,
+                             maximum=10**6)
+    real_max_steps: Optional[int] = arg(None, "real-env fitness: cap on steps per episode", minimum=1, maximum=10**7)
+    eval_episodes: int = arg(100, "real-env evaluation episodes (paper: 100)", minimum=1, maximum=10**6)
     evaluate: bool = arg(True, "evaluate C against random in the real env at the end; false = no evaluation "
                                "(with --store: no env is made at all)")
     dream_every: int = arg(500, "optimiser steps between dream summaries in TensorBoard (reconstructions, open loop, dreams, "
                                  "KPIs), at most a quarter of the stage's steps so every run logs them a few times; 0 = off",
-                             minimum=0)
-    checkpoint_every: int = arg(500, "Lightning checkpoint interval in optimiser steps", minimum=1)
-    val_batches: int = arg(8, "validation batches per V / M validation pass", minimum=0)
-    loader_workers: int = arg(0, "DataLoader worker processes feeding V (0 = main process; 1-4 keep a GPU fed)", minimum=0)
-    devices: int = arg(1, "devices (processes) per node for the V and M stages; > 1 trains them with DDP", minimum=1)
-    num_nodes: int = arg(1, "nodes for multi-node DDP of V and M (launch with torchrun or srun, see README)", minimum=1)
+                             minimum=0, maximum=10**9)
+    checkpoint_every: int = arg(500, "Lightning checkpoint interval in optimiser steps", minimum=1, maximum=10**9)
+    val_batches: int = arg(8, "validation batches per V / M validation pass", minimum=0, maximum=10**6)
+    loader_workers: int = arg(0, "DataLoader worker processes feeding V (0 = main process; 1-4 keep a GPU fed)", minimum=0,
+                              maximum=256)
+    devices: int = arg(1, "devices (processes) per node for the V and M stages; > 1 trains them with DDP", minimum=1,
+                       maximum=1024)
+    num_nodes: int = arg(1, "nodes for multi-node DDP of V and M (launch with torchrun or srun, see README)", minimum=1,
+                         maximum=10_000)
     strategy: str = arg("auto", "Lightning strategy for V and M: auto or ddp (each rank trains on its own episode shard)")
     precision: Optional[str] = arg(None, "Lightning precision of V; None = bf16-mixed on CUDA, 32-true on CPU "
                                          "(M always trains in 32-true: its LSTM + mixture NLL are untested in bf16)")

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import math
 import os
 import secrets
 import types
@@ -175,6 +176,9 @@ def check_config(config: Any) -> None:
         choices = meta.get("choices")
         if choices is not None and value not in choices:
             raise ConfigError(f"{_flag(field.name)} must be one of {list(choices)}, got {value!r}")
+        # nan compares False with every bound and inf passes a minimum: `--lr inf` trained a NaN model to the end
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{_flag(field.name)} must be a finite number, got {value!r}")
         bounds = [(meta.get("minimum"), lambda v, b: v >= b, ">="), (meta.get("above"), lambda v, b: v > b, ">"),
                   (meta.get("maximum"), lambda v, b: v <= b, "<=")]
         for bound, holds, word in bounds:
