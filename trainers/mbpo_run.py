@@ -27,7 +27,9 @@ class MBPORunConfig:
                              maximum=10**6)
     run_dir: str = arg("runs/mbpo", "directory for eval.json, results.json and TensorBoard logs")
     seed: int = arg(0, "seed of the envs, networks, rollouts and batches", minimum=0, maximum=2**32 - 1)
-    warmup_steps: int = arg(500, "uniform random real steps before SAC acts", minimum=1, maximum=10**9)
+    warmup_steps: int = arg(500, "uniform random real steps before SAC acts", minimum=1, maximum=10**9,
+                            check=lambda c: None if c.warmup_steps < c.steps else
+                            f"must be below --steps {c.steps}, or SAC never updates")
     model_every: int = arg(250, "env steps between ensemble fits (Janner et al.: 250)", minimum=1, maximum=10**9)
     rollout_every: int = arg(250, "env steps between batches of branched rollouts", minimum=1, maximum=10**9)
     rollouts: int = arg(10_000, "branched rollouts per batch, from real states drawn uniformly", minimum=1,
@@ -46,11 +48,15 @@ class MBPORunConfig:
     gamma: float = arg(0.99, "discount", above=0.0, maximum=1.0)
     ensemble: int = arg(5, "PETS ensemble members", minimum=1, maximum=100)
     elites: Optional[int] = arg(None, "members the rollouts use, lowest held-out MSE first (None = all)", minimum=1,
-                                maximum=100)
+                                maximum=100, check=lambda c: _at_most(c.elites, c.ensemble, "--ensemble"))
     model_hidden: int = arg(200, "ensemble member width", minimum=8, maximum=65536)
     model_epochs: int = arg(5, "passes over each member's bootstrap per fit", minimum=1, maximum=10_000)
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
+
+
+def _at_most(value: int, bound: int, flag: str) -> str | None:
+    return None if value <= bound else f"must be <= {flag} {bound}"
 
 
 def _schedule_problem(schedule: list[int]) -> str | None:

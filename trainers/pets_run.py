@@ -53,14 +53,17 @@ class PETSRunConfig:
     seed: int = arg(0, "seed of the envs, the networks, the bootstraps and the planner", minimum=0, maximum=2**32 - 1)
     ensemble: int = arg(5, "ensemble members E (PETS: 5)", minimum=1, maximum=100)
     elites: Optional[int] = arg(None, "members kept for planning, lowest held-out MSE first (None = all)", minimum=1,
-                                maximum=100)
+                                maximum=100, check=lambda c: None if c.elites <= c.ensemble else
+                                f"must be <= --ensemble {c.ensemble}")
     propagation: str = arg("tsinf", "particle propagation (Chua et al. 2018, Sec. 5)", choices=PROPAGATIONS)
     horizon: int = arg(15, "planning horizon H (steps)", minimum=1, maximum=1000)
     candidates: int = arg(100, "CEM candidates per iteration", minimum=2, maximum=65536)
     iterations: int = arg(3, "CEM iterations per action", minimum=1, maximum=1000)
     particles: int = arg(4, "particles per candidate (rows of one imagine call; returns are averaged)", minimum=1,
                          maximum=1024)
-    cem_elites: int = arg(10, "CEM elites refit to per iteration", minimum=1, maximum=65536)
+    cem_elites: int = arg(10, "CEM elites refit to per iteration", minimum=1, maximum=65536,
+                          check=lambda c: None if c.cem_elites <= c.candidates else
+                          f"must be <= --candidates {c.candidates}")
     warmup_episodes: int = arg(1, "random episodes before the first fit", minimum=1, maximum=10**6)
     hidden: int = arg(64, "hidden width of every member (PETS: 200)", minimum=1, maximum=65536)
     layers: int = arg(3, "linear layers per member, the output layer included (PETS: 4)", minimum=1, maximum=64)

@@ -88,7 +88,10 @@ class TDMPCRunConfig:
                              maximum=10_000.0)
     # a fraction of the Box half-width: past 100 every perturbed action is clipped to a bound
     noise_std: float = arg(0.3, "MPPI perturbation std, as a fraction of the Box half-width", above=0.0, maximum=100.0)
-    capacity: int = arg(1_000_000, "replay capacity in rows", minimum=1, maximum=10**9)
+    # An update replays windows of horizon + 1 rows: a smaller ring never holds one, and the run learns nothing.
+    capacity: int = arg(1_000_000, "replay capacity in rows", minimum=1, maximum=10**9,
+                        check=lambda c: None if c.capacity >= c.horizon + 1 else
+                        f"must hold one training window: at least --horizon + 1 = {c.horizon + 1} rows")
     threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
 

@@ -9,6 +9,7 @@ from scripts.cli import main
 
 DREAMER = ["dreamer", "--preset", "debug", "--env", "worldmodels/Catch-v0"]
 WORLDMODELS = ["worldmodels", "--preset", "debug", "--env", "worldmodels/Catch-v0"]
+TDMPC = ["--env", "Pendulum-v1", "--steps", "20", "--seed-steps", "10", "--eval-episodes", "1", "--candidates", "8"]
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -33,6 +34,15 @@ WORLDMODELS = ["worldmodels", "--preset", "debug", "--env", "worldmodels/Catch-v
     (["evaluate", "--seed", "-5"], "--seed must be a non-negative integer"),
     (["evaluate", "--episodes", "0"], "--episodes must be a positive integer"),  # used to name --num-envs
     (["export", "--heldout-episodes", "0"], "--heldout-episodes must be a positive integer"),  # used to name --episodes
+    # hardening: these ran and reported a result (0 SAC updates; a replay that never held a window: 0 updates)
+    (["mbpo", "--env", "Pendulum-v1", "--warmup-steps", "100000", "--steps", "100", "--eval-episodes", "1"],
+     "--warmup-steps 100000 must be below --steps 100"),
+    (["tdmpc", *TDMPC, "--capacity", "1"], "--capacity 1 must hold one training window"),
+    (["tdmpc", *TDMPC, "--horizon", "8", "--capacity", "8"], "--capacity 8 must hold one training window"),
+    (["pets", "--cem-elites", "20", "--candidates", "10"], "--cem-elites 20 must be <= --candidates 10"),
+    (["pets", "--elites", "6", "--ensemble", "5"], "--elites 6 must be <= --ensemble 5"),
+    (["mbpo", "--elites", "6", "--ensemble", "5", "--steps", "20", "--warmup-steps", "10"],
+     "--elites 6 must be <= --ensemble 5"),
 ])
 def test_refused_up_front(tmp_path, capsys, argv, expected):
     run_dir = tmp_path / "run"
