@@ -22,7 +22,8 @@ class Toy:
     ({"steps": 0}, "--steps must be a positive integer, got 0"),
     ({"rate": 0.0}, "--rate must be a number > 0, got 0.0"),
     ({"rate": 1.5}, "--rate must be a number <= 1, got 1.5"),
-    ({"rate": float("nan")}, "--rate must be a number > 0, got nan"),
+    ({"rate": float("nan")}, "--rate must be a finite number, got nan"),
+    ({"rate": float("-inf")}, "--rate must be a finite number, got -inf"),
     ({"warmup": 10}, "--warmup 10 must be below --steps"),
     ({"limit": 0}, "--limit must be a positive integer, got 0"),
 ])
