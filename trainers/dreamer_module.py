@@ -28,7 +28,7 @@ import torch
 from torch.profiler import record_function
 
 from trainers.callbacks import log_return_vs_env_steps
-from trainers.guards import check_update
+from trainers.guards import batch_problem, check_update
 from trainers.losses import weighted_sum
 from trainers.online import BatchRequest
 from worldmodels.config import arg, from_dict, to_dict
@@ -149,15 +149,15 @@ class DreamerModule(L.LightningModule):
         with record_function(PHASES[0]):
             model_parts, post, model_metrics = self.world_model.loss(batch)
         with record_function(PHASES[1]):
-            model_loss = self._update(model_opt, model_parts, cfg.model_grad_clip, part="model")
+            model_loss = self._update(model_opt, model_parts, cfg.model_grad_clip, part="model", batch=batch)
 
         with record_function(PHASES[2]):
             ac_parts, imag_metrics = self.actor_critic_losses(post, batch["terminated"])
         actor_parts = {k: ac_parts[k] for k in ("policy", "entropy")}
         critic_parts = {k: ac_parts[k] for k in ("value", "value_slow")}
         with record_function(PHASES[3]):
-            self._update(actor_opt, actor_parts, cfg.actor_grad_clip, part="actor")
-            self._update(critic_opt, critic_parts, cfg.critic_grad_clip, part="critic")
+            self._update(actor_opt, actor_parts, cfg.actor_grad_clip, part="actor", batch=batch)
+            self._update(critic_opt, critic_parts, cfg.critic_grad_clip, part="critic", batch=batch)
             ema_update(self.slow_critic, self.critic, cfg.slow_critic_decay)
 
         logs = {f"train/loss/{k}": v.detach() for k, v in {**model_parts, **ac_parts}.items()}
@@ -200,16 +200,18 @@ class DreamerModule(L.LightningModule):
                    "entropy": -parts["entropy"].detach()}
         return parts, metrics
 
-    def _update(self, optimizer, parts: dict[str, torch.Tensor], clip: float, *, part: str) -> torch.Tensor:
+    def _update(self, optimizer, parts: dict[str, torch.Tensor], clip: float, *, part: str,
+                batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One optimiser step on the weighted ``parts``; a non-finite loss or gradient stops training before it."""
         loss = weighted_sum(parts, self.loss_scales)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-        # A diverged world model often shows first in the actor's loss: the hint names every rate.
+        # A diverged world model often shows first in the actor's loss: the hint names every rate, unless the
+        # batch itself holds NaN (a NaN reward from the env used to be blamed on the learning rate).
         check_update(self.trainer, optimizer, loss, lambda: parts,
                      where=f"dreamer step {self.global_step // OPTIMISERS_PER_STEP}, {part} update",
-                     hint="a lower --model-lr / --actor-lr / --critic-lr usually fixes this")
+                     hint=lambda: batch_problem(batch) or "a lower --model-lr / --actor-lr / --critic-lr usually fixes this")
         optimizer.step()
         return loss
 

@@ -31,17 +31,29 @@ def scales_loss(trainer: L.Trainer) -> bool:
 
 
 def check_update(trainer: L.Trainer, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                 parts: Callable[[], Mapping[str, Any]], *, where: str, hint: str = "") -> None:
+                 parts: Callable[[], Mapping[str, Any]], *, where: str, hint: str | Callable[[], str] = "") -> None:
     """Raise, naming the first bad loss part, when ``loss`` or the gradient norm of ``optimizer`` is not finite.
 
-    ``parts()`` gives the named loss parts; it is called only after a failure, to name the part that went bad.
+    ``parts()`` gives the named loss parts and ``hint()`` (or ``hint``) what to try; both are called only after a
+    failure, to name the part that went bad and its likely cause.
     """
     values = [loss] if scales_loss(trainer) else [loss, gradient_norm(optimizer)]
     if all_finite(values):
         return
     named = {f"loss part {key!r}": value for key, value in parts().items()}
     check_finite({**named, "loss": loss, **({"gradient norm": values[1]} if len(values) > 1 else {})},
-                 where=where, hint=hint)
+                 where=where, hint=hint() if callable(hint) else hint)
+
+
+def batch_problem(batch: Mapping[str, torch.Tensor]) -> str | None:
+    """What of a training batch is not finite (its rewards or float observations), else ``None``: a loss that goes
+    NaN on NaN data is the env's or the store's fault, and a lower learning rate would not help."""
+    for key in ("reward", "obs"):
+        value = batch.get(key)
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return (f"the batch's {key} is not finite: the env's (or --store's) data went bad, not the learning "
+                    "rate; `wm doctor --env ID` checks an env")
+    return None
 
 
 class FiniteGuard(L.Callback):

@@ -51,12 +51,14 @@ from worldmodels.envs.toy import register_toy_envs
 from worldmodels.envs.vizdoom import ScreenFrames, is_vizdoom, register_vizdoom_envs, time_limit
 from worldmodels.envs.wrappers import (
     AtariVectorFrames,
+    EnvGuard,
     EpisodicLife,
     FrameSkip,
     NoopReset,
     PixelsFromRender,
     ResizeObservation,
     SeedOnFirstReset,
+    env_raised,
     is_image_space,
 )
 
@@ -185,7 +187,12 @@ def _make_other(env_id: str, options: EnvOptions, seed: int | None) -> gym.Env:
             )
         else:
             env = PixelsFromRender(env, options.image_size, env_id)
-            env.reset(seed=seed)  # probe once so an env that renders nothing fails here, not mid-collection
+            try:  # probe once so an env that renders nothing fails here, not mid-collection
+                env.reset(seed=seed)
+            except EnvError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a user's env may fail in any way: one line naming it
+                raise env_raised(env_id, "reset()", error) from error
     if frameskip > 1:
         env = FrameSkip(env, frameskip)
     return env
@@ -249,7 +256,7 @@ def make(env_id: str, *, image_size: int = 64, seed: int | None = None, obs: str
     seed and action sequence give the same frames. Errors are one-line :class:`EnvError`.
     """
     resolved = resolve_options(image_size, options)
-    env_id = registered_id(env_id)
+    shown_id, env_id = env_id, registered_id(env_id)
     spec = registry_spec(env_id)
     if observation_kind(env_id, obs) == "vector":
         env = _make_vector_obs(env_id, resolved)
@@ -257,7 +264,7 @@ def make(env_id: str, *, image_size: int = 64, seed: int | None = None, obs: str
         env = _make_atari(env_id, resolved)
     else:
         env = _make_other(env_id, resolved, seed)
-    return SeedOnFirstReset(env, seed)
+    return EnvGuard(SeedOnFirstReset(env, seed), shown_id)  # an env's exception or NaN: one line naming it
 
 
 def make_vector(env_id: str, num_envs: int, *, image_size: int = 64, seed: int | None = None, obs: str = "pixels",

@@ -38,10 +38,16 @@ class ResizeObservation(gym.ObservationWrapper):
     def __init__(self, env: gym.Env, image_size: int):
         super().__init__(env)
         self.image_size = image_size
+        self.env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         self.observation_space = pixel_space(image_size)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        return resize_frame(observation, self.image_size)  # (S, S, 3)
+        frame = np.asarray(observation)
+        # A grey (H, W) frame resizes to (S, S) and only fails in the vector env's stacking, naming no env.
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise EnvError(f"env {self.env_id} returned a frame of shape {frame.shape}, expected (H, W, 3) RGB "
+                           f"as its observation space {self.env.observation_space.shape} says")
+        return resize_frame(frame, self.image_size)  # (S, S, 3)
 
 
 class PixelsFromRender(gym.ObservationWrapper):
@@ -181,3 +187,79 @@ class AtariVectorFrames(_PendingSeed, VectorWrapper):
     def step(self, actions):
         observations, rewards, terminations, truncations, info = self.env.step(np.asarray(actions, dtype=np.int64))
         return observations[:, 0], rewards.astype(np.float64), terminations, truncations, info  # (N, H, W, 3)
+
+
+DEBUG_HINT = "WM_DEBUG=1 shows the traceback"
+
+
+def env_raised(env_id: str, call: str, error: BaseException) -> EnvError:
+    """One line for an exception out of an env's ``call``: the env, the exception's type and first line."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    return EnvError(f"env {env_id} raised {type(error).__name__} in {call}: {first}; {DEBUG_HINT}")
+
+
+class EnvGuard(gym.Wrapper):
+    """The outermost wrapper of every :func:`~worldmodels.envs.make` env: what the env does wrong is one line.
+
+    An exception out of ``reset()`` / ``step()`` becomes an :class:`EnvError` naming the env (chained, so
+    ``WM_DEBUG=1`` shows the env's own traceback), and a non-finite reward or observation, an observation of
+    another shape than the space's, or a non-finite action sent to the env is refused at the episode and step
+    where it happened, before a learner, replay or evaluation sees it: a NaN reward used to end as
+    "agent nan ± nan" in eval.json, or as a loss blaming the learning rate. Cost: a few numpy checks per step.
+    """
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        self.env_id = env_id
+        self.episode, self.t = -1, 0  # the env's own count: episode 0 starts at the first reset()
+        space = env.observation_space
+        self._shape = space.shape if isinstance(space, gym.spaces.Box) else None
+        self._float_obs = self._shape is not None and np.issubdtype(space.dtype, np.floating)
+        self._float_action = isinstance(env.action_space, gym.spaces.Box)
+
+    def reset(self, **kwargs):
+        try:
+            observation, info = self.env.reset(**kwargs)
+        except EnvError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a user's env may fail in any way: one line naming it
+            raise env_raised(self.env_id, "reset()", error) from error
+        self.episode, self.t = self.episode + 1, 0
+        self._check_observation(observation, "reset()")
+        return observation, info
+
+    def step(self, action):
+        if self._float_action and not np.isfinite(np.asarray(action, np.float64)).all():
+            raise EnvError(f"the agent sent env {self.env_id} a non-finite action {np.asarray(action).tolist()} at "
+                           f"{self._where(self.t + 1)}: the policy diverged (the env is not to blame)")
+        try:
+            observation, reward, terminated, truncated, info = self.env.step(action)
+        except EnvError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a user's env may fail in any way: one line naming it
+            raise env_raised(self.env_id, "step()", error) from error
+        self.t += 1
+        try:
+            value = float(reward)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not np.isfinite(value):
+            raise EnvError(f"env {self.env_id} returned the reward {reward!r} at {self._where(self.t)}; "
+                           "rewards must be finite numbers: fix the env, or wrap it to keep them finite")
+        self._check_observation(observation, "step()")
+        return observation, reward, terminated, truncated, info
+
+    def _where(self, t: int) -> str:
+        return f"episode {self.episode} step {t}"
+
+    def _check_observation(self, observation: Any, call: str) -> None:
+        if self._shape is None:
+            return
+        obs = np.asarray(observation)
+        if obs.shape != self._shape:
+            raise EnvError(f"env {self.env_id} returned an observation of shape {obs.shape} from {call} at "
+                           f"{self._where(self.t)}, expected {self._shape} as its observation space says")
+        if self._float_obs and not np.isfinite(obs).all():
+            bad = obs[~np.isfinite(obs)].reshape(-1)[0]
+            raise EnvError(f"env {self.env_id} returned an observation holding {float(bad)} from {call} at "
+                           f"{self._where(self.t)}; observations must be finite: fix the env, or wrap it to keep them finite")
