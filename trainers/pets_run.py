@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch.nn.utils import get_total_norm
 
 from trainers.callbacks import log_return_vs_env_steps
 from worldmodels import profiling
@@ -34,6 +35,7 @@ from worldmodels.driver import Driver
 from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.evaluation import evaluate_against_random, summary_line, write_eval
+from worldmodels.finite import all_finite, check_finite
 from worldmodels.kpis import log_planner_kpis, open_loop_errors
 from worldmodels.pets import PROPAGATIONS, PETSWorldModel, ProbabilisticEnsemble, bootstrap_indices
 from worldmodels.pets.envs import make_state_env
@@ -135,6 +137,7 @@ class EnsembleTrainer:
         self.world_model, self.batch_size, self.epochs, self.holdout = world_model, batch_size, epochs, holdout
         self.optimizer = torch.optim.Adam(world_model.ensemble.parameters(), lr=lr, weight_decay=weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
+        self.fits = 0
 
     def fit(self, data: dict[str, torch.Tensor]) -> dict[str, Any]:
         """One refit on all ``data`` (:meth:`TransitionBuffer.tensors`); returns the last losses and the val MSE."""
@@ -148,6 +151,7 @@ class EnsembleTrainer:
         ensemble.set_normalizer(inputs[train], targets[train])
         boot = train[bootstrap_indices(len(train), E, generator=self.generator).to(inputs.device)]  # (E, Nt)
         parts: dict[str, torch.Tensor] = {}
+        steps = 0
         for _ in range(self.epochs):
             shuffled = torch.gather(boot, 1, torch.argsort(torch.rand(boot.shape, generator=self.generator), 1)
                                     .to(boot.device))
@@ -158,12 +162,29 @@ class EnsembleTrainer:
                 loss = sum(LOSS_SCALES[k] * v for k, v in parts.items())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                self._check_step(parts, inputs, targets, steps)
                 self.optimizer.step()
+                steps += 1
+        self.fits += 1
         check = val if held else train
         val_mse = ensemble.mse(inputs[check], targets[check])  # (E,)
         elites = ensemble.set_elites(val_mse)
         return {**{f"loss/{k}": float(v.detach()) for k, v in parts.items()}, "val_mse": val_mse.tolist(),
                 "elites": elites.tolist(), "transitions": N}
+
+
+    def _check_step(self, parts: dict[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor,
+                    step: int) -> None:
+        """One host sync: a NaN loss or gradient stops the run before the step is applied (a diverged ensemble
+        used to plan with NaN to the end and leave its eval.json behind)."""
+        grads = [p.grad for p in self.world_model.ensemble.parameters() if p.grad is not None]
+        values = {**{f"loss part {key!r}": value for key, value in parts.items()}, "gradient norm": get_total_norm(grads)}
+        if all_finite(list(values.values())):
+            return
+        data = all_finite([inputs, targets])
+        check_finite(values, where=f"ensemble fit {self.fits} step {step}",
+                     hint="a lower --lr usually fixes this" if data else
+                     "the transitions it fits are not finite: the env's data went bad, not the learning rate")
 
 
 def log_episode(writer: Any, buffer: "TransitionBuffer", world_model: PETSWorldModel, planner: CEM,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
+from trainers.guards import batch_problem
 from trainers.online import StreamReplay
 from worldmodels import profiling
 from worldmodels.config import arg
@@ -34,7 +35,7 @@ from worldmodels.envs.cartpole_continuous import register_continuous_cartpole
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import evaluate_against_random, run_episodes
-from worldmodels.finite import check_finite
+from worldmodels.finite import all_finite, check_finite
 from worldmodels.planning import MPPI
 from worldmodels.policies import ModelPolicy, PlannerPolicy, RandomPolicy
 from worldmodels.tdmpc import (MODEL_LOSS_PARTS, PriorHead, RunningScale, TDMPCWorldModel, model_loss, prior_loss,
@@ -148,14 +149,16 @@ class TDMPCLearner:
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.model_optim.param_groups for p in g["params"]],
                                                    config.grad_clip)
-        check_finite({**losses, "grad_norm": grad_norm}, where=f"tdmpc update {self.updates}", hint="lower --lr")
+        values = {**losses, "grad_norm": grad_norm}
+        if not all_finite(list(values.values())):  # a NaN batch (the env's data) is not the learning rate's fault
+            check_finite(values, where=f"tdmpc update {self.updates}", hint=batch_problem(batch) or "lower --lr")
         self.model_optim.step()
         prior = prior_loss(model, rolled, self.scale, rho=config.rho, entropy_coef=config.entropy_coef,
                            valid=valid_transitions(batch["is_first"]))
         self.prior_optim.zero_grad(set_to_none=True)
         prior["prior"].backward()  # also reaches the Q heads' .grad, cleared by the next model zero_grad
-        torch.nn.utils.clip_grad_norm_(model.prior.parameters(), config.grad_clip)
-        check_finite(prior, where=f"tdmpc prior update {self.updates}", hint="lower --lr")
+        prior_norm = torch.nn.utils.clip_grad_norm_(model.prior.parameters(), config.grad_clip)
+        check_finite({**prior, "grad_norm": prior_norm}, where=f"tdmpc prior update {self.updates}", hint="lower --lr")
         self.prior_optim.step()
         model.update_target(config.tau)
         self.updates += 1

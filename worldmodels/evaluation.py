@@ -26,6 +26,7 @@ from worldmodels.config import WriteError, file_problem, writing
 from worldmodels.core import Policy
 from worldmodels.driver import Driver
 from worldmodels.envs.spaces import ActionSpec
+from worldmodels.finite import NonFiniteError
 from worldmodels.policies import RandomPolicy
 from worldmodels.progress import Progress
 
@@ -87,7 +88,15 @@ def evaluate_against_random(env: gym.vector.VectorEnv, policy: Policy, *, env_id
 
 
 def eval_record(*, env_id: str, seed: int, returns: Any, random_returns: Any, **extra: Any) -> dict[str, Any]:
+    """The ``eval.json`` dict; a non-finite return is a one-line :class:`~worldmodels.finite.NonFiniteError`, so
+    no "agent nan ± nan" is ever printed or written."""
     returns, random_returns = np.asarray(returns, np.float64), np.asarray(random_returns, np.float64)
+    for who, values in (("agent", returns), ("random policy", random_returns)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise NonFiniteError(f"evaluation on {env_id}: the {who}'s return of episode {int(bad[0])} is "
+                                 f"{values[bad[0]]}; no eval.json was written (the env's rewards or the model "
+                                 "went non-finite)")
     record = {"env": env_id, "seed": int(seed), "episodes": int(len(returns)),
               "returns": returns.tolist(), "return_mean": float(returns.mean()), "return_std": float(returns.std()),
               "random_returns": random_returns.tolist(), "random_mean": float(random_returns.mean()),

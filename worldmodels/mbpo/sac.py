@@ -20,9 +20,11 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.utils import get_total_norm
 
 from worldmodels.core import PolicyState
 from worldmodels.envs.spaces import ActionSpec
+from worldmodels.finite import check_finite
 from worldmodels.models.actor_critic import ema_update
 from worldmodels.models.heads import MLP
 from worldmodels.tdmpc.model import Prior
@@ -67,6 +69,12 @@ class SAC(nn.Module):
         for name in SAC_LOSS_PARTS:
             self.optimizers[name].zero_grad(set_to_none=True)
         sum(losses.values()).backward()  # disjoint graphs per part (see sac_losses): one backward serves all three
+        # One host sync: a NaN loss or gradient stops the run before its step is applied; NaN weights used to act
+        # on to the end and report "agent nan ± nan".
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        check_finite({**{f"loss part {name!r}": value for name, value in losses.items()},
+                      "gradient norm": get_total_norm(grads)},
+                     where=f"sac update {self.updates}", hint="a lower --lr usually fixes this")
         for name in SAC_LOSS_PARTS:
             self.optimizers[name].step()
         ema_update(self.target_critic, self.critic, 1.0 - self.tau)
