@@ -28,13 +28,14 @@ import torch
 from torch.profiler import record_function
 
 from trainers.callbacks import log_return_vs_env_steps
-from trainers.guards import batch_problem, check_update
+from trainers.guards import check_update
 from trainers.losses import weighted_sum
 from trainers.online import BatchRequest
 from worldmodels.config import arg, from_dict, to_dict
 from worldmodels.core import State, flatten_start
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.families.dreamer import build as build_dreamer
+from worldmodels.finite import batch_problem
 from worldmodels.models.actor_critic import (ActorRecorder, ReturnNormalizer, actor_loss, critic_loss, ema_update,
                                              lambda_return, trajectory_weight)
 from worldmodels.models.world_model import DreamerWorldModel

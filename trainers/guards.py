@@ -45,17 +45,6 @@ def check_update(trainer: L.Trainer, optimizer: torch.optim.Optimizer, loss: tor
                  where=where, hint=hint() if callable(hint) else hint)
 
 
-def batch_problem(batch: Mapping[str, torch.Tensor]) -> str | None:
-    """What of a training batch is not finite (its rewards or float observations), else ``None``: a loss that goes
-    NaN on NaN data is the env's or the store's fault, and a lower learning rate would not help."""
-    for key in ("reward", "obs"):
-        value = batch.get(key)
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            return (f"the batch's {key} is not finite: the env's (or --store's) data went bad, not the learning "
-                    "rate; `wm doctor --env ID` checks an env")
-    return None
-
-
 class FiniteGuard(L.Callback):
     """Stops stage ``stage`` when its training loss or gradient norm is not finite (automatic optimisation).
 

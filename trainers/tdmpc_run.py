@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from trainers.guards import batch_problem
 from trainers.online import StreamReplay
 from worldmodels import profiling
 from worldmodels.config import arg
@@ -35,7 +34,7 @@ from worldmodels.envs.cartpole_continuous import register_continuous_cartpole
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import evaluate_against_random, run_episodes
-from worldmodels.finite import all_finite, check_finite
+from worldmodels.finite import all_finite, batch_problem, check_finite
 from worldmodels.planning import MPPI
 from worldmodels.policies import ModelPolicy, PlannerPolicy, RandomPolicy
 from worldmodels.tdmpc import (MODEL_LOSS_PARTS, PriorHead, RunningScale, TDMPCWorldModel, model_loss, prior_loss,
