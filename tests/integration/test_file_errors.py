@@ -123,6 +123,15 @@ def test_model_and_eval_files_honour_the_umask(tmp_path, umask, mode):
 # ---------------------------------------------------------------------------------------------- edited files
 
 
+def _evaluate_edited(run_dir, edit) -> None:
+    """A tiny World Models run whose config.json ``edit`` changed in place: ``wm evaluate`` on it exits 2."""
+    tiny_worldmodels(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    edit(config)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", "--run-dir", str(run_dir), "--episodes", "1", "--num-envs", "1"]) == 2
+
+
 @pytest.mark.parametrize("edit, field", [
     (lambda c: c.update(family="nope"), "family 'nope'"),
     (lambda c: c["sizes"]["vae"].update(z_dim="abc"), "sizes.vae.z_dim is 'abc'"),
@@ -131,11 +140,7 @@ def test_model_and_eval_files_honour_the_umask(tmp_path, umask, mode):
     (lambda c: c.update(obs_shape=[16, -16, 3]), "obs_shape[1] is -16"),
 ])
 def test_an_edited_worldmodels_config_json_names_the_file_and_field(tmp_path, capsys, edit, field):
-    tiny_worldmodels(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    edit(config)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    assert main(["evaluate", "--run-dir", str(tmp_path), "--episodes", "1", "--num-envs", "1"]) == 2
+    _evaluate_edited(tmp_path, edit)
     _one_line(capsys, str(tmp_path / "config.json"), field)
 
 
@@ -146,15 +151,14 @@ TAMPERED = [10**9, -1, True, "3"]  # absurd, negative, a bool, a string: each re
 @pytest.mark.parametrize("field", ["action_spec.dim", "sizes.mdnrnn.hidden_size", "sizes.vae.z_dim",
                                    "sizes.controller.input_dim"])
 def test_a_tampered_size_names_the_file_and_field(tmp_path, capsys, field, value):
-    tiny_worldmodels(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
     *parents, key = field.split(".")
-    target = config
-    for name in parents:
-        target = target[name]
-    target[key] = value
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    assert main(["evaluate", "--run-dir", str(tmp_path), "--episodes", "1", "--num-envs", "1"]) == 2
+
+    def edit(config):
+        for name in parents:
+            config = config[name]
+        config[key] = value
+
+    _evaluate_edited(tmp_path, edit)
     _one_line(capsys, str(tmp_path / "config.json"), f"{field} is {value!r}")
 
 
@@ -166,11 +170,7 @@ def test_a_tampered_size_names_the_file_and_field(tmp_path, capsys, field, value
     (lambda c: c["sizes"]["controller"].update(kind="nope"), "unknown controller 'nope'"),
 ])
 def test_sizes_that_do_not_match_the_weights_name_the_file(tmp_path, capsys, edit, expected):
-    tiny_worldmodels(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    edit(config)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    assert main(["evaluate", "--run-dir", str(tmp_path), "--episodes", "1", "--num-envs", "1"]) == 2
+    _evaluate_edited(tmp_path, edit)
     _one_line(capsys, str(tmp_path / "config.json"), expected)
 
 
