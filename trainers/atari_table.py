@@ -42,8 +42,10 @@ def window_mean(curve: list[tuple[int, float]], window: tuple[int, int] = DREAME
 
 
 def read_segments(run_dir: Path) -> list[dict[str, Any]]:
-    """One dict per process of the run (``start``, ``end``, ``exit``, ``cpu``, ``commit``, ``command``) from
-    ``segments.jsonl``; a process killed before its end line ends at its heartbeat (``heartbeat-<start>``)."""
+    """One dict per process of the run (``start``, ``end``, ``exit``, ``cpu``, ``commit``, ``command``, ``paused_s``)
+    from ``segments.jsonl``; a process killed before its end line ends at its heartbeat (``heartbeat-<start>``).
+    A line ``{"start": S, "paused_s": X}`` records X seconds the process was stopped (SIGSTOP, to free the cores for
+    a measurement): they are not part of its wall time."""
     path = run_dir / "segments.jsonl"
     if not path.is_file():
         return []
@@ -51,7 +53,9 @@ def read_segments(run_dir: Path) -> list[dict[str, Any]]:
     for line in path.read_text().splitlines():
         if line.strip():
             entry = json.loads(line)
-            segments.setdefault(int(entry["start"]), {}).update(entry)
+            segment = segments.setdefault(int(entry["start"]), {})
+            paused = float(segment.get("paused_s", 0)) + float(entry.pop("paused_s", 0))  # SIGSTOP pauses add up
+            segment.update(entry, paused_s=paused)
     for start, segment in segments.items():
         beat = run_dir / f"heartbeat-{start}"
         if "end" not in segment and beat.is_file():
@@ -75,7 +79,7 @@ def run_record(run_dir: str | Path) -> dict[str, Any]:
             if segments else None, "agent_steps": int(results["env_steps"]),
             "eval_returns": evaluation["returns"], "random_returns": evaluation["random_returns"],
             "train_window_mean": mean, "train_window_episodes": count, "curve": curve,
-            "wall_s": sum(s["end"] - s["start"] for s in segments if "end" in s) if segments else None,
+            "wall_s": sum(s["end"] - s["start"] - s["paused_s"] for s in segments if "end" in s) if segments else None,
             "cpu": sorted({s["cpu"] for s in segments if s.get("cpu")}),
             "commit": segments[-1].get("commit") if segments else None,
             "command": segments[-1].get("command") if segments else None}

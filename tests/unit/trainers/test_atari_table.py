@@ -32,7 +32,8 @@ def _finished_run(root, *, env="ALE/Boxing-v5", seed=1):
     (run / "segments.jsonl").write_text(
         '{"start": 100, "cpu": "AMD EPYC", "commit": "abc", "preset": "cpu", "command": "wm dreamer ..."}\n'
         '{"start": 100, "end": 1900, "exit": 0}\n'
-        '{"start": 5000, "cpu": "AMD EPYC", "commit": "abd", "preset": "cpu", "command": "wm dreamer ..."}\n')
+        '{"start": 5000, "cpu": "AMD EPYC", "commit": "abd", "preset": "cpu", "command": "wm dreamer ..."}\n'
+        '{"start": 5000, "paused_s": 300}\n')
     (run / "heartbeat-5000").write_text("6800\n")  # the second process was killed: its heartbeat ends it
     return run
 
@@ -43,7 +44,7 @@ def test_a_record_takes_dreamerv3s_training_window_and_the_wall_time_of_every_pr
     # (15k, 20k]: the episodes ending at 16k, 19k and 20k (returns 3, 4, 5); 12k is outside.
     assert record["train_window_mean"] == pytest.approx(4.0) and record["train_window_episodes"] == 3
     assert record["curve"][-1] == (20000, 5.0) and len(record["curve"]) == 5
-    assert record["wall_s"] == 1800 + 1800 and record["cpu"] == ["AMD EPYC"] and record["commit"] == "abd"
+    assert record["wall_s"] == 1800 + 1800 - 300 and record["cpu"] == ["AMD EPYC"] and record["commit"] == "abd"
 
 
 def test_the_window_is_open_below_and_closed_above():
