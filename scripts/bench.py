@@ -49,9 +49,10 @@ def _run_collect(config: BenchConfig) -> dict:
         repeats=config.repeats, image_size=config.image_size, seed=config.seed,
     )
     # The whole `wm collect` loop against the env's raw ceiling (trainers/bench_collect.py), alternating pairs.
+    modes = ("exact", "fast") if config.collect_mode == "both" else (config.collect_mode,)
     record["collection_vs_raw"] = collection_vs_raw(config.env, config.num_envs, steps=steps, episodes_per_env=2,
                                                     repeats=config.repeats, seed=config.seed,
-                                                    image_size=config.image_size)
+                                                    image_size=config.image_size, collect_modes=modes)
     return record
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from worldmodels import envs
 from worldmodels.config import arg
 from worldmodels.data.collect import collect_episodes, store_spec_for
+from worldmodels.data.collect_mode import COLLECT_MODES, check_mode
 from worldmodels.data.store import EpisodeStore, ensure_writable_dir, read_spec
 from worldmodels.locking import exclusive_lock
 
@@ -30,6 +31,10 @@ class CollectConfig:
     num_envs: int = arg(8, "parallel environments stepped as one vector env", minimum=1, maximum=1024)
     seed: int = arg(0, "seed for env resets and the random policy; same seed, same store", minimum=0, maximum=2**32 - 1)
     image_size: int = arg(64, "observations are resized to image_size x image_size RGB", minimum=16, maximum=1024)
+    collect_mode: str = arg("exact", "exact: episode j is a function of (seed, j), so a killed run reruns to the same "
+                            "store; fast: seeded once, then the env's own autoresets, episodes written as they finish "
+                            "(the raw env's speed; a rerun adds different episodes). One mode per store",
+                            choices=COLLECT_MODES)
 
 
 CONFIG = CollectConfig
@@ -53,6 +58,7 @@ def validate(config: CollectConfig) -> None:
     if existing is not None and existing.obs_shape[:2] != (config.image_size, config.image_size):
         raise ValueError(f"store {config.out!r} holds {existing.obs_shape[0]}x{existing.obs_shape[1]} frames, "
                          f"not --image-size {config.image_size}; use another --out directory")
+    check_mode(config.out, config.collect_mode)
 
 
 def run(config: CollectConfig) -> dict:
@@ -65,7 +71,8 @@ def run(config: CollectConfig) -> dict:
             spec = store_spec_for(vec_env, config.env)
             store = EpisodeStore.create(config.out, env_id=spec.env_id, obs_shape=spec.obs_shape,
                                         action_spec=spec.action_spec)
-            stats = collect_episodes(vec_env, store, episodes=config.episodes, policy=config.policy, seed=config.seed)
+            stats = collect_episodes(vec_env, store, episodes=config.episodes, policy=config.policy, seed=config.seed,
+                                     mode=config.collect_mode)
         finally:
             vec_env.close()
         readable = len(EpisodeStore.open(config.out))  # what is reported below must be what a later command reads

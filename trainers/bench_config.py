@@ -39,6 +39,9 @@ class BenchConfig:
     wm_preset: str = arg("paper", "World Models size preset (trainers/worldmodels_config.py PRESETS)")
     dreamer_preset: str = arg("S", "Dreamer size preset (trainers/dreamer_run.py PRESETS)")
     env: str = arg("ALE/Pong-v5", "gymnasium env id for the collection benchmark (--env-id: the old spelling)")
+    collect_mode: str = arg("exact", "collection benchmark: the wm collect --collect-mode timed against the raw env; "
+                                     "both = exact and fast alternating with raw in every repeat",
+                            choices=("exact", "fast", "both"))
     num_envs: int = arg(8, "parallel environments in the vector env")
     steps: Optional[int] = arg(None, "timed iterations per repeat (None = per-kind default, see DEFAULT_STEPS)")
     warmup: Optional[int] = arg(None, "untimed iterations before the first repeat (None = per-kind default)")

@@ -357,10 +357,10 @@ def test_ale_masked_seeded_reset_is_slot_free_and_not_followed_by_an_autoreset()
         policy = RandomPolicy(ActionSpec("discrete", 6), seed=0)
         policy.reseed_rows(range(num_envs), [3] * num_envs)
         driver.policy = policy
-        frames = [driver.current["obs"][slot]]
+        frames = [driver.current["obs"][slot].copy()]  # the driver's rows are views of its reused ring
         for _ in range(steps):
             driver.step()
-            frames.append(driver.current["obs"][slot])
+            frames.append(driver.current["obs"][slot].copy())
         vec_env.close()
         return np.stack(frames)
 

@@ -5,7 +5,12 @@ Used by :class:`worldmodels.data.store.EpisodeStore`; kept apart so the store ho
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import secrets
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +45,38 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def content_digest(arrays: list[np.ndarray], *, quick: bool = False) -> str:
+    """8 hex digits of the arrays' bytes: BLAKE2b, or (``quick``) CRC-32, a quarter of its CPU time (5 against 20 ms
+    for a 12 MB Pong episode), which ``wm collect --collect-mode fast`` takes; both only name the episode."""
+    if quick:
+        crc = 0
+        for array in arrays:
+            crc = zlib.crc32(np.ascontiguousarray(array).data, crc)
+        return f"{crc:08x}"
+    digest = hashlib.blake2b(digest_size=4)
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def index_text(format_name: str, entries: list[str]) -> str:
+    """``index.json`` from its entries' JSON objects, one a line (``EpisodeStore._write_index`` caches them)."""
+    return f'{{"format": {json.dumps(format_name)}, "episodes": [\n' + ",\n".join(entries) + "\n]}\n"
+
+
+def save_text_atomic(path: Path, text: str) -> None:
+    """``save_json_atomic`` for text already serialised: a per-writer temp name, then a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with writing(path):
+            with open(tmp, "x") as handle:  # "x": never someone else's file
+                handle.write(text)
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def save_array(path: Path, array: np.ndarray) -> None:

@@ -25,7 +25,6 @@ read into RAM.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,8 +38,8 @@ import numpy as np
 
 from worldmodels.config import read_json, save_json_atomic, writing
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.data.episode_files import (CorruptEpisodeError, check_rows, check_values, fsync_dir, obs_dtype_for,
-                                             read_npy_header, save_array)
+from worldmodels.data.episode_files import (CorruptEpisodeError, check_rows, check_values, content_digest, fsync_dir,
+                                             index_text, obs_dtype_for, read_npy_header, save_array, save_text_atomic)
 from worldmodels.locking import holds_lock
 
 FORMAT = "worldmodels-episodes/1"
@@ -175,10 +174,10 @@ class EpisodeStore:
     """A directory of episodes; ``create`` to write (creating or appending), ``open`` to read."""
 
     def __init__(self, root: str | Path, spec: StoreSpec, *, clean_tmp: bool = False) -> None:
-        self.root = Path(root)
-        self.spec = spec
-        self.episode_dir = self.root / "episodes"
+        self.root, self.spec, self.episode_dir = Path(root), spec, Path(root) / "episodes"
         self._episodes: list[EpisodeInfo] = []
+        self._next: int | None = None  # the next episode index once listed (one writer: the store's lock)
+        self._json: dict[EpisodeInfo, str] = {}  # index.json's line of each entry
         self._scan(clean_tmp=clean_tmp)
 
     @classmethod
@@ -237,16 +236,14 @@ class EpisodeStore:
     # ------------------------------------------------------------------ writing
 
     def add_episode(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, terminated: np.ndarray,
-                    truncated: np.ndarray, *, seed: int | None = None) -> str:
-        """Write one episode atomically (temp directory + rename) and return its name."""
+                    truncated: np.ndarray, *, seed: int | None = None, quick_digest: bool = False) -> str:
+        """Write one episode atomically (temp directory + rename); its name (``quick_digest``: :func:`content_digest`)."""
         arrays = self._check_arrays(obs, action, reward, terminated, truncated)
-        length = int(arrays["obs"].shape[0])
-        episode_return = float(arrays["reward"].sum(dtype=np.float64))
-        digest = hashlib.blake2b(digest_size=4)
-        for key in ARRAY_NAMES:
-            digest.update(np.ascontiguousarray(arrays[key]).data)
+        length, episode_return = int(arrays["obs"].shape[0]), float(arrays["reward"].sum(dtype=np.float64))
+        index = self._next_index()
+        self._next = index + 1  # taken even if this write fails, as the .tmp-* directory it leaves took it
         # Content-derived suffix: the same seeded collection produces the same names.
-        name = f"ep-{self._next_index():06d}-{digest.hexdigest()}"
+        name = f"ep-{index:06d}-{content_digest([arrays[k] for k in ARRAY_NAMES], quick=quick_digest)}"
 
         self.episode_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.episode_dir / f"{_TMP_PREFIX}{name}"
@@ -288,7 +285,7 @@ class EpisodeStore:
                 target = aside / f"{info.name}.{copy}"
             os.rename(self.episode_dir / info.name, target)
         fsync_dir(self.episode_dir)
-        self._episodes = self._episodes[:count]
+        self._episodes, self._next = self._episodes[:count], None  # set-aside indices are free again
         self._write_index()
         names = [info.name for info in extra]
         warnings.warn(f"store {str(self.root)!r}: set aside {len(names)} episode(s) written after the checkpoint "
@@ -321,6 +318,8 @@ class EpisodeStore:
         return arrays
 
     def _next_index(self) -> int:
+        if self._next is not None:  # listed once per scan (20 ms at 10k episodes), then counted
+            return self._next
         indices = [int(info.name.split("-")[1]) for info in self._episodes]
         if self.episode_dir.exists():  # corrupt directories still hold their index: never reuse a name
             for entry in os.listdir(self.episode_dir):
@@ -330,7 +329,10 @@ class EpisodeStore:
         return max(indices, default=-1) + 1
 
     def _write_index(self) -> None:
-        save_json_atomic(self.root / "index.json", {"format": FORMAT, "episodes": [i.to_dict() for i in self._episodes]})
+        """After every episode, from each entry's cached JSON line: 1 ms at 10k episodes, not 100 ms indented."""
+        lines = [self._json.get(i) or self._json.setdefault(i, json.dumps(i.to_dict(), sort_keys=True, default=str))
+                 for i in self._episodes]
+        save_text_atomic(self.root / "index.json", index_text(FORMAT, lines))
 
     # ------------------------------------------------------------------ scanning
 
@@ -363,7 +365,7 @@ class EpisodeStore:
                 episodes.append(self._validate(path, cached.get(entry)))
             except (CorruptEpisodeError, OSError, ValueError, KeyError) as error:
                 warnings.warn(f"skipping corrupt episode {str(path)!r}: {error}", RuntimeWarning, stacklevel=3)
-        self._episodes = episodes
+        self._episodes, self._next = episodes, None
         if [i.to_dict() for i in episodes] != [cached[n].to_dict() for n in cached]:
             try:
                 self._write_index()

@@ -24,3 +24,20 @@ def test_stored_frames_are_env_steps_or_reset_frames():
 
 def test_raw_rate_needs_none_of_our_wrappers():
     assert raw_steps_per_second("CartPole-v1", 1, steps=10, seed=0, image_size=16) > 0
+
+
+def test_both_collection_modes_against_raw_in_alternating_runs():
+    record = collection_vs_raw("CartPole-v1", 2, steps=20, episodes_per_env=1, repeats=2, seed=0, image_size=16,
+                               collect_modes=("exact", "fast"))
+    raw = record["raw_steps_per_s"]["median"]
+    for mode in ("exact", "fast"):
+        piped = record["by_mode"][mode]["pipeline_env_steps_per_s"]
+        assert len(piped["runs"]) == 2 and record["by_mode"][mode]["pipeline_vs_raw"] == piped["median"] / raw
+    # The top-level figures are the first mode's, as a one-mode record has them.
+    assert record["collect_mode"] == "exact" and record["pipeline_vs_raw"] == record["by_mode"]["exact"]["pipeline_vs_raw"]
+
+
+def test_fast_pipeline_rates_are_timed_after_the_first_reset():
+    rates = pipeline_rates("CartPole-v1", 2, episodes_per_env=2, seed=0, image_size=16, collect_mode="fast")
+    assert rates["episodes"] == 4 and 0.0 < rates["reset_seconds"] < rates["seconds"]
+    assert rates["env_steps_per_s"] >= rates["env_steps_per_s_with_reset"]
