@@ -2,7 +2,8 @@
 
 ``--episodes`` is the TARGET TOTAL: rerunning into the same ``--out`` after a kill
 collects only the missing episodes. Every user error (bad counts, an unwritable or
-incompatible ``--out``) is reported in one line before any env is made.
+incompatible ``--out``, a ``--collect-mode`` other than the store's) is reported in one line before any env is made.
+``--collect-mode fast`` trades exact resume for the raw env's speed (docs/collect-speed.md).
 """
 
 from __future__ import annotations

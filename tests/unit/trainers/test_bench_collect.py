@@ -29,10 +29,12 @@ def test_raw_rate_needs_none_of_our_wrappers():
 def test_both_collection_modes_against_raw_in_alternating_runs():
     record = collection_vs_raw("CartPole-v1", 2, steps=20, episodes_per_env=1, repeats=2, seed=0, image_size=16,
                                collect_modes=("exact", "fast"))
-    raw = record["raw_steps_per_s"]["median"]
-    for mode in ("exact", "fast"):
-        piped = record["by_mode"][mode]["pipeline_env_steps_per_s"]
-        assert len(piped["runs"]) == 2 and record["by_mode"][mode]["pipeline_vs_raw"] == piped["median"] / raw
+    for mode in ("exact", "fast"):  # each mode against the raw runs taken just before its own
+        figures = record["by_mode"][mode]
+        piped, raw = figures["pipeline_env_steps_per_s"], figures["raw_steps_per_s"]
+        assert len(piped["runs"]) == len(raw["runs"]) == 2 and figures["pipeline_vs_raw"] == piped["median"] / raw["median"]
+        assert figures["pipeline_vs_raw_by_pair"] == [p / q for p, q in zip(piped["runs"], raw["runs"])]
+    assert len(record["raw_steps_per_s"]["runs"]) == 4
     # The top-level figures are the first mode's, as a one-mode record has them.
     assert record["collect_mode"] == "exact" and record["pipeline_vs_raw"] == record["by_mode"]["exact"]["pipeline_vs_raw"]
 
