@@ -268,9 +268,19 @@ def collect_episodes(vec_env: gym.vector.VectorEnv, store: EpisodeStore, *, epis
                     starting(np.array([i for i, _ in later]), [j for _, j in later])
                 if starts:
                     shown.set(indexed.next_write,
-                              detail=f"{driver.steps / max(time.perf_counter() - began, 1e-9):.0f} env steps/s")
+                              detail=f"{_rate(driver, began):.0f} env steps/s")
     finally:
         background.close()
+    return _stats(writer, driver, store, began, reset_seconds)
+
+
+def _rate(driver: Driver, began: float) -> float:
+    """Env steps per second since ``began``."""
+    return driver.steps / max(time.perf_counter() - began, 1e-9)
+
+
+def _stats(writer: StoreWriter, driver: Driver, store: EpisodeStore, began: float, reset_seconds: float) -> CollectStats:
+    """The stats both collection modes report."""
     seconds = time.perf_counter() - began
     return CollectStats(writer.written, writer.frames, driver.steps, seconds, driver.steps / max(seconds, 1e-9),
                         float(np.mean(writer.returns)), len(store), reset_seconds)
@@ -306,9 +316,7 @@ def _collect_fast(vec_env: gym.vector.VectorEnv, store: EpisodeStore, acting: Po
                 driver.step()
                 if finished.handed != handed:
                     shown.set(existing + finished.handed,
-                              detail=f"{driver.steps / max(time.perf_counter() - began, 1e-9):.0f} env steps/s")
+                              detail=f"{_rate(driver, began):.0f} env steps/s")
     finally:
         background.close()
-    seconds = time.perf_counter() - began
-    return CollectStats(writer.written, writer.frames, driver.steps, seconds, driver.steps / max(seconds, 1e-9),
-                        float(np.mean(writer.returns)), len(store), reset_seconds)
+    return _stats(writer, driver, store, began, reset_seconds)

@@ -95,6 +95,6 @@ def test_a_dreamer_run_states_its_capacity_and_trains_bit_identically_with_frame
         out = capsys.readouterr().out
         assert f"replay capacity 250 rows, frames {where}" in out and "--steps 260 exceeds it" in out, out
         assert not list(run_dir.glob("replay/**/*.bin"))  # the frame files went with the run's end
-        weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")["state_dict"]
+        weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
         sums[frames] = {key: float(value.double().sum()) for key, value in weights.items()}
     assert sums["ram"] == sums["disk"]  # the same rows sampled: the same updates, bit for bit
