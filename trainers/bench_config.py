@@ -73,6 +73,7 @@ PRESETS: dict[str, dict] = {
     "tiny": {"wm_preset": "tiny", "dreamer_preset": "tiny", "dream_horizon": 200},
     "S": {"wm_preset": "paper", "dreamer_preset": "S"},
     "S-v1": {"wm_preset": "paper", "dreamer_preset": "S-v1"},
+    "XS-v1": {"wm_preset": "paper", "dreamer_preset": "XS-v1"},
     "paper": {"wm_preset": "paper", "dreamer_preset": "S"},
 }
 

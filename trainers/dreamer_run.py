@@ -8,7 +8,9 @@ Presets (64x64 images, 4 conv stages; parameter counts for 6 actions, slow criti
 
     debug  deter 32,   hidden 32,  4x4 latents, depth 8,  1 layer   16x16 images, 2 stages (tests, CI)
     tiny   deter 128,  hidden 128, 16x16,       depth 16, 1 layer   1.9M, CPU-sized
+    XS-v1  deter 256,  hidden 256, 32x32,       depth 24, 1 layer   8.3M  = sheeprl dreamer_v3_XS (arXiv v1 "XS", 8M)
     S      deter 512,  hidden 256, 32x32,       depth 32, 2 layers  12.9M ~ DreamerV3 "12M" (units 256)
+    S-v1   deter 512,  hidden 512, 32x32,       depth 32, 2 layers  17.9M = sheeprl dreamer_v3_S (arXiv v1 "S", 18M)
     M      deter 1024, hidden 512, 32x32,       depth 32, 2 layers  24.7M ~ DreamerV3 "25M"
     L      deter 1536, hidden 512, 32x32,       depth 64, 3 layers  50.9M ~ DreamerV3 "50M"
 
@@ -134,6 +136,10 @@ PRESETS: dict[str, dict] = {
     # DreamerV3 arXiv v1 "S" = sheeprl's dreamer_v3_S (dense 512, 17.9M parameters): equal work for side-by-side speed.
     "S-v1": {"deter": 512, "hidden": 512, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
              "image_size": 64, "batch_size": 16, "seq_len": 64},
+    # DreamerV3 arXiv v1 "XS" = sheeprl's dreamer_v3_XS (dense 256, 1 layer, CNN x24, deter 256): the second size of
+    # the side-by-side speed comparison (``../shared/peers/sheeprl_dreamerv3.sh`` runs XS by default).
+    "XS-v1": {"deter": 256, "hidden": 256, "stoch": 32, "classes": 32, "depth": 24, "stages": 4, "layers": 1,
+              "image_size": 64, "batch_size": 16, "seq_len": 64},
     "M": {"deter": 1024, "hidden": 512, "stoch": 32, "classes": 32, "depth": 32, "stages": 4, "layers": 2,
           "image_size": 64, "batch_size": 16, "seq_len": 64},
     "L": {"deter": 1536, "hidden": 512, "stoch": 32, "classes": 32, "depth": 64, "stages": 4, "layers": 3,

@@ -87,20 +87,29 @@ def test_loader_benchmark_record():
         _check_spread(stats["frames_per_s"], repeats=2)
 
 
-def test_s_v1_preset_parses_for_bench_and_dreamer(capsys):
-    """sheeprl's dreamer_v3_S widths: `wm bench --dreamer-preset S-v1` and `wm dreamer --preset S-v1` accept them."""
+# sheeprl 0.8.4's configs/algo/dreamer_v3_{S,XS}.yaml: dense_units, cnn_channels_multiplier (encoder and decoder),
+# recurrent_state_size, 32 x 32 stochastic, mlp_layers.
+SHEEPRL_WIDTHS = {"S-v1": (512, 512, 32, 32, 32, 2), "XS-v1": (256, 256, 24, 32, 32, 1)}
+
+
+@pytest.mark.parametrize("preset", sorted(SHEEPRL_WIDTHS))
+def test_sheeprl_sized_presets_parse_for_bench_and_dreamer(preset, capsys):
+    """sheeprl's dreamer_v3_S / _XS widths: `wm bench --dreamer-preset P` and `wm dreamer --preset P` accept them."""
     from trainers.bench_models import _dreamer_config
 
-    bench = build_config(CONFIG, {"what": "dreamer", "dreamer_preset": "S-v1"})
+    bench = build_config(CONFIG, {"what": "dreamer", "dreamer_preset": preset})
     sizes = _dreamer_config(bench)
     widths = (sizes.deter, sizes.hidden, sizes.depth, sizes.stoch, sizes.classes, sizes.layers)
-    assert widths == (512, 512, 32, 32, 32, 2)
+    assert widths == SHEEPRL_WIDTHS[preset]
     assert (sizes.batch_size, sizes.seq_len, sizes.image_size) == (16, 64, 64)
-    assert cli.main(["bench", "--what", "dreamer", "--dreamer-preset", "S-v1", "--print-config"]) == 0
-    assert json.loads(capsys.readouterr().out)["dreamer_preset"] == "S-v1"
-    assert cli.main(["dreamer", "--preset", "S-v1", "--print-config"]) == 0
+    assert cli.main(["bench", "--what", "dreamer", "--dreamer-preset", preset, "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["dreamer_preset"] == preset
+    assert cli.main(["dreamer", "--preset", preset, "--print-config"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert (printed["deter"], printed["hidden"], printed["depth"], printed["layers"]) == (512, 512, 32, 2)
+    deter, hidden, depth, _, _, layers = SHEEPRL_WIDTHS[preset]
+    assert (printed["deter"], printed["hidden"], printed["depth"], printed["layers"]) == (deter, hidden, depth, layers)
+    assert cli.main(["bench", "--preset", preset, "--print-config"]) == 0  # the bench's own preset of that name
+    assert json.loads(capsys.readouterr().out)["dreamer_preset"] == preset
 
 
 def test_threads_auto_picks_a_usable_count():
