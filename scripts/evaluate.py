@@ -3,8 +3,9 @@
 ``--run-dir`` is a ``wm worldmodels`` or ``wm dreamer`` run, an exported whole-model directory or a shipped
 name; it is read by ``worldmodels.load`` and played by its policy (C on ``[z, h]``, or the actor's mode)
 through the one env driver (``worldmodels.evaluation``). Episode ``j`` of both policies starts from
-``seed + j``. Writes ``eval.json`` (the one schema: env, seed, episodes, returns, return_mean, return_std,
-random_returns, random_mean, random_std) into the run directory, or ``--out``, and returns the same dict.
+``seed + j``. Writes ``eval-<EPISODES>ep-seed<SEED>.json`` (the one ``eval.json`` schema: env, seed, episodes,
+returns, return_mean, return_std, random_returns, random_mean, random_std) into the run directory, or ``--out``, and
+returns the same dict; the training run's own ``eval.json`` is never written.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from worldmodels.registry import load
 class EvaluateConfig:
     run_dir: str = arg("runs/worldmodels", "a run directory, an exported model directory or a shipped model name")
     env: str = arg("", "env id; empty = the env the model was trained on")
-    out: str = arg("", "eval.json path; empty = RUN_DIR/eval.json (for a shipped model: ./eval.json; for another "
-                       "--env than the model's: eval-<ENV>.json there)",
+    out: str = arg("", "record path; empty = RUN_DIR/eval-<EPISODES>ep-seed<SEED>.json (for a shipped model: in the "
+                       "working directory; for another --env than the model's: ...-<ENV>.json), never the training "
+                       "run's own eval.json",
                   check=lambda c: file_problem(c.out) if c.out else None)  # refused before any episode is played
     episodes: int = arg(20, "evaluation episodes (the paper reports 100)", minimum=1, maximum=10**6)
     seed: int = arg(10_000, "episode j resets with seed + j; the random baseline uses the same seeds", minimum=0,
@@ -58,8 +60,10 @@ def run(config: EvaluateConfig) -> dict:
     record = evaluate_model(model, episodes=config.episodes, seed=config.seed, env_id=config.env,
                             num_envs=config.num_envs, max_episode_steps=config.max_episode_steps,
                             frameskip=config.frameskip, sample=config.sample, device=device, progress=True)
-    # The run's own eval.json is for its own env: another env's evaluation goes next to it, never over it.
-    path = Path(config.out) if config.out else eval_path(model, "eval", config.env)
+    # The run's own eval.json is its training's record: an evaluation goes next to it, named by what it played (the
+    # episodes, the seed and, for another env, the env), never over it.
+    stem = f"eval-{config.episodes}ep-seed{config.seed}"
+    path = Path(config.out) if config.out else eval_path(model, stem, config.env)
     write_eval(path, record)
     print(f"wm evaluate: {summary_line(record)} -> {path}")
     return record

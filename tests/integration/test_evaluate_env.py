@@ -37,4 +37,14 @@ def test_another_env_writes_its_own_eval_file(catch_run):
     before = (catch_run / "eval.json").read_text()
     assert main(["evaluate", "--run-dir", str(catch_run), "--env", TWIN_ID, "--episodes", "1", "--num-envs", "1"]) == 0
     assert (catch_run / "eval.json").read_text() == before
-    assert (catch_run / "eval-worldmodels-test_CatchTwin-v0.json").is_file()
+    assert (catch_run / "eval-1ep-seed10000-worldmodels-test_CatchTwin-v0.json").is_file()
+
+
+def test_evaluating_the_run_on_its_own_env_never_overwrites_its_eval_json(catch_run, capsys):
+    """Issue 25 item 6: `wm evaluate --run-dir R --episodes 2` replaced the training run's eval.json (3 episodes -> 2)
+    without a word (e99b721). Now the record is named by what was played, and the run's own record stays."""
+    before = (catch_run / "eval.json").read_text()
+    assert main(["evaluate", "--run-dir", str(catch_run), "--episodes", "2", "--num-envs", "1", "--seed", "7"]) == 0
+    assert (catch_run / "eval.json").read_text() == before
+    record = catch_run / "eval-2ep-seed7.json"
+    assert record.is_file() and str(record) in capsys.readouterr().out
