@@ -67,6 +67,9 @@ class DreamerRunConfig(DreamerAgentConfig):
     obs: str = arg("auto", "observations: auto (the env's own vector if it is a 1-D Box, MLP encoder; else frames), "
                            "pixels or vector (worldmodels.envs.factory.observation_kind)", choices=("auto", "pixels", "vector"))
     frameskip: Optional[int] = arg(None, "action repeat; None = env default (4 for ALE)", minimum=1, maximum=1000)
+    max_episode_steps: Optional[int] = arg(None, "truncate episodes after this many agent steps, in training and evaluation "
+                                                 "(saved with the model); None = the env's own limit", minimum=1,
+                                           maximum=10**7)
     atari_protocol: str = arg("machado", "ALE only: machado = sticky actions 0.25, no no-op starts, last frame (Machado et "
                                          "al. 2018, the env default); atari100k = no sticky actions, up to 30 no-op starts, "
                                          "max over the last two frames (DreamerV3's Atari-100k setting)",
@@ -152,7 +155,8 @@ def env_options(config: DreamerRunConfig) -> dict:
 
     They are saved with the model (``env_options``), so ``wm evaluate`` and ``wm plan`` play by the same protocol.
     """
-    return {"image_size": config.image_size, "obs": config.obs, **given(frameskip=config.frameskip),
+    return {"image_size": config.image_size, "obs": config.obs,
+            **given(frameskip=config.frameskip, max_episode_steps=config.max_episode_steps),
             **protocol_options(config.env, config.atari_protocol)}
 
 

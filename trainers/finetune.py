@@ -227,6 +227,10 @@ def dreamer_config(config: FinetuneConfig, pretrained: dict, env_id: str) -> Dre
                  **({"frameskip": saved_env["frameskip"]} if saved_env.get("frameskip") is not None else {})}
     if config.learning_rate:
         overrides["model_lr"] = config.learning_rate
+    if config.max_episode_steps:  # the preset's or the flag's limit, in training and in the evaluation after it
+        overrides["max_episode_steps"] = config.max_episode_steps
+    elif saved_env.get("max_episode_steps") is not None:
+        overrides["max_episode_steps"] = saved_env["max_episode_steps"]
     if config.device != "auto":
         overrides["device"] = config.device
     run_cfg = apply_overrides(base, overrides, source="wm finetune")

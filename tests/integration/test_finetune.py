@@ -64,6 +64,10 @@ def test_dreamer_across_action_spaces_with_frozen_dynamics(tmp_path):
     assert torch.equal(tuned_state["rssm.img_in.0.weight"][:, :16], source["rssm.img_in.0.weight"][:, :16])
     assert not torch.equal(tuned_state["decoder.project.weight"], source["decoder.project.weight"])  # trained
     assert tuned.action_spec.dim == 5
+    # Issue 25 item 6: the debug preset's 20-step episode limit reached the World Models path only; the Dreamer path
+    # dropped it (config.json said null and the evaluation played full episodes, e99b721).
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["max_episode_steps"] == 20
+    assert tuned.env_options["max_episode_steps"] == 20  # saved with the model: its evaluations play by it
 
 
 def test_worldmodels_reward_only_moves_only_the_reward_output(tmp_path):
