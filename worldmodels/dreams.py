@@ -132,17 +132,19 @@ def _observe_context(world_model: WorldModel, obs: torch.Tensor, action: torch.T
 
 
 def open_loop(model: DreamModel, obs: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
-              context: int) -> dict[str, torch.Tensor]:
+              context: int, *, temperature: float = OPEN_LOOP_TEMPERATURE) -> dict[str, torch.Tensor]:
     """Predict rows ``context .. T-1`` under the REAL actions (see the module diagram).
 
     ``obs (B, T, H, W, C)`` uint8, ``action (B, T, A)``, ``is_first (B, T)`` -> ``frames (B, T-K, H, W, C)``
-    uint8, ``reward (B, T-K)``, ``end (B, T-K)`` (probability the row is terminal).
+    uint8, ``reward (B, T-K)``, ``end (B, T-K)`` (probability the row is terminal). ``temperature``: World
+    Models' M for the call (default 0, the deterministic forecast; the fair protocol of
+    :mod:`worldmodels.open_loop` samples at 1); other families sample their own way and ignore it.
     """
     world_model = _require_world_model(model, "open_loop")
     B, T = obs.shape[:2]
     if not 1 <= context < T:
         raise ValueError(f"open_loop: context {context} must be in [1, T={T})")
-    with _sampling(world_model, OPEN_LOOP_TEMPERATURE):
+    with _sampling(world_model, temperature):
         last = _observe_context(world_model, obs[:, :context], action[:, :context], is_first[:, :context])
         actions = action[:, context - 1 : T - 1].to(state_device(last)).float()  # (B, T-K, A): a_{K-1} .. a_{T-2}
         traj = world_model.imagine(last, actions, T - context)

@@ -47,7 +47,7 @@ class EpisodeRecorder:
 
 
 @contextlib.contextmanager
-def _random_state_kept(world_model: WorldModel) -> Iterator[None]:
+def random_state_kept(world_model: WorldModel) -> Iterator[None]:
     """Scoring samples (PETS particles, RSSM priors) but must not change what the run samples next: a run with and
     without the KPIs trains the same. Restores the global torch RNG and the model's own ``generator``, if any."""
     generator = getattr(world_model, "generator", None)
@@ -87,7 +87,7 @@ def open_loop_errors(world_model: WorldModel, episodes: Sequence[dict[str, np.nd
     chunk = _windows(episodes, context + horizon, windows)
     if chunk is None:
         return {}
-    with _random_state_kept(world_model):
+    with random_state_kept(world_model):
         return _score(world_model, chunk, context, horizon)
 
 
