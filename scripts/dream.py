@@ -1,10 +1,12 @@
-"""Render the dreams of a saved world model to TensorBoard and GIF (+ MP4) files, without training.
+"""Render the dreams of a saved world model to TensorBoard and GIF (+ MP4) files, and score its open loop.
 
-For each of ``--episodes`` real episodes (random policy, seeds ``seed, seed + 1, ...``) the model
-is given the first ``--context`` frames and real actions, then:
+For each of ``--episodes`` real episodes (random policy, seeds ``seed, seed + 1, ...``) the model is given
+``--context`` frames and real actions from row ``--start`` on, then:
 
-- open loop: it predicts the next ``--horizon`` frames under the REAL actions
-  (``open_loop_ep<i>.gif``: true | predicted | |error|; green border = real, red = imagined);
+- open loop: it predicts the next ``--horizon`` frames under the REAL actions (``open_loop_ep<i>.gif``: true |
+  predicted | |error|; green border = real, red = imagined). The predicted frame is the mean of ``--samples``
+  sampled futures (``open_loop_samples_ep<i>.gif``: the real frame, then each sample); ``--protocol first-rows``
+  shows the old single deterministic forecast;
 - dream: its own controller / actor (random actions if it has none) acts inside imagination
   (``dream_ep<i>.gif`` with the predicted reward and end probability drawn under each frame).
 
@@ -12,9 +14,16 @@ Both also go to TensorBoard under ``--logdir`` (tags ``dreams/open_loop/sample_<
 ``dreams/imagined/sample_<i>``, ``dreams/reconstruction``, ``dreams/latent_traversal`` and the
 ``kpi/*`` open-loop scalars). MP4 files are written only when imageio-ffmpeg (or av) is installed.
 
-The KPIs are scored once over all the episodes' predicted frames, so the mean-frame baseline
-(:mod:`worldmodels.baselines`) is the mean of every evaluated real frame and each ratio compares errors on the
-same frames.
+KPIs, by ``--protocol`` (docs/open-loop.md):
+
+- ``fair`` (default, :mod:`worldmodels.open_loop`): the whole episodes of a random policy and, where the model has
+  one, of its own policy (same seeds), ``--windows`` windows each at seeded random starts, ``--samples`` futures
+  per window: sample-mean and best-of-K errors on the whole frame and on the moving pixels next to copy-last and
+  the mean frame on the same pixels, reward-event precision / recall, termination AUROC (``kpi/..._random``,
+  ``kpi/..._agent``);
+- ``first-rows`` (the old protocol, kept to compare): the first ``context + horizon`` rows of each random-policy
+  episode, one deterministic forecast, scored once over all episodes (:mod:`worldmodels.baselines`);
+- ``both``: the two sets of keys.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from gymnasium.vector import VectorEnv
 from torch.utils.tensorboard import SummaryWriter
 
 from trainers.callbacks import latent_traversal_grid, open_loop_kpis
-from worldmodels import viz
+from worldmodels import open_loop as fair, viz
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, directory_problem
 from worldmodels.dreams import dream, dream_models, open_loop, reconstruct
@@ -58,6 +67,20 @@ class DreamConfig:
     scale: int = arg(2, "integer upscale of the frames in the clips (64 px frames are small on screen)", minimum=1,
                      maximum=64)
     mp4: bool = arg(True, "also write MP4 clips when an encoder (imageio-ffmpeg or av) is installed")
+    protocol: str = arg("fair", "open-loop KPIs: fair (random starts over whole random- and agent-policy episodes, "
+                                "K samples, moving pixels, events), first-rows (the old protocol) or both",
+                        choices=fair.PROTOCOLS)
+    samples: int = arg(fair.SAMPLES, "sampled futures per window (fair KPIs) and averaged in the open-loop clips",
+                       minimum=1, maximum=256)
+    start: int = arg(0, "row of each episode where the clips' context begins", minimum=0, maximum=1_000_000)
+    windows: int = arg(fair.WINDOWS, "fair KPIs: windows per policy, at seeded uniform starts", minimum=1,
+                       maximum=100_000)
+    episode_rows: int = arg(5000, "fair KPIs: rows kept of each whole episode (a longer one is cut there)", minimum=2,
+                            maximum=1_000_000)
+    moving_threshold: int = arg(fair.MOVING_THRESHOLD, "fair KPIs: a pixel moves when a channel changes by more "
+                                "than this (uint8 levels)", minimum=0, maximum=254)
+    reward_threshold: float = arg(fair.REWARD_THRESHOLD, "fair KPIs: a reward event is |r| >= this", above=0,
+                                  maximum=1e9)
     device: str = arg("auto", "torch device for the model", choices=DEVICES)
     threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
     allow_unverified: bool = allow_unverified_arg()
@@ -79,19 +102,26 @@ def validate(config: DreamConfig) -> None:
 
 def collect_episode(env: VectorEnv, *, length: int, seed: int) -> dict[str, torch.Tensor]:
     """Sub-env 0's episode of at most ``length`` rows after ``reset(seed)`` under a seeded random policy, as a
-    ``(1, L, ...)`` batch.
+    ``(1, L, ...)`` batch (:func:`episode_batch`)."""
+    spec = ActionSpec.from_space(env.single_action_space)
+    return episode_batch(record_episode(env, RandomPolicy(spec, seed=seed), max_rows=length, seed=seed), spec)
+
+
+def episode_batch(episode: dict[str, np.ndarray], spec: ActionSpec, start: int = 0,
+                  length: int | None = None) -> dict[str, torch.Tensor]:
+    """Rows ``start .. start + length - 1`` (to the end when ``length`` is ``None``) of a store-encoded episode as a
+    ``(1, T, ...)`` batch, ``is_first`` on its first row (the model starts a fresh belief there).
 
     Rows follow DESIGN.md: row t holds obs[t], the action taken at it, the reward received on arriving at it.
     """
-    spec = ActionSpec.from_space(env.single_action_space)
-    episode = record_episode(env, RandomPolicy(spec, seed=seed), max_rows=length, seed=seed)
-    L = len(episode["obs"])
-    is_first = torch.zeros(1, L, dtype=torch.bool)
+    rows = slice(start, None if length is None else start + length)
+    T = len(episode["obs"][rows])
+    is_first = torch.zeros(1, T, dtype=torch.bool)
     is_first[0, 0] = True
-    return {"obs": torch.as_tensor(episode["obs"])[None],  # (1, L, H, W, C) uint8
-            "action": spec.to_model(episode["action"])[None],  # (1, L, A)
-            "reward": torch.as_tensor(episode["reward"])[None], "terminated": torch.as_tensor(episode["terminated"])[None],
-            "is_first": is_first}
+    return {"obs": torch.as_tensor(episode["obs"][rows])[None],  # (1, T, H, W, C) uint8
+            "action": spec.to_model(episode["action"][rows])[None],  # (1, T, A)
+            "reward": torch.as_tensor(episode["reward"][rows])[None],
+            "terminated": torch.as_tensor(episode["terminated"][rows])[None], "is_first": is_first}
 
 
 def _pad(x: torch.Tensor, length: int, fill: float | bool) -> torch.Tensor:
@@ -121,6 +151,61 @@ def _clip(frames: np.ndarray, path: Path, fps: float, mp4: bool, written: dict[s
         written["mp4s"].append(str(viz.write_mp4(path.with_suffix(".mp4"), frames, fps)))
 
 
+def _open_loop_clips(model, batch: dict[str, torch.Tensor], config: DreamConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """The open-loop strip (true | predicted | |error|) and, for several samples, the samples' strip (the real
+    frame, then each sample side by side); ``first-rows`` shows the old single deterministic forecast."""
+    K = config.context
+    true = viz.as_uint8(batch["obs"][0])  # (T, H, W, C)
+    if config.protocol == "first-rows":
+        with torch.no_grad():
+            predicted = viz.as_uint8(open_loop(model, batch["obs"], batch["action"], batch["is_first"], context=K)["frames"][0])
+        samples = None
+    else:
+        futures = [f["frames"][0] for f in fair.sampled_futures(model, batch["obs"], batch["action"], K, config.samples)]
+        samples = np.stack(futures)  # (S, T - K, H, W, C)
+        predicted = samples.astype(np.float64).mean(0).round().astype(np.uint8)  # the sample mean, as the KPIs score
+    strip = viz.compare_strip(true, np.concatenate([true[:K], predicted]), K, scale=config.scale)
+    if samples is None or len(samples) == 1:
+        return strip, None
+    shown = np.concatenate([np.repeat(true[None, :K], len(samples), 0), samples], 1)  # (S, T, H, W, C)
+    grid = np.stack([viz.upscale(viz.image_grid(np.concatenate([true[t:t + 1], shown[:, t]])), config.scale)
+                     for t in range(len(true))])
+    return strip, grid
+
+
+def _episodes(env: VectorEnv, policy, *, count: int, rows: int, seed: int,
+              device: torch.device | str = "cpu") -> list[dict]:
+    """``count`` episodes of at most ``rows`` rows, episode ``i`` reset with ``seed + i``; ``policy`` ``None``: a
+    uniform random policy seeded ``seed + i`` on the CPU (the episodes :func:`collect_episode` records)."""
+    spec = ActionSpec.from_space(env.single_action_space)
+    return [record_episode(env, policy or RandomPolicy(spec, seed=seed + i), max_rows=rows, seed=seed + i,
+                           device=device if policy else "cpu") for i in range(count)]
+
+
+def heldout_scores(model, pretrained, env: VectorEnv, random_episodes: list[dict], config: DreamConfig,
+                   device: torch.device) -> dict[str, float]:
+    """The KPIs of ``--protocol``: the old ones on the first rows of ``random_episodes``, the fair ones on them and
+    on as many episodes of the model's own policy (none for a model without one)."""
+    K, H = config.context, config.horizon
+    spec = ActionSpec.from_space(env.single_action_space)
+    kpis: dict[str, float] = {}
+    if config.protocol in ("first-rows", "both"):
+        batches = [episode_batch(episode, spec, 0, K + H) for episode in random_episodes]
+        with torch.no_grad():
+            outs = [open_loop(model, b["obs"], b["action"], b["is_first"], context=K) for b in batches]
+        kpis.update(pooled_kpis(batches, outs, K))
+    if config.protocol in ("fair", "both"):
+        sources = {"random": random_episodes}
+        agent = pretrained.policy(seed=config.seed)
+        if not isinstance(agent, RandomPolicy):  # the model's own policy, on the same seeds
+            sources["agent"] = _episodes(env, agent, count=config.episodes, rows=config.episode_rows,
+                                         seed=config.seed, device=device)
+        kpis.update(fair.fair_kpis(model, sources, context=K, horizon=H, windows=config.windows,
+                                   samples=config.samples, seed=config.seed, encode=spec.to_model,
+                                   moving_threshold=config.moving_threshold, reward_threshold=config.reward_threshold))
+    return kpis
+
+
 def run(config: DreamConfig) -> dict:
     """Load the model, collect the real episodes, write the clips and summaries; returns the paths and KPIs."""
     validate(config)
@@ -136,35 +221,36 @@ def run(config: DreamConfig) -> dict:
     # The model's env settings (image size, frameskip, ...) and THE spaces check: one line before any clip.
     env = make_env_for(pretrained, env_id, 1, seed=config.seed)
     written: dict[str, list[str]] = {"gifs": [], "mp4s": []}
-    scored: tuple[list, list] = ([], [])  # the episodes' batches and open-loop outputs, scored together
-    K = config.context
+    K, H, start = config.context, config.horizon, config.start
+    # Clips need rows start .. start + K + H - 1; the fair KPIs whole episodes (up to --episode-rows).
+    rows = start + K + H if config.protocol == "first-rows" else max(config.episode_rows, start + K + H)
     writer = None
     try:
         logdir = Path(config.logdir)
         logdir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(logdir))
-        for i in range(config.episodes):
-            batch = collect_episode(env, length=K + config.horizon, seed=config.seed + i)
-            T = batch["obs"].shape[1]
-            if T <= K:
-                raise ValueError(f"episode {i} of {env_id} ended after {T} frames; use a --context below {T}")
+        random_episodes = _episodes(env, None, count=config.episodes, rows=rows, seed=config.seed)
+        for i, episode in enumerate(random_episodes):
+            L = len(episode["obs"])
+            if L <= start + K:
+                raise ValueError(f"episode {i} of {env_id} ended after {L} frames; use a --start + --context below {L} "
+                                 f"(got {start} + {K})")
+            batch = episode_batch(episode, ActionSpec.from_space(env.single_action_space), start, K + H)
+            strip, samples = _open_loop_clips(model, batch, config)
             with torch.no_grad():
-                out = open_loop(model, batch["obs"], batch["action"], batch["is_first"], context=K)
                 dreamed = dream(model, head, batch["obs"][:, :K], batch["action"][:, :K], batch["is_first"][:, :K],
-                                config.horizon, seed=config.seed + i)
+                                H, seed=config.seed + i)
             true = viz.as_uint8(batch["obs"][0])  # (T, H, W, C)
-            pred = np.concatenate([true[:K], viz.as_uint8(out["frames"][0])])  # (T, H, W, C)
-            strip = viz.compare_strip(true, pred, K, scale=config.scale)
             frames = np.concatenate([true[:K], viz.as_uint8(dreamed["frames"][0])])  # (K + horizon, H, W, C)
             zeros = np.zeros(K)
             shown = viz.dream_frames(frames, np.concatenate([zeros, dreamed["reward"][0].cpu().numpy()]),
                                      np.concatenate([zeros, dreamed["end"][0].cpu().numpy()]), context=K, scale=config.scale)
             _clip(strip, logdir / f"open_loop_ep{i}", config.fps, config.mp4, written)
+            if samples is not None:
+                _clip(samples, logdir / f"open_loop_samples_ep{i}", config.fps, config.mp4, written)
             _clip(shown, logdir / f"dream_ep{i}", config.fps, config.mp4, written)
             viz.add_gif_summary(writer, f"dreams/open_loop/sample_{i}", strip, 0, config.fps)
             viz.add_gif_summary(writer, f"dreams/imagined/sample_{i}", shown, 0, config.fps)
-            scored[0].append(batch)
-            scored[1].append(out)
             if i == 0:
                 with torch.no_grad():
                     recon = viz.as_uint8(reconstruct(model, batch["obs"][0, :K]))
@@ -172,8 +258,8 @@ def run(config: DreamConfig) -> dict:
                     grid = latent_traversal_grid(model, batch["obs"][0, :1], batch["obs"][0], dims=6, steps=7)
                     if grid is not None:
                         viz.add_image_summary(writer, "dreams/latent_traversal", grid, 0)
-        mean_kpis = pooled_kpis(*scored, K)
-        for name, value in sorted(mean_kpis.items()):
+        kpis = heldout_scores(model, pretrained, env, random_episodes, config, device)
+        for name, value in sorted(kpis.items()):
             writer.add_scalar(name, value, 0)
     finally:
         if writer is not None:
@@ -182,4 +268,4 @@ def run(config: DreamConfig) -> dict:
     if config.mp4 and not written["mp4s"]:
         print("wm dream: MP4 skipped (pip install imageio-ffmpeg to get MP4 next to the GIFs)")
     print(f"wm dream: {len(written['gifs'])} GIFs in {logdir}; tensorboard --logdir {logdir}")
-    return {"env": env_id, "logdir": str(logdir), **written, "kpis": mean_kpis}
+    return {"env": env_id, "logdir": str(logdir), "protocol": config.protocol, **written, "kpis": kpis}

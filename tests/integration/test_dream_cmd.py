@@ -144,12 +144,13 @@ def test_load_dream_models_refuses_unknown_dirs(tmp_path):
 def test_wm_dream_writes_gifs_and_tensorboard(tmp_path):
     save_worldmodels_run(tmp_path / "run", tiny_worldmodels())
     out = tmp_path / "dreams"
-    K, H = 3, 4
+    K, H, SAMPLES = 3, 4, 3
     code = main(["dream", "--checkpoint", str(tmp_path / "run"), "--env", CATCH, "--logdir", str(out), "--context", str(K),
-                 "--horizon", str(H), "--episodes", "2", "--scale", "1"])
+                 "--horizon", str(H), "--episodes", "2", "--scale", "1", "--samples", str(SAMPLES), "--windows", "6"])
     assert code == 0
     names = {p.name for p in out.glob("*.gif")}
-    assert names == {"open_loop_ep0.gif", "open_loop_ep1.gif", "dream_ep0.gif", "dream_ep1.gif"}
+    assert names == {"open_loop_ep0.gif", "open_loop_ep1.gif", "dream_ep0.gif", "dream_ep1.gif",
+                     "open_loop_samples_ep0.gif", "open_loop_samples_ep1.gif"}
     # The true tile of every open-loop frame is the real env frame (Catch frames have few colours: exact).
     env = make_vector(CATCH, 1, image_size=S)
     real = collect_episode(env, length=K + H, seed=1)["obs"][0].numpy()
@@ -159,6 +160,11 @@ def test_wm_dream_writes_gifs_and_tensorboard(tmp_path):
     layout = viz.strip_layout((S, S), scale=1)
     np.testing.assert_array_equal(layout.tile(strip, 0), real)
     np.testing.assert_array_equal(layout.tile(strip, 1)[:K], real[:K])
+    # The samples clip: the real frame, then each of the SAMPLES futures (the real frame during the context).
+    samples = viz.decode_gif((out / "open_loop_samples_ep1.gif").read_bytes())
+    assert samples.shape == (K + H, S + 4, 2 + (SAMPLES + 1) * (S + 2), 3)
+    np.testing.assert_array_equal(samples[:, 2:2 + S, 2:2 + S], real)
+    np.testing.assert_array_equal(samples[:K, 2:2 + S, 2 + SAMPLES * (S + 2):2 + SAMPLES * (S + 2) + S], real[:K])
     dream = viz.decode_gif((out / "dream_ep0.gif").read_bytes())
     assert dream.shape[0] == K + H
     events = EventAccumulator(str(out), size_guidance={"images": 0})
@@ -167,16 +173,49 @@ def test_wm_dream_writes_gifs_and_tensorboard(tmp_path):
                                            "dreams/imagined/sample_1", "dreams/reconstruction", "dreams/latent_traversal"}
     (summary,) = events.Images("dreams/open_loop/sample_1")
     np.testing.assert_array_equal(viz.decode_gif(summary.encoded_image_string), strip)
-    assert {"kpi/open_loop_mse_h1", "kpi/open_loop_psnr_h1", "kpi/reward_mae", "kpi/termination_accuracy"} <= set(events.Tags()["scalars"])
+    # The fair protocol by default: random- and agent-policy windows (the model has a controller), K samples.
+    scalars = set(events.Tags()["scalars"])
+    assert {"kpi/sample_mean_mse_h1_random", "kpi/best_of_k_mse_h1_agent", "kpi/moving_fraction_h1_random",
+            "kpi/windows_random", "kpi/windows_agent", "kpi/samples"} <= scalars, sorted(scalars)
+    assert not scalars & {"kpi/open_loop_mse_h1", "kpi/open_loop_psnr_h1"}  # the old protocol's: --protocol first-rows
+
+
+def test_wm_dream_start_samples_and_protocols(tmp_path, capsys):
+    """--start T renders rows T.. of the episode; first-rows keeps the old KPIs and clip, both has both key sets."""
+    save_worldmodels_run(tmp_path / "run", tiny_worldmodels())
+    K, H, T = 2, 3, 4
+    common = ["dream", "--checkpoint", str(tmp_path / "run"), "--env", CATCH, "--context", str(K), "--horizon", str(H),
+              "--episodes", "1", "--scale", "1", "--windows", "4", "--samples", "2"]
+    assert main([*common, "--logdir", str(tmp_path / "late"), "--start", str(T)]) == 0
+    env = make_vector(CATCH, 1, image_size=S)
+    real = collect_episode(env, length=T + K + H, seed=0)["obs"][0].numpy()
+    env.close()
+    strip = viz.decode_gif((tmp_path / "late" / "open_loop_ep0.gif").read_bytes())
+    np.testing.assert_array_equal(viz.strip_layout((S, S), scale=1).tile(strip, 0), real[T:])
+    results = {}
+    for protocol in ("first-rows", "both"):
+        results[protocol] = run(DreamConfig(checkpoint=str(tmp_path / "run"), env=CATCH, logdir=str(tmp_path / protocol),
+                                            context=K, horizon=H, episodes=1, scale=1, windows=4, samples=2,
+                                            protocol=protocol, mp4=False))
+    old = results["first-rows"]["kpis"]
+    assert "kpi/open_loop_mse_h1" in old and not any(key.endswith(("_random", "_agent")) for key in old)
+    assert not (tmp_path / "first-rows" / "open_loop_samples_ep0.gif").exists()
+    both = results["both"]["kpis"]
+    # The same numbers up to M's sampling noise at temperature 0 (sigma * 1e-3, drawn at another point of the stream)
+    assert {key: both[key] for key in old} == pytest.approx(old, rel=1e-2) and "kpi/sample_mean_mse_h1_agent" in both
+    # A start that leaves no row to predict in the 10-row Catch episode: one line naming the flags.
+    assert main([*common, "--logdir", str(tmp_path / "x"), "--start", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--start + --context" in err[0], err
 
 
 def test_wm_dream_run_returns_paths(tmp_path, capsys):
     save_worldmodels_run(tmp_path / "run", tiny_worldmodels(controller=False))
     result = run(DreamConfig(checkpoint=str(tmp_path / "run" / "mdnrnn"), env=CATCH, logdir=str(tmp_path / "d"),
                              context=2, horizon=3, episodes=1, scale=1))
-    assert [Path(p).name for p in result["gifs"]] == ["open_loop_ep0.gif", "dream_ep0.gif"]
+    assert [Path(p).name for p in result["gifs"]] == ["open_loop_ep0.gif", "open_loop_samples_ep0.gif", "dream_ep0.gif"]
     assert all(Path(p).is_file() for p in result["gifs"] + result["mp4s"])
-    assert "kpi/open_loop_psnr_h1" in result["kpis"]
+    assert "kpi/sample_mean_mse_h1_random" in result["kpis"] and "kpi/windows_agent" not in result["kpis"]  # no C
     assert f"tensorboard --logdir {tmp_path / 'd'}" in capsys.readouterr().out
 
 
