@@ -3,9 +3,11 @@
 ``wm export --run-dir runs/pong --out checkpoints/pong-worldmodels-tiny --command "wm worldmodels ..."``
 
 1. ``worldmodels.pretrained.export_from_run``: safetensors + config.json (never a pickle).
-2. Held-out prediction error: ``wm dream`` on ``--heldout-episodes`` fresh random-policy episodes
-   (a seed the run never used): open-loop MSE / PSNR at horizons 1, 5 and 15 next to the copy-last-frame and
-   mean-frame baselines on the same frames and the ratios to them (``worldmodels.baselines``), reward error.
+2. Held-out prediction error: ``wm dream`` on ``--heldout-episodes`` fresh episodes (a seed the run never used),
+   by ``--protocol``: fair (default; random- and agent-policy episodes, windows anywhere in them, K samples,
+   moving pixels, reward events, termination: ``worldmodels.open_loop``, docs/open-loop.md) and / or first-rows
+   (the old: open-loop MSE / PSNR of the first rows next to the copy-last-frame and mean-frame baselines on the
+   same frames and the ratios to them, ``worldmodels.baselines``; reward error).
 3. ``README.md``, the model card: command, data size, steps, wall time, hardware, metrics led by the ratios.
 """
 
@@ -25,6 +27,7 @@ import torch
 from scripts import dream
 from worldmodels.checkpoint import allow_unverified_arg, read_config
 from worldmodels.config import arg, directory_problem, read_json, save_json_atomic
+from worldmodels.open_loop import PROTOCOLS, SAMPLES, card_section
 from worldmodels.pretrained import export_from_run
 
 HELDOUT_SEED = 987_654  # never a collection, training or evaluation seed of any preset
@@ -39,10 +42,13 @@ class ExportConfig:
                    check=lambda c: directory_problem(c.out))
     train_command: str = arg("", "the exact command that trained the run, quoted in the model card")
     wall_time: str = arg("", "wall time of that command as measured (e.g. '5 min 24 s'), quoted in the card")
-    heldout_episodes: int = arg(8, "fresh random-policy episodes for the held-out prediction error", minimum=1,
-                                maximum=10_000)
+    heldout_episodes: int = arg(8, "fresh episodes (per policy: random, and the model's own) for the held-out "
+                                   "prediction error", minimum=1, maximum=10_000)
     context: int = arg(5, "real context frames before the open-loop prediction", minimum=1, maximum=10_000)
     horizon: int = arg(15, "predicted frames after the context (KPIs at 1, 5 and 15)", minimum=1, maximum=10_000)
+    protocol: str = arg("fair", "held-out open-loop KPIs: fair, first-rows (the old protocol) or both (wm dream)",
+                        choices=PROTOCOLS)
+    samples: int = arg(SAMPLES, "fair protocol: sampled futures per window", minimum=1, maximum=256)
     device: str = arg("cpu", "torch device of the held-out measurement: auto, cpu or cuda (cpu: the card's figures "
                              "match across machines)", choices=dream.DEVICES)
     threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
@@ -90,29 +96,43 @@ def open_loop_table(metrics: dict) -> str:
 
 
 def metrics_section(metrics: dict, *, episodes: int, context: int, horizon: int) -> str:
-    """The card's ``## Measured metrics``: the open-loop table against the baselines, then every value."""
+    """The card's ``## Measured metrics``: the fair protocol's tables and the old protocol's table against the
+    baselines (each where ``metrics`` hold it), then every value."""
     rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
                      for k, v in sorted(metrics.items()))
-    return f"""## Measured metrics
+    parts = ["## Measured metrics"]
+    if card_section(metrics):
+        parts.append(f"""### Fair protocol (the default; docs/open-loop.md)
+
+{episodes} fresh episodes of a uniform random policy and, where the model has one, {episodes} of its own policy
+(reset seeds {HELDOUT_SEED} + i). Windows of {context} real context rows, then {horizon} rows predicted under the
+real actions, start anywhere in the episodes (seeded, uniform). Each window gets K sampled futures: "mean" is the
+error of their mean frame, "best of K" the closest sample's, "one sample" the average sample's. "moving" scores
+only the pixels that changed from the real frame before, where copying the last frame cannot be right; copy-last
+and the mean frame are scored on the same pixels. A moving mean / copy-last ratio below 1 beats "nothing moves".
+
+{card_section(metrics)}""")
+    if "kpi/open_loop_mse_h1" in metrics:
+        parts.append(f"""### Old protocol: the first rows of each episode
 
 Held-out open-loop prediction: {episodes} fresh random-policy episodes (seed {HELDOUT_SEED}), {context} real context
-frames, then {horizon} frames predicted under the real actions. The model's error stands next to two baselines on
-the same frames: copying the last context frame forward, and the mean frame (the per-pixel mean of the evaluated
-real frames). A ratio below 1 beats that baseline. A copy-last ratio near 1 or above means the model predicts no
-better than "nothing moves", however high its PSNR (a forecast that loses Pong's ball and paddles still scores ~35 dB:
-the background is nearly every pixel).
+frames from row 0, then {horizon} frames predicted under the real actions (one forecast). The model's error stands
+next to two baselines on the same frames: copying the last context frame forward, and the mean frame (the per-pixel
+mean of the evaluated real frames). A ratio below 1 beats that baseline. A copy-last ratio near 1 or above means the
+model predicts no better than "nothing moves", however high its PSNR (a forecast that loses Pong's ball and paddles
+still scores ~35 dB: the background is nearly every pixel).
 
 {open_loop_table(metrics)}
 
-`-`: undefined, that baseline is exact on these frames (its error is 0).
-
-Every value, as in config.json `metrics`. Real-env returns are from the run's own evaluation (same seeds for the
+`-`: undefined, that baseline is exact on these frames (its error is 0).""")
+    parts.append(f"""Every value, as in config.json `metrics`. Real-env returns are from the run's own evaluation (same seeds for the
 agent and a random policy); `kpi/*` are the held-out open-loop figures above.
 
 | metric | value |
 |---|---|
 {rows}
-"""
+""")
+    return "\n\n".join(parts)
 
 
 def _card(config: ExportConfig, pretrained: dict, facts: dict) -> str:
@@ -166,6 +186,7 @@ def heldout_kpis(model_dir: str | Path, config: ExportConfig) -> dict[str, float
         heldout = dream.run(dream.DreamConfig(checkpoint=str(model_dir), logdir=logdir, context=config.context,
                                               horizon=config.horizon, episodes=config.heldout_episodes,
                                               seed=HELDOUT_SEED, mp4=False, device=config.device,
+                                              protocol=config.protocol, samples=config.samples,
                                               threads=config.threads, allow_unverified=config.allow_unverified))
     return {k: float(f"{v:.5g}") for k, v in heldout["kpis"].items()}  # significant digits: MSEs are ~1e-4
 

@@ -1,7 +1,9 @@
 """Re-measure a shipped or exported model's held-out open-loop KPIs (with their baselines) in place.
 
-The same measurement as ``wm export`` (:func:`scripts.export.heldout_kpis`: ``wm dream`` on fresh random-policy
-episodes with a seed no run uses), for models that have no run directory any more. Only ``config.json``'s
+The same measurement as ``wm export`` (:func:`scripts.export.heldout_kpis`: ``wm dream`` on fresh episodes with a
+seed no run uses, by ``--protocol``: fair by default, first-rows the old one, both), for models that have no run
+directory any more. Metrics the measurement does not produce are kept, so a card measured by the old protocol
+shows its old table next to the fair one. Only ``config.json``'s
 ``"metrics"`` and the card's "Measured metrics" section change; ``model.safetensors`` (and the sha256 that
 covers it) is never written.
 """
@@ -14,6 +16,7 @@ from dataclasses import dataclass, replace
 from scripts.export import ExportConfig, heldout_kpis, metrics_section
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, read_json, save_json_atomic
+from worldmodels.open_loop import PROTOCOLS, SAMPLES
 from worldmodels.registry import resolve
 
 CARD_SECTION, CARD_SECTION_END = "## Measured metrics", "These are small CPU-trained models"
@@ -22,7 +25,10 @@ CARD_SECTION, CARD_SECTION_END = "## Measured metrics", "These are small CPU-tra
 @dataclass
 class RemeasureConfig:
     checkpoint: str = arg("", "a shipped name (`wm checkpoints`) or an exported model directory")
-    heldout_episodes: int = arg(8, "fresh random-policy episodes (as `wm export`)", minimum=1, maximum=10_000)
+    heldout_episodes: int = arg(8, "fresh episodes per policy (as `wm export`)", minimum=1, maximum=10_000)
+    protocol: str = arg("fair", "held-out open-loop KPIs: fair, first-rows (the old protocol) or both (wm dream)",
+                        choices=PROTOCOLS)
+    samples: int = arg(SAMPLES, "fair protocol: sampled futures per window", minimum=1, maximum=256)
     device: str = arg("cpu", "torch device: auto, cpu or cuda (cpu: the figures match across machines)")
     threads: str = arg("0", "torch CPU threads: 'auto', 0 (torch's default) or n")
     allow_unverified: bool = allow_unverified_arg()
@@ -41,7 +47,8 @@ def run(config: RemeasureConfig) -> dict:
                          "the held-out open-loop frame prediction of models of image observations only (evaluate a "
                          "vector model with wm evaluate)")
     settings = replace(ExportConfig(), heldout_episodes=config.heldout_episodes, device=config.device,
-                       threads=config.threads, allow_unverified=config.allow_unverified)
+                       threads=config.threads, allow_unverified=config.allow_unverified, protocol=config.protocol,
+                       samples=config.samples)
     kpis = heldout_kpis(out, settings)
     model_config = read_json(out / "config.json", what="the model's settings")
     model_config["metrics"] = {**model_config.get("metrics", {}), **kpis}

@@ -21,10 +21,14 @@ def test_export_writes_loadable_model_with_heldout_metrics_and_card(tmp_path):
     result = export(ExportConfig(run_dir=str(tmp_path / "run"), out=str(out), train_command="wm worldmodels --preset debug",
                                  wall_time="1 s", heldout_episodes=2, context=3, horizon=5))
     metrics = json.loads((out / "config.json").read_text())["metrics"]
-    assert {"return_mean", "random_mean", "kpi/open_loop_mse_h1", "kpi/open_loop_psnr_h5"} <= set(metrics)
-    assert 0.0 <= metrics["kpi/open_loop_mse_h1"] <= 1.0 and result["size_mb"] < 25
+    # The fair protocol by default: random- and agent-policy (C's) windows; no old first-rows keys.
+    assert {"return_mean", "random_mean", "kpi/sample_mean_mse_h1_random", "kpi/best_of_k_mse_h5_agent",
+            "kpi/windows_agent"} <= set(metrics), sorted(metrics)
+    assert "kpi/open_loop_mse_h1" not in metrics
+    assert 0.0 <= metrics["kpi/sample_mean_mse_h1_random"] <= 1.0 and result["size_mb"] < 25
     card = (out / "README.md").read_text()
-    assert "wm worldmodels --preset debug" in card and "kpi/open_loop_psnr_h5" in card and "hardware" in card
+    assert "wm worldmodels --preset debug" in card and "kpi/best_of_k_mse_h5_agent" in card and "hardware" in card
+    assert "### Fair protocol" in card and "**agent-policy episodes**" in card and "### Old protocol" not in card
     bundle = from_pretrained(out)
     assert bundle.env_id == LEFTRIGHT_ID
 
