@@ -35,8 +35,8 @@ from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import evaluate_against_random, run_episodes
 from worldmodels.finite import all_finite, batch_problem, check_finite
-from worldmodels.planning import MPPI
-from worldmodels.policies import ModelPolicy, PlannerPolicy, RandomPolicy
+from worldmodels.policies import ModelPolicy, RandomPolicy
+from worldmodels.tdmpc.family import planner_policy
 from worldmodels.tdmpc import (MODEL_LOSS_PARTS, PriorHead, RunningScale, TDMPCWorldModel, model_loss, prior_loss,
                                valid_transitions)
 
@@ -112,15 +112,22 @@ def build_model(config: TDMPCRunConfig, obs_shape: tuple[int, ...], action_spec:
                            simnorm_group=config.simnorm_group, num_q=config.num_q, discount=config.discount)
 
 
+def planner_settings(config: TDMPCRunConfig) -> dict[str, Any]:
+    """How the agent acts (:data:`worldmodels.tdmpc.family.PLANNER_KEYS`), saved with the model."""
+    return {"acting": config.planner, "horizon": config.horizon, "candidates": config.candidates,
+            "iterations": config.iterations, "prior_candidates": config.prior_candidates,
+            "temperature": config.temperature, "noise_std": config.noise_std, "seed": config.seed}
+
+
+def env_options(config: TDMPCRunConfig) -> dict[str, Any]:
+    """The env settings of training and evaluation, saved with the model so that a loaded one acts alike."""
+    return {"obs": config.obs, "image_size": config.image_size, "max_episode_steps": config.max_episode_steps}
+
+
 def acting_policy(model: TDMPCWorldModel, config: TDMPCRunConfig, *, explore: bool) -> Policy:
-    """MPPI over the model with the value bootstrap and the prior's candidates, or the prior alone."""
-    if config.planner == "prior" or model.action_spec.discrete:
-        return ModelPolicy(model, PriorHead(model, sample=explore))
-    planner = MPPI(model.action_spec, horizon=config.horizon, candidates=config.candidates,
-                   iterations=config.iterations, gamma=config.discount, value=model.value,
-                   prior=PriorHead(model, sample=True), prior_candidates=config.prior_candidates, seed=config.seed,
-                   temperature=config.temperature, noise_std=config.noise_std)
-    return PlannerPolicy(model, planner)
+    """MPPI over the model with the value bootstrap and the prior's candidates, or the prior alone: the one rule
+    of a loaded model too (:func:`worldmodels.tdmpc.family.planner_policy`)."""
+    return planner_policy(model, planner_settings(config), explore=explore)
 
 
 class TDMPCLearner:
@@ -217,7 +224,9 @@ def train_tdmpc(config: TDMPCRunConfig, *, writer: Any = None) -> dict[str, Any]
     model.eval()
     eval_env = make_env(config.env, min(config.eval_episodes, 4), obs=config.obs, image_size=config.image_size,
                         max_episode_steps=config.max_episode_steps)
-    policy = acting_policy(model, config, explore=False)
+    # The planner's seed is the evaluation's, as wm evaluate seeds a loaded model's (Pretrained.policy): the run's
+    # record and a later evaluation on the same seeds are the same episodes.
+    policy = planner_policy(model, planner_settings(config), seed=config.seed + 10_000)
     record = evaluate_against_random(eval_env, policy, env_id=config.env, episodes=config.eval_episodes,
                                      seed=config.seed + 10_000, device=device, progress=True)
     planner = getattr(policy, "planner", None)

@@ -121,7 +121,8 @@ class WorldModel(Protocol):
         """``(..., F)`` features the policies and value functions read."""
 
     def decode(self, states: State) -> torch.Tensor:
-        """Predicted frames, uint8 ``(..., H, W, C)``."""
+        """Predicted frames, uint8 ``(..., H, W, C)`` (float ``(..., D)`` observations for vector families). A
+        value-equivalent model without a decoder (TD-MPC) sets ``decodes = False`` and raises a one-line ValueError."""
 
     def predict_reward(self, states: State) -> torch.Tensor:
         """Predicted reward on arriving at each state, ``(...)``."""

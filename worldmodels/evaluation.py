@@ -77,9 +77,15 @@ def evaluate_against_random(env: gym.vector.VectorEnv, policy: Policy, *, env_id
     """The agent and a uniform random policy on the same seeds -> the ``eval.json`` dict (``hooks``: the agent's).
 
     ``progress``: show both policies' episodes with an ETA (stages ``evaluate agent``, ``evaluate random``).
+    Torch's global RNG is seeded with ``seed`` for the agent's episodes (and restored after), so a policy that samples
+    from it (a sampling actor, a planner's prior candidates) plays the same episodes whether it is evaluated at the
+    end of its training run or after loading: the record depends on the evaluation seed, not on how the process
+    got here.
     """
-    returns = run_episodes(env, policy, episodes=episodes, seed=seed, max_steps=max_steps, device=device,
-                           hooks=hooks, progress="evaluate agent" if progress else None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        returns = run_episodes(env, policy, episodes=episodes, seed=seed, max_steps=max_steps, device=device,
+                               hooks=hooks, progress="evaluate agent" if progress else None)
     if random_returns is None:
         random = RandomPolicy(ActionSpec.from_space(env.single_action_space), seed=seed)
         random_returns = run_episodes(env, random, episodes=episodes, seed=seed, max_steps=max_steps,

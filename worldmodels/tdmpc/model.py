@@ -151,7 +151,10 @@ class TDMPCWorldModel(nn.Module):
         if num_q < 2:
             raise ValueError(f"num_q must be >= 2 (the TD target takes the min of two heads), got {num_q}")
         self.obs_shape, self.action_spec, self.feature_dim = tuple(obs_shape), action_spec, latent_dim
-        self.discount = discount
+        self.discount, self.value_range = discount, value_range
+        # The integer widths, as worldmodels.tdmpc.family saves them (config.json "sizes") to rebuild the model.
+        self.sizes = {"latent_dim": latent_dim, "hidden": hidden, "layers": layers, "depth": depth,
+                      "simnorm_group": simnorm_group, "num_q": num_q, "num_bins": num_bins}
         A = action_spec.dim
         head = dict(hidden=hidden, layers=layers, num_bins=num_bins, low=-value_range, high=value_range)
         self.encoder = Encoder(self.obs_shape, latent_dim, hidden=hidden, layers=layers, depth=depth,
@@ -203,6 +206,8 @@ class TDMPCWorldModel(nn.Module):
 
     def feature(self, states: State) -> torch.Tensor:
         return states["latent"]
+
+    decodes = False  # value-equivalent: no frames to show (WorldModel.decode)
 
     def decode(self, states: State) -> torch.Tensor:
         raise ValueError("TDMPCWorldModel has no decoder (a value-equivalent model predicts reward and value, "

@@ -4,7 +4,8 @@ observe -> imagine (with a LatentPolicy and with an action tensor) -> decode / p
 env through the Driver -> save in the exchange format -> ``worldmodels.load`` -> the same outputs.
 A family added to ``worldmodels.registry.FAMILIES`` without a fixture here fails ``test_every_family_has_a_fixture``.
 Pixel families (World Models, Dreamer) act in the discrete LeftRight toy; PETS, a vector-observation family
-without a policy head (it acts by planning), in the continuous cart-pole through its own ``Family.make_env``.
+without a policy head (it acts by planning), in the continuous cart-pole through its own ``Family.make_env``, and
+so does TD-MPC, a value-equivalent family without a decoder (``decodes = False``) that acts by MPPI.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID
 from worldmodels.families import dreamer, vm
 from worldmodels.pets import family as pets
 from worldmodels.pets.envs import make_state_env
+from worldmodels.tdmpc import family as tdmpc
 from worldmodels.policies import RandomPolicy
 from worldmodels.registry import FAMILIES
 
 ENV = "worldmodels/LeftRight-v0"
-ENVS = {vm.WORLDMODELS: ENV, dreamer.DREAMER: ENV, pets.PETS: CONTINUOUS_CARTPOLE_ID}
+ENVS = {vm.WORLDMODELS: ENV, dreamer.DREAMER: ENV, pets.PETS: CONTINUOUS_CARTPOLE_ID, tdmpc.TDMPC: CONTINUOUS_CARTPOLE_ID}
 B, T, H = 2, 6, 4
 
 
@@ -78,7 +80,17 @@ def _pets(tmp: Path, spec: ActionSpec) -> Path:
     return pets.save_whole(tmp / "pets", world_model, env_id=ENVS[pets.PETS], known_task=True, planner=planner)
 
 
-FIXTURES = {vm.WORLDMODELS: _worldmodels, dreamer.DREAMER: _dreamer, pets.PETS: _pets}
+def _tdmpc(tmp: Path, spec: ActionSpec) -> Path:
+    config = {"obs_shape": [4], "action_spec": spec.to_dict(),
+              "sizes": {"latent_dim": 16, "hidden": 16, "layers": 2, "depth": 8, "simnorm_group": 8, "num_q": 2,
+                        "num_bins": 11}}
+    planner = {"acting": "mppi", "horizon": 3, "candidates": 8, "iterations": 1, "prior_candidates": 2,
+               "temperature": 0.1, "noise_std": 0.3, "seed": 0}
+    return tdmpc.save_whole(tmp / "tdmpc", tdmpc.build(config)["model"], env_id=ENVS[tdmpc.TDMPC],
+                            env_options={"obs": "vector"}, planner=planner)
+
+
+FIXTURES = {vm.WORLDMODELS: _worldmodels, dreamer.DREAMER: _dreamer, pets.PETS: _pets, tdmpc.TDMPC: _tdmpc}
 
 
 def test_every_family_has_a_fixture():
@@ -115,10 +127,14 @@ def test_family_through_the_protocols(family, tmp_path):
         assert traj.feature.shape == (B, H + 1, wm.feature_dim)
         assert traj.action.shape == (B, H, spec.dim) and traj.reward.shape == (B, H) and traj.cont.shape == (B, H)
         assert ((traj.cont >= 0) & (traj.cont <= 1)).all()
-        frames = wm.decode(traj.states)
-        if pixels:
+        if not getattr(wm, "decodes", True):  # value-equivalent (TD-MPC): it says so, in one line
+            with pytest.raises(ValueError, match="no decoder"):
+                wm.decode(traj.states)
+        elif pixels:
+            frames = wm.decode(traj.states)
             assert frames.shape == (B, H + 1, side, side, 3) and frames.dtype == torch.uint8
         else:  # a vector-observation model decodes to predicted observations
+            frames = wm.decode(traj.states)
             assert frames.shape == (B, H + 1, side) and frames.dtype == torch.float32
 
         given = wm.imagine(last, action[:, :H], H, keep_states=False)
@@ -143,7 +159,7 @@ def test_family_through_the_protocols(family, tmp_path):
         with torch.no_grad():
             states, last = candidate.observe(obs, action, is_first)
             outputs.append({**states, "imagined": candidate.imagine(last, action[:, :H], H).feature,
-                            "frames": candidate.decode(states)})
+                            **({"frames": candidate.decode(states)} if getattr(candidate, "decodes", True) else {})})
     for key in outputs[0]:
         torch.testing.assert_close(outputs[0][key], outputs[1][key], msg=f"{family}: {key} differs after reload")
     for name, module in model.components.items():

@@ -156,7 +156,7 @@ def test_worldmodels_directory_loads_in_the_dream_viewer(tmp_path):
 
 
 def test_registry_is_a_dict_literal_of_every_family():
-    assert sorted(FAMILIES) == ["dreamer", "pets", "worldmodels"]
+    assert sorted(FAMILIES) == ["dreamer", "pets", "tdmpc", "worldmodels"]
 
 
 def test_a_model_without_a_controller_acts_randomly(tmp_path):
@@ -178,6 +178,6 @@ def test_wm_evaluate_runs_every_family_on_the_one_evaluation_path(tmp_path, fami
 
     (tiny_worldmodels if family == "worldmodels" else tiny_dreamer)(tmp_path / "model")
     record = run(EvaluateConfig(run_dir=str(tmp_path / "model"), episodes=3, num_envs=2, seed=5, device="cpu"))
-    saved = json.loads((tmp_path / "model" / "eval.json").read_text())
+    saved = json.loads((tmp_path / "model" / "eval-3ep-seed5.json").read_text())  # never the run's eval.json
     assert set(EVAL_KEYS) <= set(saved) and saved == record
     assert record["env"] == "worldmodels/Catch-v0" and record["episodes"] == len(record["returns"]) == 3
