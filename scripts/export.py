@@ -9,6 +9,9 @@
    (the old: open-loop MSE / PSNR of the first rows next to the copy-last-frame and mean-frame baselines on the
    same frames and the ratios to them, ``worldmodels.baselines``; reward error).
 3. ``README.md``, the model card: command, data size, steps, wall time, hardware, metrics led by the ratios.
+
+``--format onnx`` instead writes the policy as one recurrent ONNX step (``worldmodels.onnx_export``; docs/onnx.md):
+``wm export --format onnx --checkpoint boxing-dreamer-cpu --out DIR`` -> ``DIR/policy.onnx`` + ``policy.onnx.json``.
 """
 
 from __future__ import annotations
@@ -28,16 +31,24 @@ from scripts import dream
 from worldmodels.checkpoint import allow_unverified_arg, read_config
 from worldmodels.config import arg, directory_problem, read_json, save_json_atomic
 from worldmodels.open_loop import PROTOCOLS, SAMPLES, card_section
+from worldmodels.onnx_export import SPEC_FILE, export_onnx
 from worldmodels.pretrained import export_from_run
+from worldmodels.registry import load
 
 HELDOUT_SEED = 987_654  # never a collection, training or evaluation seed of any preset
 EXPORT_FILES = ("model.safetensors", "config.json", "README.md")  # what an export writes
 EXPORTED_FROM = "exported_from"  # config.json key: the resolved run directory an export came from
+FORMATS = ("safetensors", "onnx")
 
 
 @dataclass
 class ExportConfig:
     run_dir: str = arg("", "a finished `wm worldmodels` or `wm dreamer` run directory")
+    format: str = arg("safetensors", "safetensors: the exchange format + held-out metrics + model card; onnx: the "
+                                     "policy as one recurrent ONNX step (policy.onnx + policy.onnx.json)",
+                      choices=FORMATS)
+    checkpoint: str = arg("", "with --format onnx: the model to export instead of --run-dir (a shipped name, an "
+                              "exported directory or a run, as worldmodels.load takes)")
     out: str = arg("", "pretrained directory to write (e.g. checkpoints/NAME); empty = RUN_DIR/export",
                    check=lambda c: directory_problem(c.out))
     train_command: str = arg("", "the exact command that trained the run, quoted in the model card")
@@ -191,7 +202,29 @@ def heldout_kpis(model_dir: str | Path, config: ExportConfig) -> dict[str, float
     return {k: float(f"{v:.5g}") for k, v in heldout["kpis"].items()}  # significant digits: MSEs are ~1e-4
 
 
+def run_onnx(config: ExportConfig) -> dict:
+    """``--format onnx``: the policy of ``--checkpoint`` (or ``--run-dir``) as ``OUT/policy.onnx`` + its JSON."""
+    source = config.checkpoint or config.run_dir
+    if not source:
+        raise ValueError("--format onnx needs --checkpoint or --run-dir: a shipped name, an exported directory or a run")
+    if not config.out and not config.run_dir:
+        raise ValueError("--format onnx --checkpoint needs --out DIR (the directory for policy.onnx)")
+    out = Path(config.out) if config.out else Path(config.run_dir) / "onnx"
+    previous = read_json(out / SPEC_FILE, what="an ONNX policy description", default={}).get("source")
+    if previous not in (None, source):
+        raise ValueError(f"--out {str(out)!r} already holds the ONNX policy of {previous!r}, not of {source!r}; "
+                         "give a new or empty directory")
+    result = export_onnx(load(source, allow_unverified=config.allow_unverified), out, source=source)
+    print(f"wm export: {result['onnx']} ({result['size_mb']:.1f} MB, exported in {result['export_s']:.1f} s) "
+          f"+ {SPEC_FILE}")
+    return {"out": str(out), **result}
+
+
 def run(config: ExportConfig) -> dict:
+    if config.format == "onnx":
+        return run_onnx(config)
+    if config.checkpoint:
+        raise ValueError("--checkpoint goes with --format onnx; the safetensors export reads a finished --run-dir")
     run_dir = Path(config.run_dir)
     out = Path(config.out) if config.out else run_dir / "export"
     config = dataclasses.replace(config, out=str(out))  # the model card quotes where it went
