@@ -29,7 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 from trainers.callbacks import log_return_vs_env_steps, print_kpi_table
 from trainers.datamodule import ChunkDataModule
 from trainers.distributed import barrier, is_rank_zero, stage_seed, wait_for_file
-from trainers.dream_callbacks import dream_callbacks, with_vae
+from trainers.dream_callbacks import dream_callbacks, heldout_episodes, with_vae
 from trainers.latents import LatentDataModule
 from trainers.mdnrnn_module import MDNRNNModule
 from trainers.performance import default_precision, use_channels_last
@@ -181,6 +181,8 @@ def stage_mdnrnn(config: WorldModelsConfig, latent_dir: Path, action_spec: Actio
     if not (Path(config.run_dir) / "mdnrnn" / DONE).exists():
         callbacks = dream_callbacks("mdnrnn", every_n_steps=config.dream_every, total_steps=config.mdnrnn_steps,
                                     batch=frame_batch(config, store_dir),
+                                    episodes=heldout_episodes(store_dir, val_fraction=config.val_fraction,
+                                                              seed=config.seed),
                                     models_fn=with_vae(vae, action_spec))
         fit_stage(config, "mdnrnn", mdnrnn_module(config, action_spec.dim), mdnrnn_datamodule(config, latent_dir),
                   config.mdnrnn_steps, callbacks=callbacks)

@@ -30,11 +30,14 @@ def test_worldmodels_stages_log_dreams_and_print_kpi_table(tmp_path, capsys):
     assert {"dreams/reconstruction", "dreams/latent_traversal"} <= vae_images
     images, scalars = _tags(tmp_path / "tb" / "mdnrnn" / "version_0")
     assert {"dreams/open_loop/sample_0", "dreams/imagined/sample_0"} <= images
-    assert {"kpi/open_loop_mse_h1", "kpi/open_loop_psnr_h1", "kpi/reward_mae", "kpi/termination_accuracy"} <= scalars
+    # The fair protocol on the store's held-out episodes (suffix _val), K samples per window.
+    assert {"kpi/sample_mean_mse_h1_val", "kpi/best_of_k_mse_h1_val", "kpi/one_sample_mse_h1_val",
+            "kpi/copy_last_mse_h1_val", "kpi/windows_val", "kpi/samples"} <= scalars, sorted(scalars)
+    assert "kpi/open_loop_mse_h1" not in scalars  # the old protocol's: dream_callbacks(protocol="first-rows")
     _, evaluation = _tags(tmp_path / "tb" / "evaluate")
     assert {"kpi/real_return", "kpi/random_return", "kpi/return_vs_env_steps"} <= evaluation
     out = capsys.readouterr().out
-    assert "kpi/open_loop_psnr_h1" in out and "kpi/real_return" in out and f"tensorboard --logdir {tmp_path / 'tb' / 'mdnrnn'}" in out
+    assert "kpi/sample_mean_mse_h1_val" in out and "kpi/real_return" in out and f"tensorboard --logdir {tmp_path / 'tb' / 'mdnrnn'}" in out
 
 
 def test_dreamer_logs_dreams_kpis_and_return_vs_env_steps(tmp_path, capsys):
@@ -43,6 +46,6 @@ def test_dreamer_logs_dreams_kpis_and_return_vs_env_steps(tmp_path, capsys):
     run_dreamer(config)
     images, scalars = _tags(tmp_path / "tb" / "version_0")
     assert {"dreams/reconstruction", "dreams/open_loop/sample_0", "dreams/imagined/sample_0"} <= images
-    assert {"kpi/open_loop_mse_h1", "kpi/return_vs_env_steps", "imag/return", "train/loss/dyn",
+    assert {"kpi/sample_mean_mse_h1_replay", "kpi/return_vs_env_steps", "imag/return", "train/loss/dyn",
             "kpi/real_return", "kpi/random_return"} <= scalars
     assert "tensorboard --logdir" in capsys.readouterr().out
