@@ -6,9 +6,11 @@ ball and both paddles still scores ~35 dB. Two predictors that know nothing of t
     copy_last    the last context frame, repeated at every step ahead ("nothing moves")
     mean_frame   the per-pixel mean of the evaluated real frames ("only the background")
 
-Every open-loop KPI of the project (the dream callbacks and ``wm dream`` through
-``trainers.callbacks.open_loop_kpis``, ``wm export``'s model card through ``wm dream``, the planner KPIs of
-:mod:`worldmodels.kpis`) is computed by :func:`open_loop_vs_baselines` and named by :func:`by_horizon`::
+The old (``first-rows``) open-loop protocol (``wm dream --protocol first-rows``, the dream callbacks with
+``protocol="first-rows"``, both through ``trainers.callbacks.open_loop_kpis``) and the planner KPIs of
+:mod:`worldmodels.kpis` are computed by :func:`open_loop_vs_baselines` and named by :func:`by_horizon`; the fair
+protocol, the default of ``wm dream`` / ``wm export`` / ``wm remeasure`` and the dream callbacks, scores the same two
+baselines on the same frames AND on the moving pixels (:mod:`worldmodels.open_loop`)::
 
     kpi/open_loop_mse_h{k}      the model, k steps ahead
     kpi/copy_last_mse_h{k}      copy the last context frame forward
