@@ -106,4 +106,4 @@ def train_mbpo(config: MBPORunConfig, *, writer: Any = None) -> dict[str, Any]:
     if writer is not None:
         writer.add_scalar("kpi/real_return", record["return_mean"], result["env_steps"])
         writer.add_scalar("kpi/random_return", record["random_mean"], result["env_steps"])
-    return {**result, "eval": record, "sac": sac}
+    return {**result, "eval": record, "sac": sac, "world_model": world_model}

@@ -17,7 +17,7 @@ What :func:`load` accepts (all torch + safetensors; no Lightning is imported and
     DIR/config.json            a whole-model directory of any family (model.safetensors + config.json)
     RUN/vae/ ... RUN/controller/   a `wm worldmodels` run (or one of its stage directories)
     RUN/checkpoints/last.ckpt  a `wm dreamer` run, or the .ckpt itself (read with weights_only=True)
-    RUN/model/                 a `wm pets` or `wm tdmpc` run (its whole model)
+    RUN/model/                 a `wm pets`, `wm mbpo` or `wm tdmpc` run (its whole model)
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from worldmodels.core import LatentPolicy, Policy, WorldModel
 from worldmodels.envs import make_vector
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.families import dreamer, vm
+from worldmodels.mbpo import family as mbpo
 from worldmodels.pets import family as pets
 from worldmodels.tdmpc import family as tdmpc
 from worldmodels.policies import ModelPolicy, RandomPolicy
@@ -61,6 +62,8 @@ FAMILIES: dict[str, Family] = {
                             dreamer.read_layout),
     pets.PETS: Family(("ensemble",), pets.build, pets.world_model, pets.head, pets.is_run, pets.read_layout,
                       policy=pets.planner_policy, make_env=pets.make_env),
+    mbpo.MBPO: Family(mbpo.COMPONENTS, mbpo.build, mbpo.world_model, mbpo.head, mbpo.is_run, mbpo.read_layout,
+                      make_env=mbpo.make_env),
     tdmpc.TDMPC: Family(tdmpc.COMPONENTS, tdmpc.build, tdmpc.world_model, tdmpc.head, tdmpc.is_run, tdmpc.read_layout,
                         policy=tdmpc.planner_policy, make_env=tdmpc.make_env),
 }

@@ -4,6 +4,7 @@ import json
 
 from scripts.cli import main
 from worldmodels.evaluation import EVAL_KEYS
+from worldmodels.registry import load
 
 
 def test_wm_mbpo_writes_eval_json(tmp_path):
@@ -17,6 +18,13 @@ def test_wm_mbpo_writes_eval_json(tmp_path):
     assert set(EVAL_KEYS) <= set(record) and record["episodes"] == 2 and record["env_steps"] == 40
     results = json.loads((run_dir / "results.json").read_text())
     assert results["synthetic_transitions"] > 0 and any((run_dir / "tb").iterdir())
+    # Issue 25 item 2: the run is a whole "mbpo" model (e99b721 saved no weights at all, so a run could not be
+    # evaluated, served or planned with), and `wm evaluate` replays the run's own evaluation on the same seeds.
+    assert load(run_dir).family == "mbpo"
+    out = tmp_path / "again.json"
+    assert main(["evaluate", "--run-dir", str(run_dir), "--episodes", "2", "--seed", "10002", "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["returns"] == record["returns"] and again["random_returns"] == record["random_returns"]
 
 
 def test_wm_mbpo_rejects_a_bad_schedule(tmp_path, capsys):

@@ -53,6 +53,7 @@ class SAC(nn.Module):
         if action_spec.discrete:
             raise ValueError("SAC here acts in Box action spaces; got a discrete action space")
         self.action_spec, self.gamma, self.tau = action_spec, gamma, tau
+        self.sizes = {"obs_dim": obs_dim, "hidden": hidden, "layers": layers}  # what worldmodels.mbpo.family saves
         self.actor = Prior(obs_dim, action_spec, hidden=hidden, layers=layers, log_std_range=(-10.0, 2.0))
         self.critic = TwinQ(obs_dim, action_spec.dim, hidden=hidden, layers=layers)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)

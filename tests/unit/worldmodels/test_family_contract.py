@@ -5,7 +5,8 @@ env through the Driver -> save in the exchange format -> ``worldmodels.load`` ->
 A family added to ``worldmodels.registry.FAMILIES`` without a fixture here fails ``test_every_family_has_a_fixture``.
 Pixel families (World Models, Dreamer) act in the discrete LeftRight toy; PETS, a vector-observation family
 without a policy head (it acts by planning), in the continuous cart-pole through its own ``Family.make_env``, and
-so does TD-MPC, a value-equivalent family without a decoder (``decodes = False``) that acts by MPPI.
+so do TD-MPC, a value-equivalent family without a decoder (``decodes = False``) that acts by MPPI, and MBPO (SAC's
+actor on the PETS ensemble's feature, the observation).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from worldmodels.envs import make_vector
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID
 from worldmodels.families import dreamer, vm
+from worldmodels.mbpo import family as mbpo
+from worldmodels.mbpo.sac import SAC
 from worldmodels.pets import family as pets
 from worldmodels.pets.envs import make_state_env
 from worldmodels.tdmpc import family as tdmpc
@@ -31,7 +34,8 @@ from worldmodels.policies import RandomPolicy
 from worldmodels.registry import FAMILIES
 
 ENV = "worldmodels/LeftRight-v0"
-ENVS = {vm.WORLDMODELS: ENV, dreamer.DREAMER: ENV, pets.PETS: CONTINUOUS_CARTPOLE_ID, tdmpc.TDMPC: CONTINUOUS_CARTPOLE_ID}
+ENVS = {vm.WORLDMODELS: ENV, dreamer.DREAMER: ENV, pets.PETS: CONTINUOUS_CARTPOLE_ID, tdmpc.TDMPC: CONTINUOUS_CARTPOLE_ID,
+        mbpo.MBPO: CONTINUOUS_CARTPOLE_ID}
 B, T, H = 2, 6, 4
 
 
@@ -90,7 +94,16 @@ def _tdmpc(tmp: Path, spec: ActionSpec) -> Path:
                             env_options={"obs": "vector"}, planner=planner)
 
 
-FIXTURES = {vm.WORLDMODELS: _worldmodels, dreamer.DREAMER: _dreamer, pets.PETS: _pets, tdmpc.TDMPC: _tdmpc}
+def _mbpo(tmp: Path, spec: ActionSpec) -> Path:
+    config = {"obs_shape": [4], "sizes": {"in_dim": 4 + spec.dim, "out_dim": 4, "ensemble_size": 3, "hidden": 8,
+                                          "layers": 2, "elites": 2}}
+    world_model = pets.world_model(pets.build(config), {"action_spec": spec.to_dict(), "env_id": ENVS[mbpo.MBPO],
+                                                        "known_task": True, "propagation": "ts1"})
+    return mbpo.save_whole(tmp / "mbpo", world_model, SAC(4, spec, hidden=8), env_id=ENVS[mbpo.MBPO], known_task=True)
+
+
+FIXTURES = {vm.WORLDMODELS: _worldmodels, dreamer.DREAMER: _dreamer, pets.PETS: _pets, tdmpc.TDMPC: _tdmpc,
+            mbpo.MBPO: _mbpo}
 
 
 def test_every_family_has_a_fixture():

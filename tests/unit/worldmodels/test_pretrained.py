@@ -156,7 +156,7 @@ def test_worldmodels_directory_loads_in_the_dream_viewer(tmp_path):
 
 
 def test_registry_is_a_dict_literal_of_every_family():
-    assert sorted(FAMILIES) == ["dreamer", "pets", "tdmpc", "worldmodels"]
+    assert sorted(FAMILIES) == ["dreamer", "mbpo", "pets", "tdmpc", "worldmodels"]
 
 
 def test_a_model_without_a_controller_acts_randomly(tmp_path):
