@@ -11,10 +11,13 @@ validation MSE and elites) and ``RUN_DIR/model`` (the ensemble as safetensors + 
 from __future__ import annotations
 
 from trainers.pets_run import PETSRunConfig, train
+from worldmodels.locking import exclusive_lock
 
 CONFIG = PETSRunConfig
 __all__ = ["CONFIG", "PETSRunConfig", "run"]
 
 
 def run(config: PETSRunConfig) -> dict:
-    return train(config)
+    # One writer per run directory, as every training command: a second `wm pets` there is refused in one line.
+    with exclusive_lock(config.run_dir, what="run directory"):
+        return train(config)

@@ -14,7 +14,7 @@ episode, where a Trainer's start-up would cost more than the fit; the optimiser 
 :class:`EnsembleTrainer`. Environments are plain gymnasium vector envs over the env's own VECTOR observation
 (:func:`worldmodels.pets.envs.make_state_env`, re-exported here: the env factory with ``obs="vector"``).
 TensorBoard (``RUN_DIR/tb``): the KPIs of :mod:`worldmodels.kpis` and ``kpi/return_vs_env_steps`` after every
-episode, on the latest real episode; ``kpi/eval_return`` and ``kpi/random_return`` at the end.
+episode, on the latest real episode; ``kpi/real_return`` and ``kpi/random_return`` at the end (the tags of every family).
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def train(config: PETSRunConfig) -> dict[str, Any]:
                    "planner": "cem", "plan_ms_per_action": 1000 * planner.seconds / max(planner.actions, 1)})
     write_eval(run_dir / "eval.json", record)
     if writer is not None:
-        writer.add_scalar("kpi/eval_return", record["return_mean"], len(buffer))
+        writer.add_scalar("kpi/real_return", record["return_mean"], len(buffer))
         writer.add_scalar("kpi/random_return", record["random_mean"], len(buffer))
         writer.close()
     save_whole(run_dir / "model", world_model, env_id=config.env, known_task=not world_model.learned_reward,

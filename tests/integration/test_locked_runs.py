@@ -1,5 +1,6 @@
-"""Issue 15 item 4: a second `wm collect` / `wm worldmodels` / `wm dreamer` / `wm finetune` on a directory another
-process is writing is refused in one line naming that process; nothing is written into it."""
+"""Issue 15 item 4 (and issue 25 item 4 for `wm pets`, `wm mbpo`, `wm tdmpc`): a second `wm collect` / `wm worldmodels`
+/ `wm dreamer` / `wm finetune` / `wm pets` / `wm mbpo` / `wm tdmpc` on a directory another process is writing is
+refused in one line naming that process; nothing is written into it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ HOLD = "import sys, time; from worldmodels.locking import exclusive_lock\n" \
     (["dreamer", "--preset", "debug", "--env", "worldmodels/Catch-v0"], "--run-dir", "episodes"),  # its store
     (["worldmodels", "--preset", "debug", "--env", "worldmodels/Catch-v0"], "--run-dir", "."),
     (["finetune", "--preset", "debug", "--from", "pong-worldmodels-tiny"], "--run-dir", "."),  # a real model: --from is checked first
+    (["pets", "--env", "worldmodels/ContinuousCartPole-v0", "--steps", "20"], "--run-dir", "."),  # unlocked at e99b721
+    (["mbpo", "--env", "worldmodels/ContinuousCartPole-v0", "--steps", "20", "--warmup-steps", "10"], "--run-dir", "."),
+    (["tdmpc", "--env", "worldmodels/ContinuousCartPole-v0", "--steps", "20", "--seed-steps", "10"], "--run-dir", "."),
 ])
 def test_second_writer_is_refused(tmp_path, capsys, argv, flag, locked):
     target = tmp_path / "dir"
