@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg, file_problem
+from worldmodels.config import arg, file_problem, threads_arg
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
 from worldmodels.pretrained import eval_path, evaluate_model
@@ -41,7 +41,7 @@ class EvaluateConfig:
                                    maximum=1000)
     sample: bool = arg(False, "Dreamer: sample the actor's actions instead of taking its mode")
     device: str = arg("auto", "torch device of the model: auto, cpu or cuda")
-    threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
+    threads: str = threads_arg("0")
     allow_unverified: bool = allow_unverified_arg()
 
 

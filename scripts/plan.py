@@ -23,7 +23,7 @@ import torch
 
 from trainers.callbacks import log_return_vs_env_steps
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg, file_problem
+from worldmodels.config import arg, file_problem, threads_arg
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
 from worldmodels.kpis import EpisodeRecorder, log_planner_kpis, open_loop_errors
@@ -64,8 +64,8 @@ class PlanConfig:
     frameskip: Optional[int] = arg(None, "env option: agent step = this many env steps (None = the model's / env "
                                          "default)", minimum=1, maximum=1000)
     device: str = arg("auto", "torch device of the model and the planner: auto, cpu or cuda")
-    threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n; 1 keeps a small shared CPU from "
-                            "thrashing (measured: 36x faster planning than 2 threads on a busy 2-core machine)")
+    threads: str = threads_arg("1", "1 keeps a small shared CPU from thrashing (measured: 36x faster planning than 2 "
+                                    "threads on a busy 2-core machine)")
     allow_unverified: bool = allow_unverified_arg()
     out: str = arg("", "eval.json path; empty = RUN_DIR/eval-plan-<PLANNER>.json (shipped model: ./ instead; for "
                        "another --env than the model's: eval-plan-<PLANNER>-<ENV>.json there)",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from scripts.serve_load import TOKEN_ENV, token_from
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg
+from worldmodels.config import arg, threads_arg
 from worldmodels.pretrained import make_env_for
 from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load
@@ -49,7 +49,7 @@ class ServeConfig:
                                   "request, else gets 503; 0 = half of what the open-file limit (ulimit -n) leaves",
                                minimum=0, maximum=1_000_000)
     device: str = arg("auto", "torch device of the model: auto, cpu or cuda")
-    threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n; 1 keeps a small shared CPU from thrashing")
+    threads: str = threads_arg("1", "1 keeps a small shared CPU from thrashing")
     allow_unverified: bool = allow_unverified_arg()
 
 

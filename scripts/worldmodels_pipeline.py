@@ -13,7 +13,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
-import torch
 
 from scripts import evaluate
 from trainers.distributed import barrier, is_rank_zero, rank_and_world_size, stage_seed
@@ -27,7 +26,7 @@ from worldmodels.data.store import EpisodeStore
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import result_table, write_eval
 from worldmodels.locking import exclusive_lock
-from worldmodels.profiling import resolve_device
+from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import Pretrained, load
 
 CONFIG = WorldModelsConfig
@@ -65,8 +64,7 @@ def run(config: WorldModelsConfig) -> dict:
 
 def _stages(config: WorldModelsConfig, pretrained: Pretrained | None = None) -> dict:
     """collect -> V -> latents -> M -> C -> evaluate, each stage skipped when its DONE marker exists."""
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)  # 'auto' measures, 0 keeps torch's default (wm worldmodels --threads auto was refused)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Stages done with other settings would be skipped (or fail on a size mismatch when resumed): refuse up front.

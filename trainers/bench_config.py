@@ -14,7 +14,7 @@ import gymnasium
 import numpy as np
 import torch
 
-from worldmodels.config import arg, file_problem
+from worldmodels.config import arg, file_problem, threads_arg
 from worldmodels.envs import EnvOptions, agent_frameskip, make_vector
 
 KINDS = ("collect", "worldmodels", "dreamer", "imagine", "dream", "loader", "plan", "profile", "replay")
@@ -34,8 +34,7 @@ class BenchConfig:
     precision: Optional[str] = arg(None, "Lightning precision; None = bf16-mixed on CUDA, 32-true on CPU")
     compile: bool = arg(False, "torch.compile Dreamer's hot modules (RSSM steps, conv encoder/decoder, heads, actor, "
                                "critic) before timing the dreamer and imagine kinds")
-    threads: str = arg("0", "torch CPU threads: 'auto' = the fastest count measured now (worldmodels.profiling."
-                            "auto_threads), 0 = torch's default, n = exactly n")
+    threads: str = threads_arg("0")
     wm_preset: str = arg("paper", "World Models size preset (trainers/worldmodels_config.py PRESETS)")
     dreamer_preset: str = arg("S", "Dreamer size preset (trainers/dreamer_run.py PRESETS)")
     env: str = arg("ALE/Pong-v5", "gymnasium env id for the collection benchmark (--env-id: the old spelling)")

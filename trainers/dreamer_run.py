@@ -41,7 +41,7 @@ from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, Dre
 from trainers.online import BatchRequests, OnlineReplay
 from trainers.performance import use_channels_last
 from trainers.resume import CheckpointWhenReady
-from worldmodels.config import arg, directory_problem, from_dict, given, to_dict
+from worldmodels.config import arg, directory_problem, from_dict, given, threads_arg, to_dict
 from worldmodels.data.frame_ring import FRAME_MODES
 from worldmodels.envs import ATARI_PROTOCOLS, make_vector, protocol_options
 from worldmodels.envs.toy import register_toy_envs
@@ -109,8 +109,7 @@ class DreamerRunConfig(DreamerAgentConfig):
     num_nodes: int = arg(1, "nodes for multi-node DDP (launch with torchrun or srun, see README)", minimum=1,
                          maximum=10_000)
     strategy: str = arg("auto", "Lightning strategy: auto, ddp (per rank: env seed + 1000*rank, episodes-rank<r>/)")
-    threads: str = arg("0", "torch CPU threads per process: 'auto' = the fastest count measured at start-up "
-                            "(worldmodels.profiling.auto_threads), 0 = torch's default, n = exactly n")
+    threads: str = threads_arg("0", "per process")
 
 
 PRESETS: dict[str, dict] = {

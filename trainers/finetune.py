@@ -33,7 +33,7 @@ from trainers.worldmodels_config import WorldModelsConfig
 from trainers.worldmodels_stages import (fit_stage, load_stage, mdnrnn_datamodule, mdnrnn_module, stage_collect,
                                          stage_controller, vae_datamodule, vae_module)
 from worldmodels.checkpoint import allow_unverified_arg, allowing_unverified, read_config
-from worldmodels.config import apply_overrides, arg, directory_problem, from_dict, save_json_atomic, to_dict
+from worldmodels.config import apply_overrides, arg, directory_problem, from_dict, save_json_atomic, threads_arg, to_dict
 from worldmodels.data.latents import encode_store
 from worldmodels.envs import make
 from worldmodels.envs.options import protocol_of
@@ -67,7 +67,7 @@ class FinetuneConfig:
                                maximum=1.0)
     seed: int = arg(0, "seed for collection, training and evaluation", minimum=0, maximum=2**32 - 1)
     device: str = arg("auto", "torch device (World Models) / accelerator (Dreamer): auto, cpu, cuda/gpu")
-    threads: str = arg("", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n; empty = the family preset's")
+    threads: str = threads_arg("", "empty = the family preset's", empty_ok=True)
     allow_unverified: bool = allow_unverified_arg()
 
 

@@ -30,7 +30,7 @@ from trainers.latents import LatentDataModule
 from trainers.losses import weighted_sum
 from trainers.worldmodels_stages import mdnrnn_module, stage_collect, vae_module
 from worldmodels.checkpoint import allow_unverified_arg, allowing_unverified, read_config
-from worldmodels.config import arg, file_problem, save_json_atomic
+from worldmodels.config import arg, file_problem, save_json_atomic, threads_arg
 from worldmodels.data.latents import encode_store
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.pretrained import ACTION_LAYERS, DREAMER, WORLDMODELS, transfer
@@ -49,7 +49,7 @@ class BenchFinetuneConfig:
     run_dir: str = arg("runs/bench_finetune", "data and per-run logs")
     seed: int = arg(0, "seed of collection, initialisation and batches (both runs)")
     device: str = arg("auto", "auto, cpu or cuda")
-    threads: str = arg("", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n; empty = the family preset's")
+    threads: str = threads_arg("", "empty = the family preset's", empty_ok=True)
     allow_unverified: bool = allow_unverified_arg()
     out: Optional[str] = arg(None, "also write the JSON record to this path (atomically)",
                              check=lambda c: file_problem(c.out))

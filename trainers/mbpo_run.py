@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from trainers.pets_run import EnsembleTrainer, PETSRunConfig, build_world_model, make_state_env
 from worldmodels import profiling
-from worldmodels.config import arg
+from worldmodels.config import arg, threads_arg
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.evaluation import evaluate_against_random
 from worldmodels.mbpo import SAC, MBPOSettings, SACPolicy, run_mbpo
@@ -51,7 +51,7 @@ class MBPORunConfig:
                                 maximum=100, check=lambda c: _at_most(c.elites, c.ensemble, "--ensemble"))
     model_hidden: int = arg(200, "ensemble member width", minimum=8, maximum=65536)
     model_epochs: int = arg(5, "passes over each member's bootstrap per fit", minimum=1, maximum=10_000)
-    threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
+    threads: str = threads_arg("1")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
 
 

@@ -30,7 +30,7 @@ from torch.nn.utils import get_total_norm
 
 from trainers.callbacks import log_return_vs_env_steps
 from worldmodels import profiling
-from worldmodels.config import arg, save_json_atomic, to_dict
+from worldmodels.config import arg, save_json_atomic, threads_arg, to_dict
 from worldmodels.driver import Driver
 from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID
 from worldmodels.envs.spaces import ActionSpec
@@ -83,7 +83,7 @@ class PETSRunConfig:
                          maximum=2**32 - 1)
     tensorboard: bool = arg(True, "log KPIs to RUN_DIR/tb: return vs env steps, plan ms per action, open-loop error "
                                    "and ensemble disagreement by horizon")
-    threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
+    threads: str = threads_arg("1")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
 
 

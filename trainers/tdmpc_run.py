@@ -26,7 +26,7 @@ from gymnasium.vector import VectorEnv
 
 from trainers.online import StreamReplay
 from worldmodels import profiling
-from worldmodels.config import arg
+from worldmodels.config import arg, threads_arg
 from worldmodels.core import Policy
 from worldmodels.driver import Driver
 from worldmodels.envs import make_vector
@@ -92,7 +92,7 @@ class TDMPCRunConfig:
     capacity: int = arg(1_000_000, "replay capacity in rows", minimum=1, maximum=10**9,
                         check=lambda c: None if c.capacity >= c.horizon + 1 else
                         f"must hold one training window: at least --horizon + 1 = {c.horizon + 1} rows")
-    threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
+    threads: str = threads_arg("1")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg, directory_problem, given
+from worldmodels.config import arg, directory_problem, given, threads_arg
 from worldmodels.data.store import EpisodeStore, ensure_writable_dir
 from worldmodels.envs import ActionSpec, is_atari, make
 from worldmodels.models.conv import check_image_size
@@ -32,8 +32,7 @@ class WorldModelsConfig:
                        check=lambda c: directory_problem(c.run_dir))
     seed: int = arg(0, "seed for collection, training and CMA-ES", minimum=0, maximum=2**32 - 1)
     device: str = arg("auto", "torch device: auto, cpu or cuda")
-    threads: int = arg(0, "torch CPU threads (0 = torch's default; 1 avoids thread thrashing on a busy, small CPU)", minimum=0,
-                       maximum=1024)
+    threads: str = threads_arg("0", "1 avoids thread thrashing on a busy, small CPU")
     image_size: int = arg(64, "observation side (multiple of 16)", minimum=16, maximum=1024)
     max_episode_steps: Optional[int] = arg(None, "env option: truncate episodes after this many agent steps", minimum=1,
                                            maximum=10**7)
@@ -114,7 +113,7 @@ PRESETS: dict[str, dict] = {
                   hidden_size=16, num_mixtures=2, mdnrnn_steps=4, mdnrnn_batch_size=2, mdnrnn_seq_len=8,
                   population=4, repeats=2, generations=2, dream_horizon=8, final_repeats=4, eval_episodes=2,
                   max_episode_steps=20, checkpoint_every=2, val_batches=1, device="cpu"),
-    "tiny": dict(threads=1, episodes=40, num_envs=4, max_episode_steps=200, z_dim=16, vae_depth=16, vae_steps=1200,
+    "tiny": dict(threads="1", episodes=40, num_envs=4, max_episode_steps=200, z_dim=16, vae_depth=16, vae_steps=1200,
                  vae_batch_size=32, vae_lr=1e-3, hidden_size=64, num_mixtures=5, mdnrnn_steps=1200, mdnrnn_batch_size=16,
                  mdnrnn_seq_len=32, population=16, repeats=8, generations=30, dream_horizon=200, final_repeats=32,
                  eval_episodes=8, checkpoint_every=400, val_batches=4),
@@ -127,7 +126,7 @@ PRESETS: dict[str, dict] = {
     # sample_done: on the same V and M, C trained with M's done thresholded at 0.5 scored 270 +- 54 (same 100 seeds);
     # with small data the thresholded dream also saturated at the horizon (mean 1,800 of 2,100) while the real return
     # stayed at random's. Sampled deaths keep the dream return in the real range (~215 at the start).
-    "cpu": dict(device="cpu", threads=1, controller_env="dream", collect_policy="hold", episodes=800, num_envs=2,
+    "cpu": dict(device="cpu", threads="1", controller_env="dream", collect_policy="hold", episodes=800, num_envs=2,
                 z_dim=32, vae_depth=32, vae_steps=4000, vae_batch_size=32, vae_lr=1e-3, hidden_size=256, num_mixtures=5,
                 mdnrnn_steps=4000, mdnrnn_batch_size=32, mdnrnn_seq_len=100, population=32, repeats=8, generations=100,
                 temperature=1.15, sample_done=True, final_repeats=64, eval_episodes=100, dream_every=1000,
@@ -135,7 +134,7 @@ PRESETS: dict[str, dict] = {
     # quick: only C, trained in the dream of a pretrained V + M (`--from NAME`, e.g. takecover-worldmodels-cpu):
     # 24 hold-policy episodes give the dream's start latents, CMA-ES 32 x 8 for 40 generations (the cpu run's dream
     # fitness had risen from ~215 to ~600 by then), 20 evaluation episodes; about 10 min on 2 cores.
-    "quick": dict(device="cpu", threads=1, controller_env="dream", collect_policy="hold", episodes=24, num_envs=2,
+    "quick": dict(device="cpu", threads="1", controller_env="dream", collect_policy="hold", episodes=24, num_envs=2,
                   population=32, repeats=8, generations=40, temperature=1.15, sample_done=True, final_repeats=64,
                   eval_episodes=20),
     "paper": dict(episodes=10_000, num_envs=16, z_dim=32, vae_depth=32, vae_batch_size=100, vae_lr=1e-4, vae_steps=100_000,

@@ -51,6 +51,26 @@ def arg(default: Any, help: str, *, choices: tuple | None = None,  # noqa: A002 
     return dataclasses.field(default=default, metadata=metadata)
 
 
+MAX_THREADS = 4096  # far above any CPU this runs on; a larger count is a typo
+
+
+def threads_problem(value: Any, *, empty_ok: bool = False) -> str | None:
+    """What is wrong with a ``--threads`` value, or ``None``: ``auto``, or an integer from 0 to :data:`MAX_THREADS`
+    (``empty_ok``: also ``""``, "the preset's")."""
+    text = str(value).strip()
+    if text == "auto" or (empty_ok and text == "") or (text.isdigit() and int(text) <= MAX_THREADS):
+        return None
+    return f"must be 'auto' or an integer from 0 to {MAX_THREADS}" + (" (or empty: the preset's)" if empty_ok else "")
+
+
+def threads_arg(default: str = "0", note: str = "", *, empty_ok: bool = False) -> Any:
+    """The one ``--threads`` field: a string, ``auto`` (the fastest count, measured at start-up:
+    :func:`worldmodels.profiling.auto_threads`), ``0`` (torch's default) or ``n``; checked when the config is built."""
+    help_text = "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n" + (
+        f"; {note}" if note else "")
+    return arg(default, help_text, check=lambda c: threads_problem(c.threads, empty_ok=empty_ok))
+
+
 def _field_type(cls: type, field: dataclasses.Field) -> Any:
     hints = typing.get_type_hints(cls)
     return hints[field.name]
