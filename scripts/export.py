@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from scripts import dream
+from scripts import dream, fidelity
 from worldmodels.checkpoint import allow_unverified_arg, read_config
 from worldmodels.config import arg, directory_problem, read_json, save_json_atomic
 from worldmodels.open_loop import PROTOCOLS, SAMPLES, card_section
@@ -49,7 +49,8 @@ class ExportConfig:
                       choices=FORMATS)
     checkpoint: str = arg("", "with --format onnx: the model to export instead of --run-dir (a shipped name, an "
                               "exported directory or a run, as worldmodels.load takes)")
-    out: str = arg("", "pretrained directory to write (e.g. checkpoints/NAME); empty = RUN_DIR/export",
+    out: str = arg("", "pretrained directory to write (e.g. checkpoints/NAME); empty = RUN_DIR/export "
+                       "(--format onnx: RUN_DIR/onnx)",
                    check=lambda c: directory_problem(c.out))
     train_command: str = arg("", "the exact command that trained the run, quoted in the model card")
     wall_time: str = arg("", "wall time of that command as measured (e.g. '5 min 24 s'), quoted in the card")
@@ -60,6 +61,8 @@ class ExportConfig:
     protocol: str = arg("fair", "held-out open-loop KPIs: fair, first-rows (the old protocol) or both (wm dream)",
                         choices=PROTOCOLS)
     samples: int = arg(SAMPLES, "fair protocol: sampled futures per window", minimum=1, maximum=256)
+    fidelity_episodes: int = arg(0, "decision fidelity (wm fidelity): real episodes per policy, into config.json "
+                                    "metrics and the card; 0 = off (it takes minutes)", minimum=0, maximum=10_000)
     device: str = arg("cpu", "torch device of the held-out measurement: auto, cpu or cuda (cpu: the card's figures "
                              "match across machines)", choices=dream.DEVICES)
     threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
@@ -148,7 +151,7 @@ agent and a random policy); `kpi/*` are the held-out open-loop figures above.
 
 def _card(config: ExportConfig, pretrained: dict, facts: dict) -> str:
     section = metrics_section(pretrained.get("metrics", {}), episodes=config.heldout_episodes, context=config.context,
-                              horizon=config.horizon)
+                              horizon=config.horizon) + fidelity.card_part(pretrained)
     return f"""# {Path(config.out).name}
 
 A {pretrained.get('family')} world model for `{pretrained.get('env_id')}`, trained by this project on this CPU.
@@ -238,6 +241,10 @@ def run(config: ExportConfig) -> dict:
     kpis = {} if vectors else heldout_kpis(out, config)
     pretrained = read_config(out)
     pretrained["metrics"] = {**pretrained.get("metrics", {}), **kpis}
+    if config.fidelity_episodes:  # opt-in: every policy of the set plays that many real episodes
+        pretrained = fidelity.add_to_model_config(pretrained, fidelity.fidelity_kpis(
+            out, episodes=config.fidelity_episodes, device=config.device, threads=config.threads,
+            allow_unverified=config.allow_unverified))
     save_json_atomic(out / "config.json", pretrained)
     card = _card(config, pretrained, _run_facts(run_dir))
     tmp = out / ".README.md.tmp"

@@ -209,8 +209,9 @@ def describe(step: DreamerStep | WorldModelsStep, example: dict[str, torch.Tenso
     return {
         "format": SPEC_FORMAT, "onnx": ONNX_FILE, "opset": OPSET, "family": family, "source": source,
         "env_id": env_id, "env_options": env_options, "obs_shape": list(obs_shape),
-        "torch_policy": f"worldmodels.load({source!r}).policy().act(obs, is_first, state): the actor's mode / C's "
-                        "deterministic action; V filters with its posterior mean",
+        "torch_policy": f"worldmodels.load({source!r}).policy().act(obs, is_first, state), " + (
+            "the actor's mode; the posterior z drawn with the 'uniform' input" if "uniform" in example
+            else "V's posterior mean, C's deterministic action"),
         "inputs": [_tensor_entry(name, tensor) for name, tensor in example.items()],
         "outputs": [_tensor_entry(name, tensor) for name, tensor in zip(output_names(step), outputs)],
         "state": dict(step.STATE),
@@ -246,16 +247,24 @@ def export_onnx(pretrained: Any, out: str | Path, *, source: str = "") -> dict[s
     started = time.perf_counter()
     tmp = out / f".{ONNX_FILE}.{os.getpid()}.tmp"
     try:
-        with writing(out / ONNX_FILE), _quiet_exporter(), torch.no_grad():
-            torch.onnx.export(step, tuple(example.values()), str(tmp), input_names=list(example),
-                              output_names=list(output_names(step)), opset_version=OPSET, dynamo=True,
-                              external_data=False, dynamic_shapes={name: {0: batch} for name in example},
-                              optimize=True, verbose=False)
+        with writing(out / ONNX_FILE):
+            try:
+                with _quiet_exporter(), torch.no_grad():
+                    torch.onnx.export(step, tuple(example.values()), str(tmp), input_names=list(example),
+                                      output_names=list(output_names(step)), opset_version=OPSET, dynamo=True,
+                                      external_data=False, dynamic_shapes={name: {0: batch} for name in example},
+                                      optimize=True, verbose=False)
+            except (OSError, ValueError):
+                raise
+            except Exception as error:  # noqa: BLE001 - the exporter's many error types: one line naming the step
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+                raise ValueError(f"onnx export: torch.onnx could not export the {pretrained.family} step "
+                                 f"({type(error).__name__}: {first})") from error
+            seconds = time.perf_counter() - started
+            check_against_torch(step, tmp, tuple(pretrained.obs_shape))  # before it replaces anything
             os.replace(tmp, out / ONNX_FILE)
     finally:
         tmp.unlink(missing_ok=True)
-    seconds = time.perf_counter() - started
-    check_against_torch(step, out / ONNX_FILE, tuple(pretrained.obs_shape))
     spec = describe(step, example, family=pretrained.family, env_id=pretrained.env_id,
                     env_options=dict(pretrained.env_options), obs_shape=tuple(pretrained.obs_shape),
                     source=source or str(pretrained.path))
@@ -268,8 +277,8 @@ def export_onnx(pretrained: Any, out: str | Path, *, source: str = "") -> dict[s
 @torch.no_grad()
 def check_against_torch(step: DreamerStep | WorldModelsStep, path: Path, obs_shape: tuple[int, ...], *,
                         batch_size: int = 3, atol: float = 1e-4) -> None:
-    """Run the written file once in onnxruntime (when installed) on random inputs of another batch size than the
-    trace's, next to the torch step; a ``ValueError`` naming the output if any differs by more than ``atol``."""
+    """Run the written file once in onnxruntime (when installed) on random inputs and states, at another batch size
+    than the trace's, next to the torch step; a ``ValueError`` naming the output if any differs by more than ``atol``."""
     if importlib.util.find_spec("onnxruntime") is None:
         return
     import onnxruntime  # deferred: optional, only the export's self-check needs it
@@ -278,7 +287,9 @@ def check_against_torch(step: DreamerStep | WorldModelsStep, path: Path, obs_sha
     inputs = step.example_inputs(batch_size, obs_shape)
     inputs["obs"] = (torch.randint(0, 256, inputs["obs"].shape, generator=generator, dtype=torch.uint8)
                      if inputs["obs"].dtype == torch.uint8 else torch.randn(inputs["obs"].shape, generator=generator))
-    inputs["is_first"] = torch.tensor([True, False, False][:batch_size])
+    inputs["is_first"] = torch.arange(batch_size) == 0  # row 0 restarts; the others read the random state
+    for name in step.STATE:  # random states, so that every recurrent weight shows in the outputs
+        inputs[name] = torch.randn(inputs[name].shape, generator=generator)
     if "uniform" in inputs:
         inputs["uniform"] = torch.rand(inputs["uniform"].shape, generator=generator)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -63,6 +63,7 @@ for t in range(args.steps):
     if args.frames == "env":
         frame, reward, done = env_step(int(action) if spec["action"]["kind"] == "discrete" else action)
         if done:
+            print(f"episode ends at step {t}: return {total + reward:+.0f}")
             frame, is_first = env.reset()[0], True
     total += reward
     if t % 10 == 0 or t == args.steps - 1:

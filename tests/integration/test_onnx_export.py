@@ -21,7 +21,7 @@ import worldmodels
 from model_fixtures import CATCH, DEBUG_AGENT, tiny_dreamer, tiny_worldmodels
 from scripts.export import ExportConfig, run as export
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.onnx_export import SPEC_FILE
+from worldmodels.onnx_export import SPEC_FILE, check_against_torch, policy_step
 from worldmodels.pretrained import build, save_dreamer
 
 ort = pytest.importorskip("onnxruntime")
@@ -119,6 +119,16 @@ def test_continuous_controller_exports_its_box_action(tmp_path):
     assert action == {**action, "kind": "continuous", "env_action": "action", "low": [-1.0, 0.0], "high": [1.0, 1.0]}
 
 
+def test_the_export_self_check_refuses_a_file_that_disagrees_with_torch(tiny_models):
+    step = policy_step(worldmodels.load(tiny_models / "worldmodels").policy())
+    path = tiny_models / "worldmodels-onnx" / "policy.onnx"
+    check_against_torch(step, path, (16, 16, 3))  # the written file agrees
+    with torch.no_grad():
+        step.world_model.mdnrnn.lstm.weight_hh_l0.add_(0.1)  # as if the exporter had mistranslated M
+    with pytest.raises(ValueError, match="next_h .* away from the torch step"):
+        check_against_torch(step, path, (16, 16, 3))
+
+
 def test_vector_dreamer_with_a_continuous_actor(tmp_path):
     """The other Dreamer paths: the MLP encoder on float vectors and the bounded-normal actor's mode."""
     spec = ActionSpec("continuous", 2, (-2.0, -1.0), (2.0, 1.0))
@@ -140,6 +150,8 @@ def test_bad_requests_are_one_line_errors(tmp_path):
         export(ExportConfig(format="onnx", checkpoint=str(tmp_path / "no-c")))
     with pytest.raises(ValueError, match="--checkpoint or --run-dir"):
         export(ExportConfig(format="onnx", out=str(tmp_path / "out")))
+    with pytest.raises(ValueError, match="--checkpoint goes with --format onnx"):
+        export(ExportConfig(checkpoint=str(tmp_path / "no-c"), out=str(tmp_path / "out")))
 
 
 @pytest.mark.slow
