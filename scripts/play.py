@@ -9,15 +9,14 @@ free port, and the URL is printed. Endpoints and time alignment: :mod:`worldmode
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
-from scripts.serve import is_loopback, url_of
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg
+from worldmodels.config import arg, threads_arg
 from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load
 from worldmodels.serving.play import MAX_SEED, PlaySettings, create_play_app
+from worldmodels.serving.sockets import bind, is_loopback, url_of
 
 
 @dataclass
@@ -38,29 +37,11 @@ class PlayConfig:
     idle_timeout_s: float = arg(600.0, "a page idle this long (seconds) loses its session (its envs are closed)",
                                 above=0.0, maximum=86_400.0)
     device: str = arg("cpu", "torch device of the model: auto, cpu or cuda")
-    threads: str = arg("1", "torch CPU threads: 'auto', 0 (torch default) or n")
+    threads: str = threads_arg("1")
     allow_unverified: bool = allow_unverified_arg()
 
 
 CONFIG = PlayConfig
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: a free one).
-
-    Made with ``proto=IPPROTO_TCP``: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP, and
-    without it every response waited on Nagle + delayed ACK: 45 ms per request here, 5.6 ms with it (measured).
-    """
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise ValueError(f"cannot bind {host}:{port} ({error.strerror}); choose another --port, or --port 0 for a "
-                         f"free one") from None
-    sock.listen(16)
-    return sock
 
 
 def make_server(config: PlayConfig):

@@ -11,8 +11,6 @@ README's serving section.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import dataclass
 
 from scripts.serve_load import TOKEN_ENV, token_from
@@ -24,6 +22,7 @@ from worldmodels.registry import load
 from worldmodels.serving import SessionSettings, create_app
 from worldmodels.serving.connections import ACCEPT_BACKLOG, connection_cap, guarded_protocol
 from worldmodels.serving.sessions import MAX_IDLE_TIMEOUT_S, MAX_WAIT_MS
+from worldmodels.serving.sockets import bind, is_loopback, url_of
 
 
 @dataclass
@@ -56,39 +55,10 @@ class ServeConfig:
 CONFIG = ServeConfig
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a hostname: it may resolve to anything, so it counts as exposed
-        return False
-
-
 def check_host(host: str, token: str) -> None:
     if not is_loopback(host) and not token:
         raise ValueError(f"--host {host} is not a loopback address; serving it without auth would expose the model "
                          f"to the network: pass --token T (or set {TOKEN_ENV}), or use --host 127.0.0.1")
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (port 0: a free one), bound before serving so its port can be printed."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise ValueError(f"cannot bind {host}:{port} ({error.strerror}); choose another --port, or --port 0 for a free one") from None
-    sock.listen(ACCEPT_BACKLOG)
-    sock.set_inheritable(True)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def make_server(config: ServeConfig):
@@ -106,7 +76,7 @@ def make_server(config: ServeConfig):
                                max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
     app = create_app(model, settings=settings, token=token, name=config.checkpoint, sample=config.sample,
                      seed=config.seed)
-    sock = bind(config.host, config.port)
+    sock = bind(config.host, config.port, backlog=ACCEPT_BACKLOG)
     # The guarded h11 protocol closes half-open connections and caps them below the open-file limit; no
     # websockets, which would leave the guard's bookkeeping.
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,

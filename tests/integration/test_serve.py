@@ -31,7 +31,8 @@ import worldmodels
 from model_fixtures import CATCH, tiny_dreamer, tiny_worldmodels
 from serving import serving
 from scripts.cli import main
-from scripts.serve import ServeConfig, check_host, is_loopback
+from scripts.serve import ServeConfig, check_host
+from worldmodels.serving.sockets import is_loopback
 from scripts.serve_load import ServeLoadConfig
 from worldmodels.controllers.linear import make_controller
 from worldmodels.envs import make
