@@ -45,6 +45,7 @@ COMMANDS: dict[str, Command] = {
     "remeasure": Command("scripts.remeasure", "Re-measure a shipped or exported model's held-out open-loop KPIs and baselines in place (as wm export)."),
     "atari-table": Command("scripts.atari_table", "The Atari-20k table: finished wm dreamer Atari runs -> results/atari20k.json and a markdown table with HNS."),
     "plan": Command("scripts.plan", "Plan with any saved world model (MPC: shooting, CEM, iCEM, MPPI) in the real env next to random on the same seeds."),
+    "fidelity": Command("scripts.fidelity", "Decision fidelity: a policy set's returns in a saved world model's dream vs the real env (Spearman, regret)."),
     "play": Command("scripts.play", "Play inside a saved world model's dream in the browser (keyboard or its policy), the real env beside it."),
 }
 

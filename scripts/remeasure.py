@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
+from scripts import fidelity
 from scripts.export import ExportConfig, heldout_kpis, metrics_section
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, read_json, save_json_atomic
@@ -29,6 +30,8 @@ class RemeasureConfig:
     protocol: str = arg("fair", "held-out open-loop KPIs: fair, first-rows (the old protocol) or both (wm dream)",
                         choices=PROTOCOLS)
     samples: int = arg(SAMPLES, "fair protocol: sampled futures per window", minimum=1, maximum=256)
+    fidelity_episodes: int = arg(0, "decision fidelity (wm fidelity): real episodes per policy, into config.json "
+                                    "metrics and the card; 0 = off (it takes minutes)", minimum=0, maximum=10_000)
     device: str = arg("cpu", "torch device: auto, cpu or cuda (cpu: the figures match across machines)")
     threads: str = arg("0", "torch CPU threads: 'auto', 0 (torch's default) or n")
     allow_unverified: bool = allow_unverified_arg()
@@ -52,13 +55,18 @@ def run(config: RemeasureConfig) -> dict:
     kpis = heldout_kpis(out, settings)
     model_config = read_json(out / "config.json", what="the model's settings")
     model_config["metrics"] = {**model_config.get("metrics", {}), **kpis}
+    if config.fidelity_episodes:  # opt-in: every policy of the set plays that many real episodes
+        model_config = fidelity.add_to_model_config(model_config, fidelity.fidelity_kpis(
+            out, episodes=config.fidelity_episodes, device=config.device, threads=config.threads,
+            allow_unverified=config.allow_unverified))
+        kpis = {**kpis, **fidelity.metrics(model_config[fidelity.MODEL_KEY])}
     save_json_atomic(out / "config.json", model_config)
     card_path = out / "README.md"
     card = card_path.read_text() if card_path.is_file() else ""
     if CARD_SECTION in card and CARD_SECTION_END in card:  # a model without an export's card keeps only config.json
         begin, end = card.index(CARD_SECTION), card.index(CARD_SECTION_END)
         section = metrics_section(model_config["metrics"], episodes=settings.heldout_episodes,
-                                  context=settings.context, horizon=settings.horizon)
+                                  context=settings.context, horizon=settings.horizon) + fidelity.card_part(model_config)
         tmp = card_path.with_name(".README.md.tmp")
         tmp.write_text(card[:begin] + section + "\n" + card[end:])
         tmp.replace(card_path)  # atomic, as export writes its card
