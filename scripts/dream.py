@@ -49,6 +49,7 @@ from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load
 
 DEVICES = ("auto", "cpu", "cuda")
+AGENT_ENVS = 8  # sub-envs the model's own policy plays its held-out episodes in (batched acting)
 
 
 @dataclass
@@ -173,33 +174,35 @@ def _open_loop_clips(model, batch: dict[str, torch.Tensor], config: DreamConfig)
     return strip, grid
 
 
-def _episodes(env: VectorEnv, policy, *, count: int, rows: int, seed: int,
-              device: torch.device | str = "cpu") -> list[dict]:
-    """``count`` episodes of at most ``rows`` rows, episode ``i`` reset with ``seed + i``; ``policy`` ``None``: a
-    uniform random policy seeded ``seed + i`` on the CPU (the episodes :func:`collect_episode` records)."""
+def random_episodes(env: VectorEnv, *, count: int, rows: int, seed: int) -> list[dict]:
+    """``count`` episodes of at most ``rows`` rows of a uniform random policy, episode ``i`` reset and its policy
+    seeded with ``seed + i`` (as :func:`collect_episode`: the first rows are the old protocol's episodes)."""
     spec = ActionSpec.from_space(env.single_action_space)
-    return [record_episode(env, policy or RandomPolicy(spec, seed=seed + i), max_rows=rows, seed=seed + i,
-                           device=device if policy else "cpu") for i in range(count)]
+    return [record_episode(env, RandomPolicy(spec, seed=seed + i), max_rows=rows, seed=seed + i) for i in range(count)]
 
 
-def heldout_scores(model, pretrained, env: VectorEnv, random_episodes: list[dict], config: DreamConfig,
+def heldout_scores(model, pretrained, env_id: str, randoms: list[dict], config: DreamConfig,
                    device: torch.device) -> dict[str, float]:
-    """The KPIs of ``--protocol``: the old ones on the first rows of ``random_episodes``, the fair ones on them and
+    """The KPIs of ``--protocol``: the old ones on the first rows of ``randoms``, the fair ones on them and
     on as many episodes of the model's own policy (none for a model without one)."""
     K, H = config.context, config.horizon
-    spec = ActionSpec.from_space(env.single_action_space)
+    spec = pretrained.action_spec  # the env's, checked by make_env_for
     kpis: dict[str, float] = {}
     if config.protocol in ("first-rows", "both"):
-        batches = [episode_batch(episode, spec, 0, K + H) for episode in random_episodes]
+        batches = [episode_batch(episode, spec, 0, K + H) for episode in randoms]
         with torch.no_grad():
             outs = [open_loop(model, b["obs"], b["action"], b["is_first"], context=K) for b in batches]
         kpis.update(pooled_kpis(batches, outs, K))
     if config.protocol in ("fair", "both"):
-        sources = {"random": random_episodes}
+        sources = {"random": randoms}
         agent = pretrained.policy(seed=config.seed)
-        if not isinstance(agent, RandomPolicy):  # the model's own policy, on the same seeds
-            sources["agent"] = _episodes(env, agent, count=config.episodes, rows=config.episode_rows,
-                                         seed=config.seed, device=device)
+        if not isinstance(agent, RandomPolicy):  # the model's own policy, on the same seeds, a batch of envs at once
+            envs = make_env_for(pretrained, env_id, min(config.episodes, AGENT_ENVS), seed=config.seed)
+            try:
+                sources["agent"] = fair.policy_episodes(envs, agent, count=config.episodes, rows=config.episode_rows,
+                                                        seed=config.seed, device=device)
+            finally:
+                envs.close()
         kpis.update(fair.fair_kpis(model, sources, context=K, horizon=H, windows=config.windows,
                                    samples=config.samples, seed=config.seed, encode=spec.to_model,
                                    moving_threshold=config.moving_threshold, reward_threshold=config.reward_threshold))
@@ -229,8 +232,8 @@ def run(config: DreamConfig) -> dict:
         logdir = Path(config.logdir)
         logdir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(logdir))
-        random_episodes = _episodes(env, None, count=config.episodes, rows=rows, seed=config.seed)
-        for i, episode in enumerate(random_episodes):
+        randoms = random_episodes(env, count=config.episodes, rows=rows, seed=config.seed)
+        for i, episode in enumerate(randoms):
             L = len(episode["obs"])
             if L <= start + K:
                 raise ValueError(f"episode {i} of {env_id} ended after {L} frames; use a --start + --context below {L} "
@@ -258,7 +261,7 @@ def run(config: DreamConfig) -> dict:
                     grid = latent_traversal_grid(model, batch["obs"][0, :1], batch["obs"][0], dims=6, steps=7)
                     if grid is not None:
                         viz.add_image_summary(writer, "dreams/latent_traversal", grid, 0)
-        kpis = heldout_scores(model, pretrained, env, random_episodes, config, device)
+        kpis = heldout_scores(model, pretrained, env_id, randoms, config, device)
         for name, value in sorted(kpis.items()):
             writer.add_scalar(name, value, 0)
     finally:

@@ -62,7 +62,8 @@ import numpy as np
 import torch
 
 from worldmodels import dreams
-from worldmodels.core import WorldModel
+from worldmodels.core import Policy, WorldModel
+from worldmodels.driver import Driver, episode_arrays
 from worldmodels.kpis import kpi_horizons, random_state_kept
 
 PROTOCOLS = ("fair", "first-rows", "both")
@@ -107,6 +108,38 @@ def draw_windows(episodes: Sequence[Episode], *, context: int, horizon: int, cou
         rows["terminated"].append(np.asarray(source["terminated"], dtype=bool)[index])
         rows["valid"].append(np.arange(t, t + T) < L)
     return {**{key: np.stack(value) for key, value in rows.items()}, "start": start, "episode": episode}
+
+
+class _FirstEpisodes:
+    """Driver hook: the rows of each sub-env's first episode, at most ``rows`` of them."""
+
+    def __init__(self, num_envs: int, rows: int) -> None:
+        self.rows, self.limit = [[] for _ in range(num_envs)], rows
+        self.done = np.zeros(num_envs, bool)
+
+    def on_row(self, env_index: int, row: dict[str, np.ndarray]) -> None:
+        if not self.done[env_index]:
+            self.rows[env_index].append({k: np.array(v) for k, v in row.items()})
+            self.done[env_index] = bool(row["terminated"] or row["truncated"]) or len(self.rows[env_index]) >= self.limit
+
+
+def policy_episodes(env: Any, policy: Policy, *, count: int, rows: int, seed: int,
+                    device: torch.device | str = "cpu") -> list[dict[str, np.ndarray]]:
+    """``count`` whole episodes of ``policy`` (at most ``rows`` rows each), store-encoded ``(L, ...)`` arrays;
+    episode ``i`` starts from ``reset(seed + i)``. The vector ``env``'s sub-envs play them in waves, so a model
+    policy acts on batches (one at a time it was ~50x slower here); an episode cut at ``rows`` gets a zero last
+    action, as a stored one does."""
+    out: list[dict[str, np.ndarray]] = []
+    for wave in range(0, count, env.num_envs):
+        keep = _FirstEpisodes(env.num_envs, rows)
+        driver = Driver(env, policy, hooks=[keep], device=device)
+        driver.reset(seed=seed + wave)  # sub-env i -> seed + wave + i
+        while not keep.done.all():
+            driver.step()
+        for episode in keep.rows[:count - wave]:
+            episode[-1]["action"] = np.zeros_like(episode[-1]["action"])
+            out.append(episode_arrays(episode))
+    return out
 
 
 def batch_fragments(batch: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:

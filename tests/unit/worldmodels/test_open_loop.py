@@ -137,3 +137,23 @@ def test_card_section_lists_each_source():
     card = open_loop.card_section(kpis)
     assert card.index("**random-policy") < card.index("**agent-policy") and "| agent |" in card and "K = 2" in card
     assert open_loop.card_section({"kpi/open_loop_mse_h1": 0.1}) == ""
+
+
+def test_policy_episodes_are_whole_episodes_from_the_seeds_in_waves():
+    from worldmodels.driver import record_episode
+    from worldmodels.envs import make_vector
+    from worldmodels.policies import RandomPolicy
+
+    env = make_vector("worldmodels/Catch-v0", 3, image_size=S)
+    try:
+        episodes = open_loop.policy_episodes(env, RandomPolicy(SPEC, seed=0), count=5, rows=100, seed=10)
+        cut = open_loop.policy_episodes(env, RandomPolicy(SPEC, seed=0), count=2, rows=4, seed=10)
+        single = make_vector("worldmodels/Catch-v0", 1, image_size=S)
+        firsts = [record_episode(single, RandomPolicy(SPEC, seed=0), max_rows=1, seed=10 + i)["obs"][0] for i in range(5)]
+        single.close()
+    finally:
+        env.close()
+    assert len(episodes) == 5 and all(len(e["obs"]) == 10 and e["terminated"][-1] for e in episodes)  # Catch: 10 rows
+    for episode, first in zip(episodes, firsts):  # episode i starts from reset(seed + i), in both waves
+        np.testing.assert_array_equal(episode["obs"][0], first)
+    assert [len(e["obs"]) for e in cut] == [4, 4] and all(e["action"][-1] == 0 for e in cut)
