@@ -13,7 +13,8 @@ One training step on a replayed ``(B, T)`` chunk:
 4. actor: REINFORCE with percentile-normalised advantages + entropy (Eq. 11); its own optimiser step.
 
 Three optimisers mean manual optimisation (``automatic_optimization = False``): each one runs
-zero_grad -> manual_backward -> clip_gradients -> step, written once in :meth:`_update`.
+zero_grad -> manual_backward -> clip_gradients -> finite check -> step: the project's one learner step
+(:func:`trainers.learner.learner_step`), called by :meth:`_update`.
 Lightning counts every optimiser step in ``global_step``: one training step adds 3.
 """
 
@@ -28,7 +29,8 @@ import torch
 from torch.profiler import record_function
 
 from trainers.callbacks import log_return_vs_env_steps
-from trainers.guards import check_update
+from trainers.guards import scales_loss
+from trainers.learner import learner_step
 from trainers.losses import weighted_sum
 from trainers.online import BatchRequest
 from worldmodels.config import arg, from_dict, to_dict
@@ -205,15 +207,14 @@ class DreamerModule(L.LightningModule):
                 batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One optimiser step on the weighted ``parts``; a non-finite loss or gradient stops training before it."""
         loss = weighted_sum(parts, self.loss_scales)
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         # A diverged world model often shows first in the actor's loss: the hint names every rate, unless the
         # batch itself holds NaN (a NaN reward from the env used to be blamed on the learning rate).
-        check_update(self.trainer, optimizer, loss, lambda: parts,
+        learner_step(optimizer, parts, total=loss, backward=self.manual_backward,
+                     clip_with=lambda: self.clip_gradients(optimizer, gradient_clip_val=clip,
+                                                           gradient_clip_algorithm="norm"),
+                     check_norm=not scales_loss(self.trainer),
                      where=f"dreamer step {self.global_step // OPTIMISERS_PER_STEP}, {part} update",
                      hint=lambda: batch_problem(batch) or "a lower --model-lr / --actor-lr / --critic-lr usually fixes this")
-        optimizer.step()
         return loss
 
     # ------------------------------------------------------------------ checkpoints of the replay position

@@ -11,12 +11,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import torch
+
+from trainers.learner import learner_step
 from trainers.pets_run import EnsembleTrainer, PETSRunConfig, build_world_model, make_state_env
 from worldmodels import profiling
 from worldmodels.config import arg, threads_arg
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.evaluation import evaluate_against_random
 from worldmodels.mbpo import SAC, MBPOSettings, SACPolicy, run_mbpo
+from worldmodels.mbpo.sac import sac_losses
 
 
 @dataclass
@@ -79,6 +83,24 @@ def settings(config: MBPORunConfig) -> MBPOSettings:
                         batch_size=config.batch_size, seed=config.seed)
 
 
+class SACLearner:
+    """SAC's three optimisers (critic, actor, temperature; Haarnoja et al. 2018), stepped together by the one
+    learner step on :func:`worldmodels.mbpo.sac_losses` (disjoint graphs: one backward serves all three), then the
+    target critic's Polyak update. :meth:`update` is ONE SAC step."""
+
+    def __init__(self, sac: SAC, *, lr: float) -> None:
+        self.sac = sac
+        self.optimizers = [torch.optim.Adam(params, lr=lr) for params in sac.parts_parameters().values()]
+        self.updates = 0
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        losses = sac_losses(self.sac, batch)
+        learner_step(self.optimizers, losses, where=f"sac update {self.updates}", hint="a lower --lr usually fixes this")
+        self.sac.update_target()
+        self.updates += 1
+        return {name: float(value.detach()) for name, value in losses.items()}
+
+
 def train_mbpo(config: MBPORunConfig, *, writer: Any = None) -> dict[str, Any]:
     """Run MBPO, then evaluate the actor's mean action vs random -> ``{"eval": eval.json dict, ...}``."""
     profiling.set_threads(config.threads, rows=config.batch_size, width=config.hidden)
@@ -92,9 +114,10 @@ def train_mbpo(config: MBPORunConfig, *, writer: Any = None) -> dict[str, Any]:
     world_model = build_world_model(pets, obs_dim, spec).to(device)
     fitter = EnsembleTrainer(world_model, lr=pets.lr, weight_decay=pets.weight_decay, batch_size=pets.batch_size,
                              epochs=pets.epochs, holdout=pets.holdout, seed=config.seed)
-    sac = SAC(obs_dim, spec, hidden=config.hidden, lr=config.lr, gamma=config.gamma).to(device)
+    sac = SAC(obs_dim, spec, hidden=config.hidden, gamma=config.gamma).to(device)
+    learner = SACLearner(sac, lr=config.lr)
     log = None if writer is None else (lambda tag, value, step: writer.add_scalar(tag, value, step))
-    result = run_mbpo(env, world_model, fitter.fit, sac, settings(config), log=log)
+    result = run_mbpo(env, world_model, fitter.fit, sac, settings(config), update=learner.update, log=log)
     env.close()
     eval_env = make_state_env(config.env, min(config.eval_episodes, 5))
     record = evaluate_against_random(eval_env, SACPolicy(sac, sample=False), env_id=config.env,

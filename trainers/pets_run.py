@@ -26,16 +26,16 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch.nn.utils import get_total_norm
 
 from trainers.callbacks import log_return_vs_env_steps
+from trainers.learner import learner_step
 from worldmodels import profiling
 from worldmodels.config import arg, save_json_atomic, threads_arg, to_dict
 from worldmodels.driver import Driver
 from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.evaluation import evaluate_against_random, summary_line, write_eval
-from worldmodels.finite import all_finite, check_finite
+from worldmodels.finite import all_finite
 from worldmodels.kpis import log_planner_kpis, open_loop_errors
 from worldmodels.pets import PROPAGATIONS, PETSWorldModel, ProbabilisticEnsemble, bootstrap_indices
 from worldmodels.pets.envs import make_state_env
@@ -158,12 +158,8 @@ class EnsembleTrainer:
             for begin in range(0, shuffled.shape[1], self.batch_size):
                 index = shuffled[:, begin:begin + self.batch_size]  # (E, b)
                 parts = ensemble.loss(inputs[index], targets[index])
-                assert parts.keys() == LOSS_SCALES.keys(), f"loss parts {sorted(parts)} vs scales {sorted(LOSS_SCALES)}"
-                loss = sum(LOSS_SCALES[k] * v for k, v in parts.items())
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self._check_step(parts, inputs, targets, steps)
-                self.optimizer.step()
+                learner_step(self.optimizer, parts, scales=LOSS_SCALES, where=f"ensemble fit {self.fits} step {steps}",
+                             hint=lambda: self._hint(inputs, targets))
                 steps += 1
         self.fits += 1
         check = val if held else train
@@ -173,18 +169,12 @@ class EnsembleTrainer:
                 "elites": elites.tolist(), "transitions": N}
 
 
-    def _check_step(self, parts: dict[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor,
-                    step: int) -> None:
-        """One host sync: a NaN loss or gradient stops the run before the step is applied (a diverged ensemble
-        used to plan with NaN to the end and leave its eval.json behind)."""
-        grads = [p.grad for p in self.world_model.ensemble.parameters() if p.grad is not None]
-        values = {**{f"loss part {key!r}": value for key, value in parts.items()}, "gradient norm": get_total_norm(grads)}
-        if all_finite(list(values.values())):
-            return
-        data = all_finite([inputs, targets])
-        check_finite(values, where=f"ensemble fit {self.fits} step {step}",
-                     hint="a lower --lr usually fixes this" if data else
-                     "the transitions it fits are not finite: the env's data went bad, not the learning rate")
+    @staticmethod
+    def _hint(inputs: torch.Tensor, targets: torch.Tensor) -> str:
+        """What to try when a step went non-finite (a diverged ensemble used to plan with NaN to the end)."""
+        if all_finite([inputs, targets]):
+            return "a lower --lr usually fixes this"
+        return "the transitions it fits are not finite: the env's data went bad, not the learning rate"
 
 
 def log_episode(writer: Any, buffer: "TransitionBuffer", world_model: PETSWorldModel, planner: CEM,

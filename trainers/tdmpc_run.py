@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
+from trainers.learner import learner_step
 from trainers.online import StreamReplay
 from worldmodels import profiling
 from worldmodels.config import arg, threads_arg
@@ -34,7 +35,7 @@ from worldmodels.envs.cartpole_continuous import register_continuous_cartpole
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import evaluate_against_random, run_episodes
-from worldmodels.finite import all_finite, batch_problem, check_finite
+from worldmodels.finite import batch_problem
 from worldmodels.policies import ModelPolicy, RandomPolicy
 from worldmodels.tdmpc.family import planner_policy
 from worldmodels.tdmpc import (MODEL_LOSS_PARTS, PriorHead, RunningScale, TDMPCWorldModel, model_loss, prior_loss,
@@ -150,22 +151,14 @@ class TDMPCLearner:
         """``batch``: ``(B, H+1, ...)`` replay windows -> the unweighted loss parts and the prior loss."""
         config, model = self.config, self.model
         losses, rolled = model_loss(model, batch, rho=config.rho)
-        total = sum(self.loss_scales[name] * losses[name] for name in MODEL_LOSS_PARTS)
-        self.model_optim.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.model_optim.param_groups for p in g["params"]],
-                                                   config.grad_clip)
-        values = {**losses, "grad_norm": grad_norm}
-        if not all_finite(list(values.values())):  # a NaN batch (the env's data) is not the learning rate's fault
-            check_finite(values, where=f"tdmpc update {self.updates}", hint=batch_problem(batch) or "lower --lr")
-        self.model_optim.step()
+        # A NaN batch (the env's data) is not the learning rate's fault: the hint says which it was.
+        learner_step(self.model_optim, losses, scales=self.loss_scales, clip=config.grad_clip,
+                     where=f"tdmpc update {self.updates}", hint=lambda: batch_problem(batch) or "lower --lr")
         prior = prior_loss(model, rolled, self.scale, rho=config.rho, entropy_coef=config.entropy_coef,
                            valid=valid_transitions(batch["is_first"]))
-        self.prior_optim.zero_grad(set_to_none=True)
-        prior["prior"].backward()  # also reaches the Q heads' .grad, cleared by the next model zero_grad
-        prior_norm = torch.nn.utils.clip_grad_norm_(model.prior.parameters(), config.grad_clip)
-        check_finite({**prior, "grad_norm": prior_norm}, where=f"tdmpc prior update {self.updates}", hint="lower --lr")
-        self.prior_optim.step()
+        # The prior's backward also reaches the Q heads' .grad, cleared by the next model step's zero_grad.
+        learner_step(self.prior_optim, {"prior": prior["prior"]}, clip=config.grad_clip,
+                     where=f"tdmpc prior update {self.updates}", hint="lower --lr")
         model.update_target(config.tau)
         self.updates += 1
         return {name: float(value.detach()) for name, value in {**losses, **prior}.items()}

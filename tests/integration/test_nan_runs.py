@@ -117,7 +117,7 @@ def test_tdmpc_with_a_diverging_model_stops(tmp_path, capsys, monkeypatch):
     _nan_after(monkeypatch, tdmpc, "prior_loss", "prior")
     assert main([*TDMPC, "--run-dir", str(tmp_path / "run")]) == 2
     line = _one_line(capsys)
-    assert line.startswith("wm tdmpc: error: tdmpc prior update 0: prior is nan"), line
+    assert line.startswith("wm tdmpc: error: tdmpc prior update 0: loss part 'prior' is nan"), line
     _nothing_nan_written(tmp_path / "run")
 
 

@@ -140,8 +140,13 @@ def mixed_batch(real: TransitionReplay, model: TransitionReplay, *, batch_size: 
 
 
 def run_mbpo(env: Any, world_model: WorldModel, fit_model: Callable[[dict[str, torch.Tensor]], dict[str, Any]],
-             sac: SAC, settings: MBPOSettings, *, log: Callable[[str, float, int], None] | None = None) -> dict[str, Any]:
-    """The loop of the module docstring on a 1-env vector ``env``; returns the training curve and counters."""
+             sac: SAC, settings: MBPOSettings, *, update: Callable[[dict[str, torch.Tensor]], dict[str, float]],
+             log: Callable[[str, float, int], None] | None = None) -> dict[str, Any]:
+    """The loop of the module docstring on a 1-env vector ``env``; returns the training curve and counters.
+
+    ``fit_model(real transitions)`` refits the ensemble and ``update(batch)`` takes one SAC step (both live in
+    ``trainers``: the library holds no optimiser).
+    """
     if not 0.0 <= settings.real_ratio <= 1.0:
         raise ValueError(f"real_ratio must be in [0, 1], got {settings.real_ratio}")
     device = sac.log_alpha.device
@@ -154,7 +159,7 @@ def run_mbpo(env: Any, world_model: WorldModel, fit_model: Callable[[dict[str, t
     driver = Driver(env, RandomPolicy(sac.action_spec, seed=settings.seed), hooks=[hook], device=device)
     driver.reset(seed=settings.seed)
     policy = SACPolicy(sac, sample=True)
-    began, model_stats, losses = time.perf_counter(), {}, {}
+    began, model_stats, losses, updates = time.perf_counter(), {}, {}, 0
     while driver.steps < settings.steps:
         if driver.steps == settings.warmup_steps:
             driver.policy = policy
@@ -171,13 +176,14 @@ def run_mbpo(env: Any, world_model: WorldModel, fit_model: Callable[[dict[str, t
             starts = real.sample(settings.rollouts, generator)["obs"]
             synthetic.add(branched_rollouts(world_model, policy, starts, rollout_length(settings.schedule, step)))
         for _ in range(settings.updates_per_step):
-            losses = sac.update(mixed_batch(real, synthetic, batch_size=settings.batch_size,
-                                            real_ratio=settings.real_ratio, generator=generator))
+            losses = update(mixed_batch(real, synthetic, batch_size=settings.batch_size,
+                                        real_ratio=settings.real_ratio, generator=generator))
+            updates += 1
         if log is not None and step % 250 == 0:
             for name, value in losses.items():
-                log(f"train/loss/{name}", value, sac.updates)  # losses: x = SAC updates; returns: x = env steps
+                log(f"train/loss/{name}", value, updates)  # losses: x = SAC updates; returns: x = env steps
             log("mbpo/rollout_length", rollout_length(settings.schedule, step), step)
             log("mbpo/synthetic_transitions", len(synthetic), step)
-    return {"train_returns": hook.returns, "env_steps": driver.steps, "sac_updates": sac.updates,
+    return {"train_returns": hook.returns, "env_steps": driver.steps, "sac_updates": updates,
             "synthetic_transitions": len(synthetic), "model": model_stats, "final_losses": losses,
             "train_s": round(time.perf_counter() - began, 1)}

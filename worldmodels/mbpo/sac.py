@@ -9,9 +9,9 @@ On a batch of transitions ``obs (N, D), action (N, A), reward (N,), next_obs (N,
     target   Qbar <- (1 - tau) Qbar + tau Q
 
 The actor is the tanh-squashed Gaussian of :class:`worldmodels.tdmpc.model.Prior` (eq. 21's change of
-variables), scaled into the Box. :func:`sac_losses` returns the named, unweighted parts; :class:`SAC` steps
-one optimiser per part (the actor's loss reads the critic, the critic's target reads the actor: each part's
-gradient reaches only its own parameters).
+variables), scaled into the Box. :func:`sac_losses` returns the named, unweighted parts; the learner in
+``trainers/mbpo_run.py`` steps one optimiser per part with the project's one learner step (the actor's loss reads
+the critic, the critic's target reads the actor: each part's gradient reaches only its own parameters).
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ import copy
 
 import torch
 from torch import nn
-from torch.nn.utils import get_total_norm
 
 from worldmodels.core import PolicyState
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.finite import check_finite
 from worldmodels.models.actor_critic import ema_update
 from worldmodels.models.heads import MLP
 from worldmodels.tdmpc.model import Prior
@@ -47,7 +45,7 @@ class TwinQ(nn.Module):
 class SAC(nn.Module):
     """Actor, twin critic and its Polyak target, ``log_alpha``; :meth:`update` is ONE SAC step on a batch."""
 
-    def __init__(self, obs_dim: int, action_spec: ActionSpec, *, hidden: int = 256, layers: int = 2, lr: float = 3e-4,
+    def __init__(self, obs_dim: int, action_spec: ActionSpec, *, hidden: int = 256, layers: int = 2,
                  gamma: float = 0.99, tau: float = 0.005, initial_alpha: float = 0.1) -> None:
         super().__init__()
         if action_spec.discrete:
@@ -59,28 +57,16 @@ class SAC(nn.Module):
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(float(initial_alpha)).log())
         self.target_entropy = -float(action_spec.dim)
-        self.optimizers = {"critic": torch.optim.Adam(self.critic.parameters(), lr=lr),
-                           "actor": torch.optim.Adam(self.actor.parameters(), lr=lr),
-                           "alpha": torch.optim.Adam([self.log_alpha], lr=lr)}
-        self.updates = 0
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One step of each optimiser on ``batch`` (see the module docstring) -> the loss parts as floats."""
-        losses = sac_losses(self, batch)
-        for name in SAC_LOSS_PARTS:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        sum(losses.values()).backward()  # disjoint graphs per part (see sac_losses): one backward serves all three
-        # One host sync: a NaN loss or gradient stops the run before its step is applied; NaN weights used to act
-        # on to the end and report "agent nan ± nan".
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        check_finite({**{f"loss part {name!r}": value for name, value in losses.items()},
-                      "gradient norm": get_total_norm(grads)},
-                     where=f"sac update {self.updates}", hint="a lower --lr usually fixes this")
-        for name in SAC_LOSS_PARTS:
-            self.optimizers[name].step()
+    def parts_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters each loss part of :func:`sac_losses` reaches (one optimiser each, in ``trainers``)."""
+        return {"critic": list(self.critic.parameters()), "actor": list(self.actor.parameters()),
+                "alpha": [self.log_alpha]}
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """``Qbar <- (1 - tau) Qbar + tau Q``, after each step of the critic."""
         ema_update(self.target_critic, self.critic, 1.0 - self.tau)
-        self.updates += 1
-        return {name: float(value.detach()) for name, value in losses.items()}
 
 
 def sac_losses(sac: SAC, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

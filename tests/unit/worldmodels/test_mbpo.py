@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from trainers.mbpo_run import SACLearner
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.mbpo import (SAC, SAC_LOSS_PARTS, SACPolicy, TransitionReplay, branched_rollouts, mixed_batch,
                               rollout_length, sac_losses)
@@ -64,8 +65,9 @@ def test_sac_loss_contract_and_update():
             if other != name:
                 assert all(p.grad is None for p in module.parameters()), (name, other)
     before = [p.clone() for p in sac.target_critic.parameters()]
-    sac.update(transitions(32))
-    assert sac.updates == 1 and any(not torch.equal(a, b) for a, b in zip(before, sac.target_critic.parameters()))
+    learner = SACLearner(sac, lr=3e-4)  # the optimisers live in trainers/ (the library holds none)
+    learner.update(transitions(32))
+    assert learner.updates == 1 and any(not torch.equal(a, b) for a, b in zip(before, sac.target_critic.parameters()))
     action, _ = SACPolicy(sac, sample=False).act(torch.randn(4, D), torch.ones(4, dtype=torch.bool), None)
     assert action.shape == (4, 2) and (action.abs() <= torch.tensor([2.0, 1.0])).all()  # squashed into the Box
 
