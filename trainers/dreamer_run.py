@@ -113,7 +113,7 @@ class DreamerRunConfig(DreamerAgentConfig):
 
 
 PRESETS: dict[str, dict] = {
-    "debug": {"deter": 32, "hidden": 32, "stoch": 4, "classes": 4, "depth": 8, "stages": 2, "layers": 1,
+    "debug": {"deter": 32, "hidden": 32, "stoch": 4, "classes": 4, "depth": 8, "stages": 2, "layers": 1, "steps": 400,
               "image_size": 16, "batch_size": 4, "seq_len": 8, "horizon": 5, "prefill": 200,
               "replay_ratio": 32.0, "capacity": 20_000, "checkpoint_every": 100, "log_every": 10,
               "eval_episodes": 5},
