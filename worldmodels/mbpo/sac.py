@@ -8,7 +8,7 @@ On a batch of transitions ``obs (N, D), action (N, A), reward (N,), next_obs (N,
     alpha    J(a) = E[-alpha (ln pi(a|s) + Hbar)],  Hbar = -dim(A)                                                (eq. 18)
     target   Qbar <- (1 - tau) Qbar + tau Q
 
-The actor is the tanh-squashed Gaussian of :class:`worldmodels.tdmpc.model.Prior` (eq. 21's change of
+The actor is the tanh-squashed Gaussian of :class:`worldmodels.models.policy_prior.Prior` (eq. 21's change of
 variables), scaled into the Box. :func:`sac_losses` returns the named, unweighted parts; the learner in
 ``trainers/mbpo_run.py`` steps one optimiser per part with the project's one learner step (the actor's loss reads
 the critic, the critic's target reads the actor: each part's gradient reaches only its own parameters).
@@ -25,7 +25,7 @@ from worldmodels.core import PolicyState
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.actor_critic import ema_update
 from worldmodels.models.heads import MLP
-from worldmodels.tdmpc.model import Prior
+from worldmodels.models.policy_prior import Prior
 
 SAC_LOSS_PARTS = ("critic", "actor", "alpha")
 
