@@ -59,7 +59,7 @@ CONFIG = FidelityConfig
 
 
 def measure(model: Pretrained, *, episodes: int, seed: int, env_id: str = "", horizon: int = 0,
-            termination: str = "threshold", num_envs: int = 35, device: Any = "cpu") -> dict:
+            termination: str = "threshold", num_envs: int = 35, device: Any = "cpu", progress: bool = True) -> dict:
     """Build the policy set and measure it: the :func:`worldmodels.fidelity.decision_fidelity` report, plus
     ``env``, ``policy_set`` (how each policy was made) and ``seconds``."""
     env_id = env_id or model.env_id
@@ -69,7 +69,7 @@ def measure(model: Pretrained, *, episodes: int, seed: int, env_id: str = "", ho
     policies, how = policy_set(model, make_env, seed=seed, horizon=horizon, termination=termination)
     built = time.perf_counter() - began
     report = decision_fidelity(model.world_model, policies, make_env, episodes=episodes, seed=seed, horizon=horizon,
-                               termination=termination, num_envs=num_envs, device=device)
+                               termination=termination, num_envs=num_envs, device=device, progress=progress)
     return {"env": env_id, **report, "policy_set": how,
             "seconds": {"policy_set": round(built, 1), "measure": round(time.perf_counter() - began - built, 1)}}
 

@@ -5,8 +5,8 @@ Seven policies per model, all acting through the model's own world model (so eac
     random           uniform random actions
     trained          the shipped policy (C with its saved parameters; Dreamer: the actor's mode, as wm evaluate)
     early, mid       intermediate checkpoints, which a shipped model does not keep, trained again in ITS OWN dream:
-                       World Models: C by CMA-ES from zero for CMAES_GENERATIONS generations (population 16,
-                         4 dreams each; worldmodels.fidelity_policies.cmaes_checkpoints)
+                       World Models: C by CMA-ES from zero for CMAES_GENERATIONS generations (CMAES_POPULATION
+                         candidates, CMAES_REPEATS dreams each; worldmodels.fidelity_policies.cmaes_checkpoints)
                        Dreamer: a fresh actor after ACTOR_UPDATES policy-gradient updates in the shipped world
                          model's imagination (DreamerV3's actor loss, DreamerModule.actor_critic_losses, at
                          ACTOR_LR_SCALE x the shipped actor's learning rate), its λ-returns bootstrapped by the
@@ -42,7 +42,8 @@ from worldmodels.models.actor_critic import ema_update
 from worldmodels.policies import ActorHead, ControllerHead, ModelPolicy, RandomPolicy
 from worldmodels.registry import FAMILIES, Pretrained
 
-CMAES_GENERATIONS = (2, 8)  # the shipped TakeCover C had 100, the tiny presets 12-30
+CMAES_GENERATIONS = (1, 4)  # the shipped TakeCover C had 100, the tiny presets 12-30
+CMAES_POPULATION, CMAES_REPEATS = 16, 2  # TakeCover: about 40 s a generation on the shared cores
 ACTOR_UPDATES = (30, 120)  # the shipped Boxing actor had 14,250 (1-2 s each on the shared cores)
 NOISE_SCALES = (0.3, 1.0)
 EPSILON = 0.3
@@ -154,12 +155,14 @@ def policy_set(model: Pretrained, make_env: Callable[[int], Any], *, seed: int, 
         env = make_env(16)
         try:
             found = cmaes_checkpoints(world_model, head.controller, env, generations=CMAES_GENERATIONS,
-                                      seed=build_seed, horizon=horizon, sample_done=termination == "sample")
+                                      population=CMAES_POPULATION, repeats=CMAES_REPEATS, seed=build_seed,
+                                      horizon=horizon, sample_done=termination == "sample")
         finally:
             env.close()
         checkpoints = {f"cmaes-{g}gen": ModelPolicy(world_model, ControllerHead(head.controller, params))
                        for g, params in found.items()}
-        how.update({name: f"C by CMA-ES from zero in this model's dream, {g} generations (population 16, 4 dreams)"
+        how.update({name: f"C by CMA-ES from zero in this model's dream, {g} generations (population "
+                          f"{CMAES_POPULATION}, {CMAES_REPEATS} dreams each)"
                     for name, g in zip(checkpoints, found)})
         perturb = lambda scale, s: perturbed_controller(world_model, head, scale, seed=s)  # noqa: E731
     else:

@@ -41,12 +41,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from worldmodels.core import LatentPolicy, Policy, PolicyState, WorldModel, index_state
-from worldmodels.driver import Driver
+from worldmodels.core import LatentPolicy, Policy, WorldModel, index_state
 from worldmodels.envs.factory import agent_frameskip, is_atari, registered_id, registry_spec
 from worldmodels.envs.options import ATARI_MAX_EPISODE_FRAMES, EnvOptions, resolve_options
 from worldmodels.envs.vizdoom import is_vizdoom, time_limit
+from worldmodels.fidelity_real import play
 from worldmodels.policies import ModelPolicy, PlannerPolicy, RandomPolicy
+from worldmodels.progress import Progress
 
 TERMINATIONS = ("threshold", "sample")
 MIN_POLICIES = 3  # a rank correlation of two points is always +-1: it says nothing
@@ -129,76 +130,17 @@ def _groups(assignment: np.ndarray, count: int) -> list[tuple[int, torch.Tensor]
     return [(p, torch.as_tensor(np.flatnonzero(assignment == p))) for p in range(count) if (assignment == p).any()]
 
 
-class PolicyRows:
-    """Several policies in one batch: row ``b`` is played by ``policies[assignment[b]]`` (a Policy over ``B`` rows).
-
-    One vector env (and one forward pass per policy per step) serves the whole set: on shared CPU cores a step of
-    35 Boxing envs costs little more than a step of 5. State: each policy's own carry.
-    """
-
-    def __init__(self, policies: list[Any], assignment: np.ndarray) -> None:
-        self.policies, self.action_spec = policies, policies[0].action_spec
-        self.groups = _groups(np.asarray(assignment), len(policies))
-
-    def initial(self, batch_size: int) -> PolicyState:
-        return None
-
-    def act(self, obs: torch.Tensor, is_first: torch.Tensor, state: PolicyState) -> tuple[torch.Tensor, PolicyState]:
-        states = list(state) if state is not None else [None] * len(self.policies)
-        action = torch.zeros(obs.shape[0], self.action_spec.dim, device=obs.device)  # (B, A)
-        for p, rows in self.groups:
-            rows = rows.to(obs.device)
-            chosen, states[p] = self.policies[p].act(obs[rows], is_first[rows], states[p])
-            action[rows] = chosen.to(action.device, action.dtype)
-        return action, states
-
-
-def play(env: Any, policies: list[Any], jobs: list[tuple[int, int]], *, seed: int, horizon: int,
-         device: torch.device | str = "cpu") -> tuple[np.ndarray, torch.Tensor]:
-    """Real episodes: job ``(p, j)`` is policy ``p`` from ``reset(seed + j)``, cut after ``horizon`` agent steps.
-
-    Jobs go in waves of ``env.num_envs`` (the last wave's spare envs repeat its last job, and are dropped). Returns
-    the undiscounted returns ``(J,)`` and each job's first observation ``(J, ...)``, the dream's start.
-    """
-    E, returns, firsts = env.num_envs, np.zeros(len(jobs)), []
-    for wave_start in range(0, len(jobs), E):
-        wave = jobs[wave_start:wave_start + E]
-        padded = wave + [wave[-1]] * (E - len(wave))
-        driver = Driver(env, PolicyRows(policies, np.array([p for p, _ in padded])), device=device)
-        driver.reset(seed=[seed + j for _, j in padded])
-        firsts.append(np.array(driver.current["obs"][:len(wave)]))
-        total, finished, steps = np.zeros(E), np.zeros(E, bool), 0
-        while not finished.all() and steps < horizon:  # the run_episodes loop, with per-env seeds and policies
-            rows = driver.step()
-            total += np.where(finished, 0.0, rows["reward"].astype(np.float64))
-            finished |= rows["terminated"] | rows["truncated"]
-            steps += 1
-        if not finished.all():  # cut at the horizon: the last executed step's reward is not recorded yet
-            total += np.where(finished, 0.0, driver.current["reward"].astype(np.float64))
-        returns[wave_start:wave_start + len(wave)] = total[:len(wave)]
-    return returns, torch.as_tensor(np.concatenate(firsts))
-
-
-def start_frames(env: Any, *, episodes: int, seed: int) -> torch.Tensor:
-    """The first observation of episode ``j = 0 .. episodes - 1``, ``(episodes, ...)``, reset as
-    :func:`~worldmodels.evaluation.run_episodes` resets it: waves of ``num_envs``, ``reset(seed=seed + wave_start)``."""
-    frames = []
-    for wave_start in range(0, episodes, env.num_envs):
-        obs, _ = env.reset(seed=seed + wave_start)  # sub-env i -> seed + wave_start + i
-        frames.append(np.asarray(obs)[:min(env.num_envs, episodes - wave_start)])
-    return torch.as_tensor(np.concatenate(frames))
-
-
 # ---------------------------------------------------------------------------------------------- the dream
 
 
 @torch.no_grad()
 def dream(world_model: WorldModel, policies: list[Any], assignment: np.ndarray, first_obs: torch.Tensor, *,
-          horizon: int, termination: str = "threshold", seed: int = 0) -> dict[str, np.ndarray]:
+          horizon: int, termination: str = "threshold", seed: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
     """Dream one episode per start frame ``first_obs (N, H, W, C)``, row ``b`` played by ``policies[assignment[b]]``.
 
     Returns ``{"returns" (N,), "lengths" (N,)}``: the summed predicted reward while alive and the imagined steps
     lived (the dying step included; ``horizon`` when the model never ends the episode). See the module diagram.
+    ``progress``: show the imagined steps with an ETA.
     """
     if termination not in TERMINATIONS:
         raise ValueError(f"termination must be one of {list(TERMINATIONS)}, got {termination!r}")
@@ -214,6 +156,7 @@ def dream(world_model: WorldModel, policies: list[Any], assignment: np.ndarray, 
         _, state = world_model.observe(first_obs.unsqueeze(1), None, torch.ones(N, 1, dtype=torch.bool))  # s_0
         alive = torch.ones(N, dtype=torch.float64)  # alive_k
         total, lengths = torch.zeros(N, dtype=torch.float64), torch.zeros(N, dtype=torch.float64)
+        shown = Progress("fidelity: dream", horizon, unit="step", enabled=progress)
         for k in range(horizon):
             feature = world_model.feature(state)  # (N, F)
             action = torch.zeros(N, world_model.action_spec.dim, device=feature.device)  # (N, A): a_k
@@ -236,8 +179,10 @@ def dream(world_model: WorldModel, policies: list[Any], assignment: np.ndarray, 
             total += alive * reward  # the step that ends the dream still pays
             lengths += alive
             alive = alive * (1.0 - done)
+            shown.update(1, detail=f"{int(alive.sum())} of {N} dreams running")
             if not bool(alive.any()):
                 break
+        shown.close()
     return {"returns": total.numpy(), "lengths": lengths.numpy()}
 
 
@@ -268,12 +213,12 @@ def _number(value: float) -> float | None:
 
 def decision_fidelity(world_model: WorldModel, policies: Mapping[str, Policy], make_env: Callable[[int], Any], *,
                       episodes: int, seed: int, horizon: int, termination: str = "threshold", num_envs: int = 40,
-                      device: torch.device | str = "cpu") -> dict[str, Any]:
+                      device: torch.device | str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Each policy's dream and real returns on episodes ``seed .. seed + episodes - 1``, and the set's statistics.
 
     ``make_env(num_envs)`` builds the real vector env (its observations are the model's); every policy's episodes
-    share it, ``num_envs`` (policy, episode) jobs at a time. The numbers are a function of the seed, the set and
-    ``num_envs``. Returns the report::
+    share it, ``num_envs`` (policy, episode) jobs at a time (:func:`worldmodels.fidelity_real.play`). The numbers
+    are a function of the seed, the set and ``num_envs``. Returns the report::
 
         {"episodes", "seed", "horizon", "termination",
          "policies": {name: {"dream_mean", "dream_se", "real_mean", "real_se", "gap" (dream - real),
@@ -292,12 +237,12 @@ def decision_fidelity(world_model: WorldModel, policies: Mapping[str, Policy], m
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the models' own sampling while they filter the real frames
-            real, first = play(env, acting, jobs, seed=seed, horizon=horizon, device=device)
+            real, first = play(env, acting, jobs, seed=seed, horizon=horizon, device=device, progress=progress)
     finally:
         env.close()
     assignment = np.array([p for p, _ in jobs])
     dreamt = dream(world_model, acting, assignment, first.to(device), horizon=horizon, termination=termination,
-                   seed=seed)
+                   seed=seed, progress=progress)
     rows: dict[str, dict[str, Any]] = {}
     for p, name in enumerate(names):
         mine = assignment == p

@@ -25,7 +25,8 @@ from torch import nn
 from worldmodels.controllers.cmaes import train_cmaes
 from worldmodels.controllers.linear import PopulationController
 from worldmodels.core import LatentPolicy, PolicyState, WorldModel
-from worldmodels.fidelity import latent_head, start_frames
+from worldmodels.fidelity import latent_head
+from worldmodels.fidelity_real import start_frames
 from worldmodels.imagination.cmaes_dream import dream_fitness
 from worldmodels.models.conv import to_float_image
 from worldmodels.models.vm_world_model import VMWorldModel

@@ -10,8 +10,9 @@ from tests.support.fidelity_fakes import (DREAM_VALUES, EPISODE_STEPS, BanditEnv
                                           CounterWorldModel, bandit_factory)
 from worldmodels.controllers.linear import make_controller
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.fidelity import (card_section, decision_fidelity, dream_returns, fidelity_table, metrics, play,
-                                  ranks, regret, spearman, start_frames)
+from worldmodels.fidelity import (card_section, decision_fidelity, dream_returns, fidelity_table, metrics, ranks,
+                                  regret, spearman)
+from worldmodels.fidelity_real import play, start_frames
 from worldmodels.fidelity_policies import EpsilonRandomPolicy, perturbed_controller
 from worldmodels.policies import ControllerHead, ModelPolicy, RandomPolicy
 
@@ -94,8 +95,9 @@ def test_start_frames_are_the_resets_run_episodes_plays():
     try:
         frames = start_frames(env, episodes=5, seed=40)  # two waves: seeds 40..42, then 43..44
         policies = [ConstantFramePolicy(1), ConstantFramePolicy(3)]
-        jobs = [(p, j) for j in range(4) for p in range(2)]  # three waves of 3 envs, the last one padded
+        jobs = [(p, j) for j in range(4) for p in range(2)]  # 8 jobs through 3 env slots, refilled as they end
         returns, firsts = play(env, policies, jobs, seed=40, horizon=100)
+        cut, _ = play(env, policies, jobs, seed=40, horizon=2)
     finally:
         env.close()
     expected = np.stack([BanditEnv().reset(seed=40 + j)[0] for j in range(5)])
@@ -103,6 +105,7 @@ def test_start_frames_are_the_resets_run_episodes_plays():
     # every job's episode starts from reset(seed + j), whichever env slot and wave it ran in, played by its policy
     assert np.array_equal(firsts.numpy(), expected[[j for _, j in jobs]])
     assert returns.tolist() == [EPISODE_STEPS * (2.0, 3.0)[p] for p, _ in jobs]
+    assert cut.tolist() == [2 * (2.0, 3.0)[p] for p, _ in jobs]  # two actions, two rewards, then the next job
 
 
 # ---------------------------------------------------------------------------------------------- the measurement
