@@ -128,18 +128,30 @@ def policy_episodes(env: Any, policy: Policy, *, count: int, rows: int, seed: in
     """``count`` whole episodes of ``policy`` (at most ``rows`` rows each), store-encoded ``(L, ...)`` arrays;
     episode ``i`` starts from ``reset(seed + i)``. The vector ``env``'s sub-envs play them in waves, so a model
     policy acts on batches (one at a time it was ~50x slower here); an episode cut at ``rows`` gets a zero last
-    action, as a stored one does."""
+    action, as a stored one does. Torch is seeded with ``seed`` for them and its stream restored after (as
+    :func:`worldmodels.evaluation.evaluate_against_random` does), so a policy that samples (a Dreamer's posterior)
+    plays the same episodes whatever ran before."""
     out: list[dict[str, np.ndarray]] = []
-    for wave in range(0, count, env.num_envs):
-        keep = _FirstEpisodes(env.num_envs, rows)
-        driver = Driver(env, policy, hooks=[keep], device=device)
-        driver.reset(seed=seed + wave)  # sub-env i -> seed + wave + i
-        while not keep.done.all():
-            driver.step()
-        for episode in keep.rows[:count - wave]:
-            episode[-1]["action"] = np.zeros_like(episode[-1]["action"])
-            out.append(episode_arrays(episode))
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for wave in range(0, count, env.num_envs):
+            out.extend(_first_episodes(env, policy, count=min(env.num_envs, count - wave), rows=rows, seed=seed + wave,
+                                       device=device))
     return out
+
+
+def _first_episodes(env: Any, policy: Policy, *, count: int, rows: int, seed: int,
+                    device: torch.device) -> list[dict[str, np.ndarray]]:
+    """One wave of :func:`policy_episodes`: sub-env ``i < count``'s first episode after ``reset(seed)``."""
+    keep = _FirstEpisodes(env.num_envs, rows)
+    driver = Driver(env, policy, hooks=[keep], device=device)
+    driver.reset(seed=seed)  # sub-env i -> seed + i
+    while not keep.done.all():
+        driver.step()
+    for episode in keep.rows[:count]:
+        episode[-1]["action"] = np.zeros_like(episode[-1]["action"])
+    return [episode_arrays(episode) for episode in keep.rows[:count]]
 
 
 def batch_fragments(batch: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:

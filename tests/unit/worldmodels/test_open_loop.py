@@ -157,3 +157,30 @@ def test_policy_episodes_are_whole_episodes_from_the_seeds_in_waves():
     for episode, first in zip(episodes, firsts):  # episode i starts from reset(seed + i), in both waves
         np.testing.assert_array_equal(episode["obs"][0], first)
     assert [len(e["obs"]) for e in cut] == [4, 4] and all(e["action"][-1] == 0 for e in cut)
+
+
+def test_policy_episodes_do_not_depend_on_the_torch_stream_before_them():
+    """A policy sampling from torch's global RNG (a Dreamer's posterior) plays the same episodes whatever ran
+    before, and the stream after is the caller's."""
+    from worldmodels.envs import make_vector
+
+    class Sampling:
+        def initial(self, batch_size):
+            return None
+
+        def act(self, obs, is_first, state):
+            return torch.nn.functional.one_hot(torch.randint(0, 3, (obs.shape[0],)), 3).float(), state
+
+    env = make_vector("worldmodels/Catch-v0", 2, image_size=S)
+    try:
+        played = []
+        for skip in (0, 5):
+            torch.manual_seed(123)
+            torch.rand(skip)
+            before = torch.random.get_rng_state()
+            played.append(open_loop.policy_episodes(env, Sampling(), count=3, rows=100, seed=4))
+            assert torch.equal(torch.random.get_rng_state(), before)
+    finally:
+        env.close()
+    for a, b in zip(*played):
+        np.testing.assert_array_equal(a["action"], b["action"])
