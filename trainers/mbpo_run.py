@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
 from trainers.learner import learner_step
+from trainers.run import Trained
 from trainers.pets_run import EnsembleTrainer, PETSRunConfig, build_world_model, make_state_env
 from worldmodels import profiling
 from worldmodels.config import arg, threads_arg
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.evaluation import evaluate_against_random
-from worldmodels.mbpo import SAC, MBPOSettings, SACPolicy, run_mbpo
+from worldmodels.mbpo.family import save_whole
+from worldmodels.mbpo import SAC, MBPOSettings, run_mbpo
 from worldmodels.mbpo.sac import sac_losses
 
 
@@ -101,8 +103,12 @@ class SACLearner:
         return {name: float(value.detach()) for name, value in losses.items()}
 
 
-def train_mbpo(config: MBPORunConfig, *, writer: Any = None) -> dict[str, Any]:
-    """Run MBPO, then evaluate the actor's mean action vs random -> ``{"eval": eval.json dict, ...}``."""
+EVAL_ENVS = 5  # envs of the evaluation
+
+
+def train_mbpo(config: MBPORunConfig, writer: Any = None) -> Trained:
+    """Run MBPO -> :class:`trainers.run.Trained` (the run skeleton saves the SAC agent and its ensemble, then
+    evaluates SAC's mean action as loaded vs random)."""
     profiling.set_threads(config.threads, rows=config.batch_size, width=config.hidden)
     device = profiling.resolve_device(config.device)
     began = time.perf_counter()
@@ -119,14 +125,12 @@ def train_mbpo(config: MBPORunConfig, *, writer: Any = None) -> dict[str, Any]:
     log = None if writer is None else (lambda tag, value, step: writer.add_scalar(tag, value, step))
     result = run_mbpo(env, world_model, fitter.fit, sac, settings(config), update=learner.update, log=log)
     env.close()
-    eval_env = make_state_env(config.env, min(config.eval_episodes, 5))
-    record = evaluate_against_random(eval_env, SACPolicy(sac, sample=False), env_id=config.env,
-                                     episodes=config.eval_episodes, seed=config.seed + 10_000, device=device,
-                                     progress=True)
-    eval_env.close()
-    record.update({"env_steps": result["env_steps"], "sac_updates": result["sac_updates"],
-                   "train_s": result["train_s"], "wall_s": round(time.perf_counter() - began, 1)})
-    if writer is not None:
-        writer.add_scalar("kpi/real_return", record["return_mean"], result["env_steps"])
-        writer.add_scalar("kpi/random_return", record["random_mean"], result["env_steps"])
-    return {**result, "eval": record, "sac": sac, "world_model": world_model}
+
+    def save(directory: Path) -> None:
+        save_whole(directory, world_model.cpu(), sac.cpu(), env_id=config.env, known_task=not world_model.learned_reward,
+                   training_steps={"env_steps": result["env_steps"], "sac_updates": result["sac_updates"]})
+
+    facts = {"sac_updates": result["sac_updates"], "train_s": result["train_s"]}
+    return Trained(save=save, env_steps=result["env_steps"], eval_envs=EVAL_ENVS,
+                   eval_extra=lambda model, policy, seed: facts,
+                   results={key: result[key] for key in ("train_returns", "final_losses", "synthetic_transitions")})

@@ -6,8 +6,9 @@
     repeat until `steps` real transitions:
         fit the ensemble on ALL transitions (bootstrapped per member, elites by held-out MSE)
         play one episode with CEM over the ensemble (PlannerPolicy: first action of each plan)
-    evaluate:  CEM-MPC vs uniform random on the same seeds          -> RUN_DIR/eval.json
-    save:      RUN_DIR/model (safetensors + config.json, worldmodels.pets.family)
+    then the run skeleton (trainers.run): save RUN_DIR/model (safetensors + config.json, worldmodels.pets.family),
+    evaluate it as loaded (CEM-MPC with the saved planner settings vs uniform random on seeds seed + 10000 + j)
+    -> RUN_DIR/eval.json, results.json
 
 No Lightning Trainer is used here: the ensemble is a few small MLPs refit for a few hundred steps after every
 episode, where a Trainer's start-up would cost more than the fit; the optimiser step is written once, in
@@ -29,12 +30,12 @@ import torch
 
 from trainers.callbacks import log_return_vs_env_steps
 from trainers.learner import learner_step
+from trainers.run import Trained
 from worldmodels import profiling
-from worldmodels.config import arg, save_json_atomic, threads_arg, to_dict
+from worldmodels.config import arg, threads_arg
 from worldmodels.driver import Driver
 from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID
 from worldmodels.envs.spaces import ActionSpec
-from worldmodels.evaluation import evaluate_against_random, summary_line, write_eval
 from worldmodels.finite import all_finite
 from worldmodels.kpis import log_planner_kpis, open_loop_errors
 from worldmodels.pets import PROPAGATIONS, PETSWorldModel, ProbabilisticEnsemble, bootstrap_indices
@@ -79,8 +80,6 @@ class PETSRunConfig:
     learned_reward: bool = arg(False, "learn the reward even where worldmodels.pets.tasks knows it")
     eval_envs: int = arg(5, "envs played at once during evaluation (one batched plan per step)", minimum=1,
                          maximum=1024)
-    eval_seed: int = arg(10_000, "evaluation episode j resets with eval_seed + j (both policies)", minimum=0,
-                         maximum=2**32 - 1)
     tensorboard: bool = arg(True, "log KPIs to RUN_DIR/tb: return vs env steps, plan ms per action, open-loop error "
                                    "and ensemble disagreement by horizon")
     threads: str = threads_arg("1")
@@ -213,18 +212,16 @@ def make_planner(config: PETSRunConfig, action_spec: ActionSpec) -> CEM:
     return CEM(action_spec, **planner_settings(config))
 
 
-def train(config: PETSRunConfig) -> dict[str, Any]:
-    """The loop of the module docstring; returns ``results.json``'s dict (also written to ``RUN_DIR``)."""
+def train_pets(config: PETSRunConfig, writer: Any = None) -> Trained:
+    """The loop of the module docstring -> :class:`trainers.run.Trained` (the run skeleton saves the model, then
+    evaluates it as loaded: CEM-MPC with the saved planner settings vs random on the same seeds)."""
     if config.elites is not None and config.elites > config.ensemble:
         raise ValueError(f"--elites {config.elites} must be <= --ensemble {config.ensemble}")
     if config.cem_elites > config.candidates:
         raise ValueError(f"--cem-elites {config.cem_elites} must be <= --candidates {config.candidates}")
     profiling.set_threads(config.threads, rows=config.candidates * config.particles, width=config.hidden)
     device = profiling.resolve_device(config.device)
-    env = make_state_env(config.env, 1)  # a wrong env is a one-line error before anything is written
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_json_atomic(run_dir / "config.json", to_dict(config))
+    env = make_state_env(config.env, 1)  # a wrong env is a one-line error before any training
     began = time.perf_counter()
     spec = ActionSpec.from_space(env.single_action_space)
     world_model = build_world_model(config, int(env.single_observation_space.shape[0]), spec).to(device)
@@ -237,11 +234,6 @@ def train(config: PETSRunConfig) -> dict[str, Any]:
     driver.run(episodes=config.warmup_episodes, steps=config.steps)
     planner = make_planner(config, spec)
     driver.policy = PlannerPolicy(world_model, planner, device=device)
-    writer = None
-    if config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter  # deferred: tensorboard is slow to import, and optional
-
-        writer = SummaryWriter(str(run_dir / "tb"))
     fits, kpis, logged = [], {}, 0
     while len(buffer) < config.steps:
         fits.append(trainer.fit(buffer.tensors(device)))
@@ -252,31 +244,23 @@ def train(config: PETSRunConfig) -> dict[str, Any]:
         kpis = log_episode(writer, buffer, world_model, planner, config.horizon)
     env.close()
     train_seconds = time.perf_counter() - began
-    eval_env = make_state_env(config.env, config.eval_envs)
-    eval_policy = PlannerPolicy(world_model, make_planner(config, spec), device=device)
-    record = evaluate_against_random(eval_env, eval_policy, env_id=config.env, episodes=config.eval_episodes,
-                                     seed=config.eval_seed, device=device, progress=True)
-    eval_env.close()
-    record.update({"family": "pets", "env_steps": len(buffer), "propagation": config.propagation,
-                   "planner": "cem", "plan_ms_per_action": 1000 * planner.seconds / max(planner.actions, 1)})
-    write_eval(run_dir / "eval.json", record)
-    if writer is not None:
-        writer.add_scalar("kpi/real_return", record["return_mean"], len(buffer))
-        writer.add_scalar("kpi/random_return", record["random_mean"], len(buffer))
-        writer.close()
-    save_whole(run_dir / "model", world_model, env_id=config.env, known_task=not world_model.learned_reward,
-               planner=planner_settings(config), training_steps={"env_steps": len(buffer)},
-               metrics={"return_mean": record["return_mean"]})
+
+    def save(directory: Path) -> None:
+        save_whole(directory, world_model, env_id=config.env, known_task=not world_model.learned_reward,
+                   planner=planner_settings(config), training_steps={"env_steps": len(buffer)})
+
+    def eval_extra(model: Any, policy: Any, seed: int) -> dict[str, Any]:
+        used = policy.planner
+        return {"propagation": config.propagation, "planner": "cem",
+                "plan_ms_per_action": 1000 * used.seconds / max(used.actions, 1)}
+
     results = {"env": config.env, "env_steps": len(buffer), "episode_returns": buffer.returns,
                "episode_end_steps": buffer.return_steps, "train_seconds": train_seconds,
-               "wall_seconds": time.perf_counter() - began, "last_fit": fits[-1] if fits else None,
-               "open_loop": kpis,
-               "plan_ms_per_action": record["plan_ms_per_action"], "eval": record}
-    save_json_atomic(run_dir / "results.json", results)
-    print(f"wm pets: {len(buffer)} env steps, episode returns {[round(r) for r in buffer.returns]}; "
-          f"eval {summary_line(record)} -> {run_dir / 'eval.json'}")
-    return results
+               "last_fit": fits[-1] if fits else None, "open_loop": kpis,
+               "train_plan_ms_per_action": 1000 * planner.seconds / max(planner.actions, 1)}
+    return Trained(save=save, env_steps=len(buffer), eval_envs=config.eval_envs, eval_extra=eval_extra,
+                   results=results)
 
 
 __all__ = ["LOSS_SCALES", "EnsembleTrainer", "PETSRunConfig", "TransitionBuffer", "build_world_model",
-           "make_state_env", "planner_settings", "train"]
+           "make_state_env", "planner_settings", "train_pets"]

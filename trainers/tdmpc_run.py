@@ -7,7 +7,8 @@ TD-MPC2 (Hansen et al. 2024, Alg. 1) on the one env driver::
     every later env step        act: MPPI over the model (value bootstrap + prior candidates), or the prior alone
                                 learn: `updates_per_step` x (model objective -> one Adam step; prior objective ->
                                 one Adam step; Polyak-update the target Q heads)
-    end                         the planner (no sampling noise) vs uniform random on the same seeds -> eval.json
+    end                         -> trainers.run: RUN_DIR/model saved, then evaluated as loaded (the planner, no
+                                sampling noise, vs uniform random on the same seeds) -> eval.json
 
 The replay is :class:`trainers.online.StreamReplay` (the driver's hook); windows of ``horizon + 1`` rows may
 cross an episode boundary, and :func:`worldmodels.tdmpc.valid_transitions` masks the steps past it.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -25,6 +27,7 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from trainers.learner import learner_step
+from trainers.run import Trained
 from trainers.online import StreamReplay
 from worldmodels import profiling
 from worldmodels.config import arg, threads_arg
@@ -34,10 +37,10 @@ from worldmodels.envs import make_vector
 from worldmodels.envs.cartpole_continuous import register_continuous_cartpole
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
-from worldmodels.evaluation import evaluate_against_random, run_episodes
+from worldmodels.evaluation import run_episodes
 from worldmodels.finite import batch_problem
 from worldmodels.policies import ModelPolicy, RandomPolicy
-from worldmodels.tdmpc.family import planner_policy
+from worldmodels.tdmpc.family import planner_policy, save_whole
 from worldmodels.tdmpc import (MODEL_LOSS_PARTS, PriorHead, RunningScale, TDMPCWorldModel, model_loss, prior_loss,
                                valid_transitions)
 
@@ -164,8 +167,11 @@ class TDMPCLearner:
         return {name: float(value.detach()) for name, value in {**losses, **prior}.items()}
 
 
-def train_tdmpc(config: TDMPCRunConfig, *, writer: Any = None) -> dict[str, Any]:
-    """Run the online loop, then evaluate -> ``{"eval": eval.json dict, "train_returns", "wall_s", ...}``."""
+EVAL_ENVS = 4  # envs of the evaluation (MPPI plans for all of them in one batch)
+
+
+def train_tdmpc(config: TDMPCRunConfig, writer: Any = None) -> Trained:
+    """Run the online loop -> :class:`trainers.run.Trained` (the run skeleton saves, evaluates and records)."""
     if config.seed_steps >= config.steps and config.pretrain_updates == 0:
         raise ValueError(f"--seed-steps {config.seed_steps} >= --steps {config.steps} with no pretrain updates: "
                          "nothing would be learned")
@@ -215,23 +221,28 @@ def train_tdmpc(config: TDMPCRunConfig, *, writer: Any = None) -> dict[str, Any]
     env.close()
     train_s = time.perf_counter() - began
     model.eval()
-    eval_env = make_env(config.env, min(config.eval_episodes, 4), obs=config.obs, image_size=config.image_size,
-                        max_episode_steps=config.max_episode_steps)
-    # The planner's seed is the evaluation's, as wm evaluate seeds a loaded model's (Pretrained.policy): the run's
-    # record and a later evaluation on the same seeds are the same episodes.
-    policy = planner_policy(model, planner_settings(config), seed=config.seed + 10_000)
-    record = evaluate_against_random(eval_env, policy, env_id=config.env, episodes=config.eval_episodes,
-                                     seed=config.seed + 10_000, device=device, progress=True)
-    planner = getattr(policy, "planner", None)
-    if planner is not None:  # the prior alone on the same seeds: what planning adds on top of it
-        prior_only = ModelPolicy(model, PriorHead(model, sample=False))
-        record["prior_returns"] = run_episodes(eval_env, prior_only, episodes=config.eval_episodes,
-                                               seed=config.seed + 10_000, device=device).tolist()
-    eval_env.close()
-    record.update({"env_steps": driver.steps, "updates": learner.updates, "train_s": round(train_s, 1),
-                   "wall_s": round(time.perf_counter() - began, 1), "acting": "mppi" if planner is not None else "prior",
-                   "plan_ms_per_action": round(1e3 * planner.seconds / max(planner.actions, 1), 3) if planner else None})
-    if writer is not None:
-        writer.add_scalar("kpi/real_return", record["return_mean"], driver.steps)
-        writer.add_scalar("kpi/random_return", record["random_mean"], driver.steps)
-    return {"eval": record, "train_returns": returns, "final_losses": losses, "model": model}
+    facts = {"updates": learner.updates, "train_s": round(train_s, 1)}
+
+    def save(directory: Path) -> None:
+        save_whole(directory, model.cpu(), env_id=config.env, env_options=env_options(config),
+                   planner=planner_settings(config), training_steps={"env_steps": driver.steps, **facts})
+
+    def eval_extra(loaded: Any, policy: Policy, seed: int) -> dict[str, Any]:
+        """How it acted, and the prior alone on the same seeds: what planning adds on top of it."""
+        planner = getattr(policy, "planner", None)
+        extra: dict[str, Any] = {**facts, "acting": "mppi" if planner is not None else "prior",
+                                 "plan_ms_per_action": round(1e3 * planner.seconds / max(planner.actions, 1), 3)
+                                 if planner else None}
+        if planner is not None:
+            prior_only = ModelPolicy(loaded.world_model, PriorHead(loaded.world_model, sample=False))
+            eval_env = make_env(config.env, min(config.eval_episodes, EVAL_ENVS), obs=config.obs,
+                                image_size=config.image_size, max_episode_steps=config.max_episode_steps)
+            try:
+                extra["prior_returns"] = run_episodes(eval_env, prior_only, episodes=config.eval_episodes, seed=seed,
+                                                      device=device).tolist()
+            finally:
+                eval_env.close()
+        return extra
+
+    return Trained(save=save, env_steps=driver.steps, eval_envs=EVAL_ENVS, eval_extra=eval_extra,
+                   results={"train_returns": returns, "final_losses": losses})

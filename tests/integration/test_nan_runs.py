@@ -89,9 +89,9 @@ def _nothing_nan_written(run_dir) -> None:
 
 
 def test_mbpo_with_a_diverging_sac_stops(tmp_path, capsys, monkeypatch):
-    import worldmodels.mbpo.sac as sac
+    import trainers.mbpo_run as mbpo_run  # the learner's step calls sac_losses from there
 
-    _nan_after(monkeypatch, sac, "sac_losses", "critic", after=3)
+    _nan_after(monkeypatch, mbpo_run, "sac_losses", "critic", after=3)
     assert main([*MBPO, "--run-dir", str(tmp_path / "run")]) == 2  # exited 0 with "agent nan ± nan"
     line = _one_line(capsys)
     assert line.startswith("wm mbpo: error: sac update 3: loss part 'critic' is nan"), line

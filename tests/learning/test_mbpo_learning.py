@@ -4,7 +4,8 @@ from point_mass import POINT_ID, register_point_mass
 
 
 def test_mbpo_beats_random_on_point_mass(tmp_path):
-    from trainers.mbpo_run import MBPORunConfig, train_mbpo
+    from scripts.mbpo import run
+    from trainers.mbpo_run import MBPORunConfig
 
     register_point_mass()
     # 100 random steps, then 200 SAC steps with 3 updates each on 5 % real + 95 % one-step model transitions
@@ -12,7 +13,7 @@ def test_mbpo_beats_random_on_point_mass(tmp_path):
     config = MBPORunConfig(env=POINT_ID, steps=300, warmup_steps=100, model_every=50, rollout_every=50, rollouts=500,
                            k_schedule=[0, 1, 1, 1], updates_per_step=3, hidden=64, lr=1e-3, batch_size=64, ensemble=3,
                            elites=3, model_hidden=32, eval_episodes=8, seed=0, run_dir=str(tmp_path))
-    result = train_mbpo(config)
+    result = run(config)  # the run skeleton: SAC's mean action evaluated as saved and loaded
     record = result["eval"]
     assert result["synthetic_transitions"] > 0  # SAC did learn from model rollouts
     # Random play returns about -15 +- 7 per 20-step episode, so an 8-episode random mean has a standard error of

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from trainers.pets_run import PETSRunConfig, make_state_env, train
+from scripts.pets import run
+from trainers.pets_run import PETSRunConfig, make_state_env
 from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID, MAX_EPISODE_STEPS
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.evaluation import run_episodes
@@ -23,7 +24,7 @@ BUDGET = 1000  # real transitions; the issue allows 2,000. Seeds 0, 1, 2 first r
 def test_pets_balances_continuous_cartpole(tmp_path):
     config = PETSRunConfig(env=CONTINUOUS_CARTPOLE_ID, steps=BUDGET, eval_episodes=3, eval_envs=3,
                            run_dir=str(tmp_path / "run"), seed=0, propagation="tsinf", **LIGHT)
-    results = train(config)
+    results = run(config)
 
     env = make_state_env(CONTINUOUS_CARTPOLE_ID, 5)
     random = run_episodes(env, RandomPolicy(ActionSpec.from_space(env.single_action_space), seed=1),
