@@ -2,7 +2,8 @@
 
 Each subcommand is described by a :class:`Command` in :data:`COMMANDS` (an explicit
 registry): a module exposing ``CONFIG`` (a dataclass), optionally ``PRESETS``
-(flat dicts of overrides) and ``run(config) -> dict``. The module is imported
+(flat dicts of overrides), ``CLI_ALIASES`` (``{flag: field}``), ``DEPRECATED_ALIASES``
+(``{flag: (field, why)}``: accepted with a one-line warning) and ``run(config) -> dict``. The module is imported
 only when its subcommand runs (or for ``--help``), so ``wm --help`` stays fast.
 """
 
@@ -91,6 +92,10 @@ def build_parser(only: str | None = None, preset: str | None = None) -> argparse
                         shown_as=f"with --preset {shown}" if shown else "")
         for flag, dest in getattr(module, "CLI_ALIASES", {}).items():  # e.g. --from for a field named `source`
             p.add_argument(flag, dest=dest, default=None, help=f"same as --{dest.replace('_', '-')}")
+        for flag, (dest, why) in getattr(module, "DEPRECATED_ALIASES", {}).items():  # old spellings, still accepted
+            parse = next(action.type for action in p._actions if action.dest == dest)  # the field's own converter
+            p.add_argument(flag, dest=dest, default=None, type=parse,
+                           help=f"deprecated: {why}; use --{dest.replace('_', '-')}")
         p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return parser
 
@@ -105,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(COMMANDS[args.command].module)
+    for flag, (dest, why) in getattr(module, "DEPRECATED_ALIASES", {}).items():
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            print(f"wm {args.command}: warning: {flag} is deprecated ({why}); use --{dest.replace('_', '-')}",
+                  file=sys.stderr)
     try:
         config = build_config(module.CONFIG, args, presets=getattr(module, "PRESETS", None), preset=getattr(args, "preset", None))
         if args.print_config:

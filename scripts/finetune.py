@@ -1,6 +1,6 @@
 """Fine-tune a pretrained world model (either family) on another env, new data, or a new reward.
 
-``wm finetune --from checkpoints/NAME --env ALE/Breakout-v5 --steps 2000 --run-dir runs/ft``
+``wm finetune --from checkpoints/NAME --env ALE/Breakout-v5 --updates 2000 --run-dir runs/ft``
 
 Only the action-dependent layers are re-initialised when the action space changes (one line lists exactly
 which); ``--reward-only`` re-fits the reward head and re-trains the controller / actor; ``--freeze`` keeps
@@ -23,10 +23,12 @@ from worldmodels.registry import load
 
 CONFIG = FinetuneConfig
 CLI_ALIASES = {"--from": "source"}  # `from` is a Python keyword, so the field is `source`
+DEPRECATED_ALIASES = {"--steps": ("updates", "here it meant optimiser steps; --steps counts agent steps on every "
+                                             "training command")}
 DEFAULT_PRESET = "default"
 PRESETS: dict[str, dict] = {
     "default": {},
-    "debug": dict(family_preset="debug", steps=4, episodes=4, max_episode_steps=20, device="cpu"),
+    "debug": dict(family_preset="debug", updates=4, episodes=4, max_episode_steps=20, device="cpu"),
 }
 
 

@@ -53,8 +53,8 @@ class FinetuneConfig:
     env: str = arg("", "target env id; empty = the checkpoint's own env (continue training on new data)")
     freeze: str = arg("none", "submodules kept fixed: encoder (V / RSSM encoder) or dynamics (LSTM / RSSM)", choices=FREEZE_CHOICES)
     reward_only: bool = arg(False, "re-fit only the reward head (all else frozen), then re-train the controller / actor")
-    steps: int = arg(1000, "optimiser steps: World Models V and M each; Dreamer gradient steps", minimum=1,
-                     maximum=10**9)
+    updates: int = arg(1000, "optimiser steps: World Models V and M each; Dreamer gradient steps (--steps, on every "
+                             "training command, counts agent steps)", minimum=1, maximum=10**9)
     run_dir: str = arg("runs/finetune", "artifacts, checkpoints and pretrained/ of the fine-tuned model; rerun to resume",
                        check=lambda c: directory_problem(c.run_dir))
     family_preset: str = arg("tiny", "the family script's preset for training settings (batch, sequence, CMA-ES, eval); sizes come from the checkpoint")
@@ -141,7 +141,7 @@ def worldmodels_config(config: FinetuneConfig, pretrained: dict, env_id: str) ->
     overrides = dict(env=env_id, run_dir=config.run_dir, seed=config.seed, device=config.device,
                      image_size=sizes["vae"]["image_size"], z_dim=sizes["vae"]["z_dim"], vae_depth=sizes["vae"]["depth"],
                      vae_stages=sizes["vae"]["stages"], hidden_size=sizes["mdnrnn"]["hidden_size"],
-                     num_mixtures=sizes["mdnrnn"]["num_mixtures"], vae_steps=config.steps, mdnrnn_steps=config.steps,
+                     num_mixtures=sizes["mdnrnn"]["num_mixtures"], vae_steps=config.updates, mdnrnn_steps=config.updates,
                      controller=controller.get("kind", "linear"), controller_hidden=controller.get("hidden_size", 32))
     optional = {"episodes": config.episodes, "max_episode_steps": config.max_episode_steps,
                 "vae_lr": config.learning_rate, "mdnrnn_lr": config.learning_rate}
@@ -215,7 +215,7 @@ def finetune_worldmodels(config: FinetuneConfig, source: Path, pretrained: dict,
 
 
 def dreamer_config(config: FinetuneConfig, pretrained: dict, env_id: str) -> DreamerRunConfig:
-    """The ``wm dreamer`` config: the preset's replay/run settings, the checkpoint's agent config, ``--steps`` gradient steps."""
+    """The ``wm dreamer`` config: the preset's replay/run settings, the checkpoint's agent config, ``--updates`` gradient steps."""
     base = apply_overrides(DreamerRunConfig(), DREAMER_PRESETS[config.family_preset], source=f"preset {config.family_preset!r}")
     agent = from_dict(DreamerAgentConfig, pretrained["config"])
     # The fine-tuned agent observes what the checkpoint did: `--obs auto` would give CartPole a pixel model vectors.
@@ -234,8 +234,8 @@ def dreamer_config(config: FinetuneConfig, pretrained: dict, env_id: str) -> Dre
     if config.device != "auto":
         overrides["device"] = config.device
     run_cfg = apply_overrides(base, overrides, source="wm finetune")
-    # env steps so that gradient_steps(run_cfg) == config.steps: replay_ratio replayed rows per env step.
-    env_steps = run_cfg.prefill + math.ceil(config.steps * run_cfg.batch_size * run_cfg.seq_len / run_cfg.replay_ratio)
+    # env steps so that gradient_steps(run_cfg) == config.updates: replay_ratio replayed rows per env step.
+    env_steps = run_cfg.prefill + math.ceil(config.updates * run_cfg.batch_size * run_cfg.seq_len / run_cfg.replay_ratio)
     return apply_overrides(run_cfg, {"steps": env_steps}, source="wm finetune")
 
 
@@ -274,8 +274,8 @@ def finetune_dreamer(config: FinetuneConfig, source: Path, pretrained: dict, env
 
 def finetune(config: FinetuneConfig) -> dict:
     """Fine-tune ``config.source`` on ``config.env``; writes ``RUN_DIR/finetune.json`` and returns the same dict."""
-    if config.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {config.steps}")
+    if config.updates < 1:
+        raise ValueError(f"--updates must be >= 1, got {config.updates}")
     if config.reward_only and config.freeze != "none":
         raise ValueError("--reward-only already freezes everything but the reward head; leave --freeze at none")
     source = resolve_source(config.source)

@@ -116,7 +116,7 @@ def _bench_finetune(config: BenchFinetuneConfig) -> dict:
     if config.env == pretrained["env_id"]:
         raise ValueError(f"--env {config.env} is the checkpoint's own env; the benchmark needs a held-out env")
     run_dir = Path(config.run_dir)
-    ft = FinetuneConfig(source=str(source), env=config.env, steps=config.steps, run_dir=str(run_dir / "data"),
+    ft = FinetuneConfig(source=str(source), env=config.env, updates=config.steps, run_dir=str(run_dir / "data"),
                         family_preset=config.family_preset, episodes=config.episodes,
                         max_episode_steps=config.max_episode_steps, seed=config.seed, device=config.device)
     wm = worldmodels_config(ft, {**pretrained, "sizes": pretrained.get("sizes") if family == WORLDMODELS else _vae_like(pretrained)},

@@ -110,3 +110,16 @@ def test_bench_finetune_reports_step_ratio_per_model(tmp_path):
         assert [step for step, _ in model["scratch_curve"]] == [0, 2, 4, 6] == [step for step, _ in model["finetune_curve"]]
         assert model["steps_scratch"] is not None  # the scratch run reaches its own final loss by definition
         assert model["ratio"] is None or model["ratio"] == model["steps_finetune"] / model["steps_scratch"]
+
+
+def test_steps_is_a_deprecated_alias_of_updates(capsys):
+    """Issue 25 item 5: `--steps` counted optimiser steps in wm finetune and agent steps in every training command.
+    The optimiser steps are --updates now; --steps still works here, with a one-line warning that says so."""
+    assert cli_main(["finetune", "--preset", "debug", "--steps", "7", "--print-config"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["updates"] == 7
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert warnings == ["wm finetune: warning: --steps is deprecated (here it meant optimiser steps; --steps counts "
+                        "agent steps on every training command); use --updates"], warnings
+    assert cli_main(["finetune", "--preset", "debug", "--updates", "5", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["updates"] == 5
