@@ -39,7 +39,7 @@ from torch.utils.tensorboard import SummaryWriter
 from trainers.callbacks import latent_traversal_grid, open_loop_kpis
 from worldmodels import open_loop as fair, viz
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg, directory_problem
+from worldmodels.config import arg, directory_problem, threads_arg
 from worldmodels.dreams import dream, dream_models, open_loop, reconstruct
 from worldmodels.driver import record_episode
 from worldmodels.envs import ActionSpec
@@ -83,7 +83,7 @@ class DreamConfig:
     reward_threshold: float = arg(fair.REWARD_THRESHOLD, "fair KPIs: a reward event is |r| >= this", above=0,
                                   maximum=1e9)
     device: str = arg("auto", "torch device for the model", choices=DEVICES)
-    threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
+    threads: str = threads_arg("0")
     allow_unverified: bool = allow_unverified_arg()
 
 

@@ -29,7 +29,7 @@ import torch
 
 from scripts import dream, fidelity
 from worldmodels.checkpoint import allow_unverified_arg, read_config
-from worldmodels.config import arg, directory_problem, read_json, save_json_atomic
+from worldmodels.config import arg, directory_problem, read_json, save_json_atomic, threads_arg
 from worldmodels.open_loop import PROTOCOLS, SAMPLES, card_section
 from worldmodels.onnx_export import SPEC_FILE, export_onnx
 from worldmodels.pretrained import export_from_run
@@ -65,7 +65,7 @@ class ExportConfig:
                                     "metrics and the card; 0 = off (it takes minutes)", minimum=0, maximum=10_000)
     device: str = arg("cpu", "torch device of the held-out measurement: auto, cpu or cuda (cpu: the card's figures "
                              "match across machines)", choices=dream.DEVICES)
-    threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
+    threads: str = threads_arg("0")
     allow_unverified: bool = allow_unverified_arg()
 
 

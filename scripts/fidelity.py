@@ -21,7 +21,7 @@ from typing import Any
 
 from trainers.fidelity_checkpoints import policy_set
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg, file_problem, save_json_atomic
+from worldmodels.config import arg, file_problem, save_json_atomic, threads_arg
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.fidelity import (TERMINATIONS, card_section, decision_fidelity, default_horizon, fidelity_table,
                                   log_fidelity_kpis, metrics)
@@ -51,7 +51,7 @@ class FidelityConfig:
                    check=lambda c: file_problem(c.out) if c.out else None)
     tensorboard: bool = arg(True, "also log kpi/decision_fidelity_* to TensorBoard under tb/fidelity beside the JSON")
     device: str = arg("cpu", "torch device: auto, cpu or cuda (cpu: the figures match across machines)")
-    threads: str = arg("0", "torch CPU threads: 'auto' (the fastest count, measured), 0 (torch's default) or n")
+    threads: str = threads_arg("0")
     allow_unverified: bool = allow_unverified_arg()
 
 

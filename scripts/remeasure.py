@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from scripts import fidelity
 from scripts.export import ExportConfig, heldout_kpis, metrics_section
 from worldmodels.checkpoint import allow_unverified_arg
-from worldmodels.config import arg, read_json, save_json_atomic
+from worldmodels.config import arg, read_json, save_json_atomic, threads_arg
 from worldmodels.open_loop import PROTOCOLS, SAMPLES
 from worldmodels.registry import resolve
 
@@ -33,7 +33,7 @@ class RemeasureConfig:
     fidelity_episodes: int = arg(0, "decision fidelity (wm fidelity): real episodes per policy, into config.json "
                                     "metrics and the card; 0 = off (it takes minutes)", minimum=0, maximum=10_000)
     device: str = arg("cpu", "torch device: auto, cpu or cuda (cpu: the figures match across machines)")
-    threads: str = arg("0", "torch CPU threads: 'auto', 0 (torch's default) or n")
+    threads: str = threads_arg("0")
     allow_unverified: bool = allow_unverified_arg()
 
 

@@ -61,3 +61,18 @@ def test_the_debug_preset_of_dreamer_has_a_debug_budget(capsys):
 
     assert main(["dreamer", "--preset", "debug", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 400
+
+
+@pytest.mark.parametrize("command", sorted(set(COMMANDS) - set(NO_THREADS)))
+def test_threads_has_one_type_and_one_check_everywhere(command, capsys):
+    """Issue 25 item 5: `--threads` was an int on one command (`wm worldmodels --threads auto` was refused as
+    'invalid int value') and unchecked text elsewhere. Now every command takes 'auto' and refuses garbage in one line."""
+    field = next(f for f in dataclasses.fields(importlib.import_module(COMMANDS[command].module).CONFIG)
+                 if f.name == "threads")
+    assert field.type in (str, "str"), f"wm {command}: --threads is {field.type}"
+    assert main([command, "--threads", "auto", "--print-config"]) == 0
+    capsys.readouterr()
+    assert main([command, "--threads", "two", "--print-config"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert errors == [f"wm {command}: error: --threads 'two' must be 'auto' or an integer from 0 to 4096"
+                      + (" (or empty: the preset's)" if command in ("finetune", "bench-finetune") else "")], errors
