@@ -18,7 +18,8 @@ from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, file_problem, threads_arg
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
-from worldmodels.pretrained import eval_path, evaluate_model
+from worldmodels.model_evaluation import evaluate_model
+from worldmodels.pretrained import eval_path
 from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load
 

@@ -30,7 +30,8 @@ from worldmodels.kpis import EpisodeRecorder, log_planner_kpis, open_loop_errors
 from worldmodels.planning import PLANNERS
 from worldmodels.planning.base import SamplingPlanner
 from worldmodels.policies import PlannerPolicy
-from worldmodels.pretrained import eval_path, evaluate_model
+from worldmodels.model_evaluation import evaluate_model
+from worldmodels.pretrained import eval_path
 from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import FAMILIES, Pretrained, load
 

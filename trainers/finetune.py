@@ -40,7 +40,8 @@ from worldmodels.envs.options import protocol_of
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.families.vm import DONE, save_stage
-from worldmodels.pretrained import ACTION_LAYERS, DREAMER, WORLDMODELS, evaluate_model, export_from_run, save_dreamer, transfer
+from worldmodels.model_evaluation import evaluate_model
+from worldmodels.pretrained import ACTION_LAYERS, DREAMER, WORLDMODELS, export_from_run, save_dreamer, transfer
 from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load, resolve
 

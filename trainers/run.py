@@ -27,7 +27,7 @@ from worldmodels.config import save_json_atomic, to_dict
 from worldmodels.core import Policy
 from worldmodels.evaluation import summary_line, write_eval
 from worldmodels.locking import exclusive_lock
-from worldmodels.pretrained import evaluate_model
+from worldmodels.model_evaluation import evaluate_model
 from worldmodels.profiling import resolve_device
 from worldmodels.registry import Pretrained, load
 

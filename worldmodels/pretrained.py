@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -29,9 +29,7 @@ from torch import nn
 from worldmodels.checkpoint import CheckpointError, LoadReport, allowing_unverified, load_into, read_config, read_tensors
 from worldmodels.config import given, read_json
 from worldmodels.controllers.linear import PopulationController
-from worldmodels.core import Policy
 from worldmodels.envs.spaces import ActionSpec, check_fits
-from worldmodels.evaluation import evaluate_against_random
 from worldmodels.families import dreamer, vm
 from worldmodels.families.dreamer import DREAMER
 from worldmodels.families.vm import WORLDMODELS
@@ -178,31 +176,6 @@ def eval_path(model: Pretrained, stem: str, env_id: str = "") -> Path:
     other_env = env_id and env_id != model.env_id
     name = f"{stem}-{re.sub(r'[^A-Za-z0-9.-]+', '_', env_id)}.json" if other_env else f"{stem}.json"
     return Path(name) if is_shipped(root) else root / name
-
-
-def evaluate_model(model: Pretrained, *, episodes: int, seed: int, env_id: str = "", num_envs: int = 8,
-                   max_episode_steps: int | None = None, frameskip: int | None = None, sample: bool = False,
-                   device: str | torch.device = "cpu", policy: Policy | None = None,
-                   hooks: Sequence[Any] = (), progress: bool = False) -> dict[str, Any]:
-    """A loaded model's policy vs uniform random on the same seeds in its env: the ``eval.json`` record.
-
-    The env is :func:`make_env_for`'s: the model's settings, overridden by those given here, its spaces checked.
-    ``policy`` plays instead of the model's own (e.g. a planner over its world model, ``wm plan``); ``hooks``
-    (driver hooks) see its episodes; ``progress`` shows the episodes with an ETA.
-    """
-    no_policy = model.world_model is None or (model.family == WORLDMODELS and "controller" not in model.components)
-    if policy is None and no_policy:
-        raise FileNotFoundError(f"{model.path}: holds no trained policy yet (components {sorted(model.components)}); "
-                                f"finish its training first")
-    env_id = env_id or model.env_id
-    vec_env = make_env_for(model, env_id, min(num_envs, episodes), seed=seed, max_episode_steps=max_episode_steps,
-                           frameskip=frameskip)
-    try:
-        own = model.policy(sample=sample, seed=seed) if policy is None else policy
-        return evaluate_against_random(vec_env, own, env_id=env_id, episodes=episodes, seed=seed, device=device,
-                                       hooks=hooks, progress=progress)
-    finally:
-        vec_env.close()
 
 
 def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
