@@ -14,6 +14,7 @@ parameter counts), Trainer and fit are :mod:`trainers.dreamer_run`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,7 +31,7 @@ from trainers.performance import keep_cpu_heap
 from worldmodels import profiling
 from worldmodels.config import check_same_settings, save_json_atomic, to_dict
 from worldmodels.data.frame_ring import ring_bytes
-from worldmodels.data.store import EpisodeStore
+from worldmodels.data.store import EpisodeStore, env_of_store
 from worldmodels.envs import is_atari
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import result_table, write_eval
@@ -38,6 +39,7 @@ from worldmodels.locking import exclusive_lock
 from worldmodels.models.conv import check_image_size
 
 CONFIG = DreamerRunConfig
+ENV_DEFAULT = DreamerRunConfig.__dataclass_fields__["env"].default
 CLI_ALIASES = {"--accelerator": "device"}  # the flag's old spelling; --device as on every other command
 DEFAULT_PRESET = "tiny"
 __all__ = ["CONFIG", "DEFAULT_PRESET", "PRESETS", "DreamerRunConfig", "run"]
@@ -45,6 +47,8 @@ __all__ = ["CONFIG", "DEFAULT_PRESET", "PRESETS", "DreamerRunConfig", "run"]
 
 def run(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> dict:
     """:func:`train` while holding the run directory's and its episode store's locks (rank zero; others share them)."""
+    if config.store and not config.online:  # trained on the store alone: the run records (and plays) its env
+        config = dataclasses.replace(config, env=env_of_store(config.store, config.env, default=ENV_DEFAULT))
     if not is_rank_zero():
         return train(config, callbacks=callbacks)
     run_dir = Path(config.run_dir)

@@ -22,7 +22,7 @@ from trainers.worldmodels_stages import (copy_pretrained, log_real_return, stage
 from worldmodels.config import RERUN_MAY_DIFFER, ConfigError, check_same_settings, save_json_atomic, to_dict
 from worldmodels.families.vm import DONE
 from worldmodels.data.latents import encode_store
-from worldmodels.data.store import EpisodeStore
+from worldmodels.data.store import EpisodeStore, env_of_store
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import result_table, write_eval
 from worldmodels.locking import exclusive_lock
@@ -50,8 +50,11 @@ def run(config: WorldModelsConfig) -> dict:
         if changed:
             print(f"wm worldmodels: from {config.init_from}: {changed}")
         config = dataclasses.replace(config, **settings)
-    if config.store:  # recorded absolute in config.json, so the run's model loads from any directory
-        config = dataclasses.replace(config, store=str(Path(config.store).resolve()))
+    if config.store:  # recorded absolute in config.json, so the run's model loads from any directory; and the env
+        # the run records is the store's (it trains on the store alone; config.json named the --env default)
+        config = dataclasses.replace(config, store=str(Path(config.store).resolve()),
+                                     env=env_of_store(config.store, config.env,
+                                                      default=WorldModelsConfig.__dataclass_fields__["env"].default))
     validate(config)  # before anything is collected or written
     if not is_rank_zero():
         return _stages(config, pretrained)

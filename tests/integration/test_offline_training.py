@@ -65,6 +65,7 @@ def test_worldmodels_trains_from_a_store_without_an_env(tmp_path, no_env):
     assert not (run_dir / "episodes").exists()  # nothing collected
     model = load(str(run_dir))
     assert model.env_id == "import:recorded" and model.action_spec == SPEC  # read from the --store
+    assert json.loads((run_dir / "config.json").read_text())["env"] == "import:recorded"  # was CarRacing-v3
     # Without --dream-horizon (the debug preset sets 8) the dream lasts the longest stored episode: 16 rows, 15 steps.
     config = WorldModelsConfig(store=store, dream_horizon=None)
     assert dream_horizon(config) == 15
@@ -80,6 +81,20 @@ def test_dreamer_pretrains_offline_without_an_env(tmp_path, no_env):
     model = load(str(run_dir))  # the offline-only run's checkpoint is the run's own
     assert model.family == "dreamer" and model.action_spec == SPEC
     assert not (run_dir / "episodes").exists()
+    # Issue 25 item 6: config.json recorded the --env default (worldmodels/Catch-v0, same spaces), so wm evaluate
+    # played Catch and reported a score for a model of another env (e99b721). The store's env now.
+    assert json.loads((run_dir / "config.json").read_text())["env"] == "import:recorded"
+    assert model.env_id == "import:recorded"
+
+
+def test_an_offline_run_refuses_an_env_other_than_its_stores(tmp_path, capsys):
+    store = recorded_store(tmp_path / "store", size=16)
+    for argv in (["dreamer", "--preset", "debug", "--online", "false", "--env", "worldmodels/LeftRight-v0"],
+                 ["worldmodels", "--preset", "debug", "--env", "worldmodels/LeftRight-v0"]):
+        assert scripts.cli.main([*argv, "--store", store, "--run-dir", str(tmp_path / "run")]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+        assert len(errors) == 1 and "holds episodes of 'import:recorded'" in errors[0], errors
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_dreamer_pretrains_offline_then_continues_online(tmp_path):

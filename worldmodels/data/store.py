@@ -398,3 +398,20 @@ class EpisodeStore:
         if int(meta["length"]) != length:
             raise CorruptEpisodeError(f"meta.json says {meta['length']} rows, arrays hold {length}")
         return EpisodeInfo(path.name, int(meta["length"]), float(meta["return"]), meta.get("seed"))
+
+
+def env_of_store(store: str | Path, env: str, *, default: str) -> str:
+    """The env a run trained OFFLINE on ``store`` records: the store's own (``store.json``'s ``env_id``).
+
+    ``env`` is the run's ``--env``; left at its ``default`` it gives way to the store's (a run on a store imported
+    from ``mymod:MyEnv-v0`` used to record, and be evaluated on, the default env, whose spaces may match). Another
+    env than the store's, given explicitly, is a one-line ValueError: evaluate on other envs with ``wm evaluate
+    --env``.
+    """
+    stored = EpisodeStore.open(store).spec.env_id
+    if env in ("", default, stored):
+        return stored
+    raise ValueError(f"--env {env!r}, but --store {str(store)!r} holds episodes of {stored!r}: an offline run trains "
+                     f"on the store's env and records it; drop --env (or pass --env {stored}), and evaluate on "
+                     f"another env afterwards with wm evaluate --env")
+
