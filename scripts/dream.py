@@ -40,7 +40,7 @@ from trainers.callbacks import latent_traversal_grid, open_loop_kpis
 from worldmodels import open_loop as fair, viz
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, directory_problem, threads_arg
-from worldmodels.dreams import dream, dream_models, open_loop, reconstruct
+from worldmodels.dreams import dream, dream_models, dream_temperature, open_loop, reconstruct
 from worldmodels.driver import record_episode
 from worldmodels.envs import ActionSpec
 from worldmodels.policies import RandomPolicy
@@ -242,7 +242,7 @@ def run(config: DreamConfig) -> dict:
             strip, samples = _open_loop_clips(model, batch, config)
             with torch.no_grad():
                 dreamed = dream(model, head, batch["obs"][:, :K], batch["action"][:, :K], batch["is_first"][:, :K],
-                                H, seed=config.seed + i)
+                                H, seed=config.seed + i, temperature=dream_temperature(pretrained.config))
             true = viz.as_uint8(batch["obs"][0])  # (T, H, W, C)
             frames = np.concatenate([true[:K], viz.as_uint8(dreamed["frames"][0])])  # (K + horizon, H, W, C)
             zeros = np.zeros(K)

@@ -10,9 +10,11 @@ free port, and the URL is printed. Endpoints and time alignment: :mod:`worldmode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, threads_arg
+from worldmodels.dreams import dream_temperature
 from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import load
 from worldmodels.serving.play import MAX_SEED, PlaySettings, create_play_app
@@ -29,8 +31,9 @@ class PlayConfig:
                     minimum=0, maximum=MAX_SEED)
     fps: float = arg(0.0, "frames a second the page asks for; 0 = the env's own (60/frameskip for Atari, else its "
                           "render_fps / frameskip)", minimum=0.0, maximum=240.0)
-    temperature: float = arg(1.0, "World Models: M's sampling temperature in the dream (Sec. 4.4; 0 = each "
-                                  "step's most likely component mean)", minimum=0.0, maximum=10.0)
+    temperature: Optional[float] = arg(None, "World Models: M's sampling temperature in the dream (Sec. 4.4; 0 = each "
+                                             "step's most likely component mean); None = the one C was trained at "
+                                             "(saved with the model), else 1", minimum=0.0, maximum=10.0)
     sample: bool = arg(False, "Dreamer: the policy samples the actor instead of taking its mode")
     max_sessions: int = arg(4, "pages playing at once; a new page takes the slot of the least recently used one",
                             minimum=1, maximum=64)
@@ -53,8 +56,9 @@ def make_server(config: PlayConfig):
                          f"localhost), since the page has no auth; use `wm serve --token` to expose a policy")
     set_threads(config.threads)
     model = load(config.checkpoint, resolve_device(config.device), allow_unverified=config.allow_unverified)
+    temperature = dream_temperature(model.config) if config.temperature is None else config.temperature
     settings = PlaySettings(max_sessions=config.max_sessions, idle_timeout_s=config.idle_timeout_s,
-                            seed=config.seed, temperature=config.temperature, fps=config.fps, env_id=config.env)
+                            seed=config.seed, temperature=temperature, fps=config.fps, env_id=config.env)
     app = create_play_app(model, settings=settings, name=config.checkpoint, sample=config.sample)
     sock = bind("127.0.0.1" if config.host == "localhost" else config.host, config.port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,

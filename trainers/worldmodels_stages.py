@@ -255,7 +255,11 @@ def stage_controller(config: WorldModelsConfig, vae: ConvVAE, mdnrnn: MDNRNN, la
     chosen = int(scores.argmax())
     summary = {"chosen": ("best_candidate", "cmaes_mean")[chosen], "fitness_best_candidate": float(scores[0]),
                "fitness_cmaes_mean": float(scores[1]), "generations": result["generation"]}
-    save_controller(out, controller.cpu(), candidates[chosen].cpu(), extra={"selection": summary})
+    # The dream C was trained in travels with the model: wm dream and wm play imagine at the same temperature.
+    dream = ({"temperature": config.temperature, "sample_done": config.sample_done, "horizon": dream_horizon(config)}
+             if config.controller_env == "dream" else None)
+    save_controller(out, controller.cpu(), candidates[chosen].cpu(),
+                    extra={"selection": summary, **({"dream": dream} if dream else {})})
     save_json_atomic(out / DONE, summary)
     return summary
 

@@ -99,6 +99,12 @@ def dream_models(pretrained: Pretrained) -> tuple[DreamModel, LatentPolicy | Non
     return model, policy.head if isinstance(policy, ModelPolicy) else None
 
 
+def dream_temperature(config: dict) -> float:
+    """M's temperature in a model's dreams: the one its controller was trained at (``config.json`` ``"dream"``,
+    written by ``wm worldmodels``' controller stage), else M's own distribution (1)."""
+    return float((config.get("dream") or {}).get("temperature", DREAM_TEMPERATURE))
+
+
 def vae_of(model: DreamModel) -> ConvVAE | None:
     """World Models' V of ``model`` (itself when it is V alone), or ``None`` for families without one."""
     if isinstance(model, ConvVAE):
@@ -152,14 +158,16 @@ def open_loop(model: DreamModel, obs: torch.Tensor, action: torch.Tensor, is_fir
 
 
 def dream(model: DreamModel, head: LatentPolicy | None, obs: torch.Tensor, action: torch.Tensor,
-          is_first: torch.Tensor, horizon: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
+          is_first: torch.Tensor, horizon: int, *, seed: int = 0,
+          temperature: float = DREAM_TEMPERATURE) -> dict[str, torch.Tensor]:
     """``K`` context rows ``(B, K, ...)``, then ``horizon`` steps in which ``head`` acts on the imagined states.
 
     ``head=None`` acts with uniform random actions (:class:`~worldmodels.policies.RandomPolicy`, seeded
-    ``seed``). Returns ``frames (B, horizon, H, W, C)`` uint8, ``reward, end (B, horizon)``.
+    ``seed``). ``temperature``: World Models' M (:func:`dream_temperature`: the one C was trained at).
+    Returns ``frames (B, horizon, H, W, C)`` uint8, ``reward, end (B, horizon)``.
     """
     world_model = _require_world_model(model, "dream")
-    with _sampling(world_model, DREAM_TEMPERATURE):
+    with _sampling(world_model, temperature):
         last = _observe_context(world_model, obs, action, is_first)
         policy = head if head is not None else RandomPolicy(world_model.action_spec, seed, state_device(last))
         traj = world_model.imagine(last, policy, horizon)

@@ -138,7 +138,8 @@ def export_from_run(run_dir: str | Path, out_dir: str | Path | None = None, *, a
         run_config = read_json(run_dir / "config.json", default={})
         steps = {k: run_config[k] for k in ("vae_steps", "mdnrnn_steps", "generations", "episodes") if k in run_config}
         return vm.save_whole(out, model.components, action_spec=model.action_spec, obs_shape=model.obs_shape,
-                             training_steps=steps, metrics=_numbers(read_json(run_dir / "eval.json", what="an evaluation", default={})), **common)
+                             training_steps=steps, metrics=_numbers(read_json(run_dir / "eval.json", what="an evaluation", default={})),
+                             dream=config.get("dream"), **common)
     results = read_json(run_dir / "results.json", what="results", default={})
     steps = {k: int(v) for k, v in {"gradient_steps": results.get("gradient_steps"),
                                     "env_steps": config["checkpoint"].get("env_steps")}.items() if v is not None}

@@ -48,3 +48,17 @@ def test_evaluating_the_run_on_its_own_env_never_overwrites_its_eval_json(catch_
     assert (catch_run / "eval.json").read_text() == before
     record = catch_run / "eval-2ep-seed7.json"
     assert record.is_file() and str(record) in capsys.readouterr().out
+
+
+def test_the_dream_c_was_trained_in_is_saved_with_the_model(catch_run, tmp_path):
+    """Issue 25 item 6: the dream temperature C was trained at is saved with the model (through an export too) and
+    is the one wm dream / wm play imagine at (e99b721 dreamed at 1 whatever C was trained at)."""
+    from worldmodels.dreams import dream_temperature
+    from worldmodels.pretrained import export_from_run
+    from worldmodels.registry import load
+
+    model = load(catch_run)
+    assert model.config["dream"] == {"temperature": 1.15, "sample_done": False, "horizon": 8}  # the debug run's
+    export_from_run(catch_run, tmp_path / "export")
+    assert dream_temperature(load(tmp_path / "export").config) == 1.15
+    assert dream_temperature({}) == 1.0  # a model whose C was not trained in a dream: M's own distribution

@@ -126,8 +126,10 @@ def save_controller(directory: str | Path, controller: PopulationController, par
 
 def save_whole(directory: str | Path, components: Mapping[str, nn.Module], *, env_id: str, action_spec: ActionSpec,
                obs_shape: tuple[int, ...] | list[int] | None = None, env_options: Mapping[str, Any] | None = None,
-               training_steps: Mapping[str, int] | None = None, metrics: Mapping[str, float] | None = None) -> Path:
-    """V, M and (optionally) C with their sizes, env and metrics to one whole-model directory."""
+               training_steps: Mapping[str, int] | None = None, metrics: Mapping[str, float] | None = None,
+               dream: Mapping[str, Any] | None = None) -> Path:
+    """V, M and (optionally) C with their sizes, env and metrics to one whole-model directory; ``dream``: the
+    settings of the dream C was trained in (``temperature``, ``sample_done``, ``horizon``)."""
     vae, mdnrnn = components["vae"], components["mdnrnn"]
     if mdnrnn.action_dim != action_spec.dim or mdnrnn.z_dim != vae.z_dim:
         raise ValueError(f"save: MDN-RNN (z {mdnrnn.z_dim}, action {mdnrnn.action_dim}) does not fit "
@@ -141,6 +143,8 @@ def save_whole(directory: str | Path, components: Mapping[str, nn.Module], *, en
               "metrics": dict(metrics or {})}
     if env_options:
         config["env_options"] = dict(env_options)
+    if dream:
+        config["dream"] = dict(dream)
     return save_pretrained(directory, dict(components), config)
 
 
@@ -174,6 +178,9 @@ def read_layout(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.T
     config = {"family": WORLDMODELS, "sizes": sizes, "env_id": store.get("env_id", run.get("env", "")),
               "obs_shape": list(store.get("obs_shape") or (vae["image_size"], vae["image_size"], vae["in_channels"])),
               "action_spec": action_spec, "env_options": env_options}
+    dream = stage_configs.get("controller", {}).get("dream")
+    if dream:  # the dream C was trained in (temperature, sampled deaths, horizon)
+        config["dream"] = dream
     return config, tensors
 
 
