@@ -91,7 +91,7 @@ def hold(page, key: str, steps: int) -> None:
     page.keyboard.up(key)
 
 
-def test_the_page_plays_keys_and_policy_in_a_real_browser(tmp_path):
+def test_the_page_plays_keys_and_policy_in_a_real_browser(tmp_path, capsys):
     binary = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -137,6 +137,9 @@ def test_the_page_plays_keys_and_policy_in_a_real_browser(tmp_path):
     for pixels in (dream, real):
         assert pixels[..., 3].min() == 255 and pixels[..., :3].std() > 1.0  # painted frames, not a blank canvas
     assert np.abs(dream.astype(int) - first.astype(int)).sum() > 0  # the dream moved on under the actions
+    with capsys.disabled():  # one line in every log, CI's included (pytest -q shows no test names)
+        print(f"\nbrowser test: {binary} drove wm play on {CHECKPOINT}: keys -> actions {pressed}, "
+              f"{len(policy)} policy steps, canvases painted and moving; screenshot {tmp_path / 'play.png'}")
 
 
 @pytest.fixture
