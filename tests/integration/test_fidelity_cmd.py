@@ -53,3 +53,12 @@ def test_remeasure_opt_in_puts_the_table_in_config_and_card(tmp_path):
     assert main(base) == 0  # off by default: the last measurement stays, in config.json and the card
     assert "## Decision fidelity" in (tmp_path / "model" / "README.md").read_text()
     assert hashlib.sha256((tmp_path / "model" / "model.safetensors").read_bytes()).hexdigest() == weights
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["fidelity"]) == 2
+    assert "--checkpoint is required" in capsys.readouterr().err
+    tiny_worldmodels(tmp_path / "vm", controller=False)
+    assert main(["fidelity", "--checkpoint", str(tmp_path / "vm"), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no trained policy" in err[0]
