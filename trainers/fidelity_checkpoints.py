@@ -11,8 +11,8 @@ Seven policies per model, all acting through the model's own world model (so eac
                          model's imagination (DreamerV3's actor loss, DreamerModule.actor_critic_losses, at
                          ACTOR_LR_SCALE x the shipped actor's learning rate), its λ-returns bootstrapped by the
                          shipped critic (frozen), started from the posteriors of random-policy play; the world
-                         model is not trained. (A fresh critic too learnt nothing in 150 updates on Boxing: the
-                         imagined return and the actor's entropy stayed at random's; see docs/fidelity.md.)
+                         model is not trained. (With a fresh critic too, 30 updates on Boxing left the imagined
+                         return and the actor's entropy at random's; see docs/fidelity.md.)
     noise-small/large  the trained policy with Gaussian weight noise, NOISE_SCALES x each tensor's rms
     epsilon          the trained policy, each action replaced by a uniform random one w.p. EPSILON
 
