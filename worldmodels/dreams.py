@@ -52,7 +52,7 @@ DREAM_TEMPERATURE = 1.0  # World Models: M's own distribution (Sec. 4.4)
 
 
 @contextlib.contextmanager
-def _sampling(world_model: WorldModel, temperature: float) -> Iterator[None]:
+def sampling(world_model: WorldModel, temperature: float) -> Iterator[None]:
     """World Models only: posterior-mean context and M at ``temperature`` for the call, then restore."""
     if not isinstance(world_model, VMWorldModel):
         yield
@@ -118,7 +118,7 @@ def reconstruct(model: DreamModel, obs: torch.Tensor) -> torch.Tensor:
         return to_uint8_image(model.decode(_encode_mean(model, obs)[0]))
     N = obs.shape[0]
     device = _device(model)
-    with _sampling(model, OPEN_LOOP_TEMPERATURE):
+    with sampling(model, OPEN_LOOP_TEMPERATURE):
         states, _ = model.observe(obs.to(device).unsqueeze(1), None, torch.ones(N, 1, dtype=torch.bool, device=device))
     return model.decode(states)[:, 0]  # (N, H, W, C)
 
@@ -150,7 +150,7 @@ def open_loop(model: DreamModel, obs: torch.Tensor, action: torch.Tensor, is_fir
     B, T = obs.shape[:2]
     if not 1 <= context < T:
         raise ValueError(f"open_loop: context {context} must be in [1, T={T})")
-    with _sampling(world_model, temperature):
+    with sampling(world_model, temperature):
         last = _observe_context(world_model, obs[:, :context], action[:, :context], is_first[:, :context])
         actions = action[:, context - 1 : T - 1].to(state_device(last)).float()  # (B, T-K, A): a_{K-1} .. a_{T-2}
         traj = world_model.imagine(last, actions, T - context)
@@ -167,7 +167,7 @@ def dream(model: DreamModel, head: LatentPolicy | None, obs: torch.Tensor, actio
     Returns ``frames (B, horizon, H, W, C)`` uint8, ``reward, end (B, horizon)``.
     """
     world_model = _require_world_model(model, "dream")
-    with _sampling(world_model, temperature):
+    with sampling(world_model, temperature):
         last = _observe_context(world_model, obs, action, is_first)
         policy = head if head is not None else RandomPolicy(world_model.action_spec, seed, state_device(last))
         traj = world_model.imagine(last, policy, horizon)

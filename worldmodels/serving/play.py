@@ -38,7 +38,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ from worldmodels.core import LatentPolicy, State, WorldModel, index_state, state
 from worldmodels.envs import agent_frameskip, is_atari, make
 from worldmodels.envs.options import resolve_options
 from worldmodels.envs.spaces import check_fits
-from worldmodels.models.vm_world_model import VMWorldModel
+from worldmodels.dreams import sampling
 from worldmodels.policies import ModelPolicy, RandomPolicy, clip_to_space
 from worldmodels.registry import Pretrained
 from worldmodels.serving.app import read_body
@@ -110,20 +110,6 @@ def frame_b64(frame: torch.Tensor | np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array, dtype=np.uint8).tobytes()).decode("ascii")
 
 
-@contextlib.contextmanager
-def dream_sampling(world_model: WorldModel, temperature: float) -> Iterator[None]:
-    """World Models only: M at ``temperature`` and V's posterior mean for the call (other families: no settings)."""
-    if not isinstance(world_model, VMWorldModel):
-        yield
-        return
-    saved = world_model.temperature, world_model.sample_latent
-    world_model.temperature, world_model.sample_latent = float(temperature), False
-    try:
-        yield
-    finally:
-        world_model.temperature, world_model.sample_latent = saved
-
-
 class PlaySession:
     """One page's game: the dream's latent state, the real env playing the same actions, and the action log."""
 
@@ -145,7 +131,7 @@ class PlaySession:
         obs, _ = self.env.reset(seed=seed)  # (H, W, 3) uint8
         device = state_device(self.world_model.initial(1))
         frames = torch.as_tensor(np.asarray(obs), device=device)[None, None]  # (1, 1, H, W, C)
-        with dream_sampling(self.world_model, self.temperature):
+        with sampling(self.world_model, self.temperature):
             _, self.state = self.world_model.observe(frames, None, torch.ones(1, 1, dtype=torch.bool, device=device))
             end = 1.0 - float(self.world_model.predict_cont(self.state)[0])
             dream = self.world_model.decode(self.state)[0]  # (H, W, C): s_0 as the model sees the real frame
@@ -159,7 +145,7 @@ class PlaySession:
     def step(self, action: Any) -> dict[str, Any]:
         """``action``: ``"policy"``, a discrete index, or ``A`` floats (Box) -> the next dream and real frames."""
         assert self.state is not None, "a session is reset when it is made"
-        with dream_sampling(self.world_model, self.temperature):
+        with sampling(self.world_model, self.temperature):
             source = "policy" if action == "policy" else "user"
             if source == "policy":
                 model_action = self.head.act_latent(self.world_model.feature(self.state))  # (1, A)
