@@ -30,6 +30,7 @@ import torch
 
 from trainers.distributed import stage_seed
 from trainers.dreamer_module import DreamerModule
+from trainers.learner import learner_step
 from trainers.losses import weighted_sum
 from worldmodels.core import Policy, flatten_start
 from worldmodels.driver import Driver
@@ -37,7 +38,6 @@ from worldmodels.families.dreamer import DREAMER
 from worldmodels.families.vm import WORLDMODELS
 from worldmodels.fidelity_policies import (EpsilonRandomPolicy, cmaes_checkpoints, perturbed_actor,
                                            perturbed_controller)
-from worldmodels.finite import check_finite
 from worldmodels.models.actor_critic import ema_update
 from worldmodels.policies import ActorHead, ControllerHead, ModelPolicy, RandomPolicy
 from worldmodels.registry import FAMILIES, Pretrained
@@ -118,14 +118,10 @@ def actor_checkpoints(model: Pretrained, make_env: Callable[[int], Any], *, upda
             steps = [(actor_opt, ("policy", "entropy"), cfg.actor_grad_clip),
                      (critic_opt, ("value", "value_slow"), cfg.critic_grad_clip)]
             for optimizer, keys, clip in [step for step in steps if step[0] is not None]:
-                loss = weighted_sum({key: parts[key] for key in keys}, module.loss_scales)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                params = [p for group in optimizer.param_groups for p in group["params"]]
-                norm = torch.nn.utils.clip_grad_norm_(params, clip)
-                check_finite({"loss": loss, "gradient norm": norm}, where=f"fidelity actor update {update}",
+                chosen = {key: parts[key] for key in keys}
+                learner_step(optimizer, chosen, total=weighted_sum(chosen, module.loss_scales), clip=clip,
+                             where=f"fidelity actor update {update}",
                              hint="the world model it imagines in is probably diverged")
-                optimizer.step()
             if critic_opt is not None:
                 ema_update(module.slow_critic, module.critic, cfg.slow_critic_decay)
             if update in counts:
