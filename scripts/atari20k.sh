@@ -8,7 +8,7 @@
 # Each argument is GAME:SEED (a game of worldmodels/atari_scores.py). One recipe for every game: --preset cpu, the
 # Atari-100k protocol, exactly 20,000 agent steps, no per-game flag. Each process appends a start line (CPU model,
 # commit, command) and an end line (exit code) to RUN/segments.jsonl; a killed one's end is its heartbeat file's
-# time. The record's wall time is the sum of the segments (trainers/atari_table.py).
+# time. The record's wall time is the sum of the segments (trainers/runs/atari_table.py).
 set -u
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/atari20k}

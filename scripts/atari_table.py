@@ -3,7 +3,7 @@
 ``wm atari-table --runs /work/runs/atari20k --out results/atari20k.json`` reads every finished run directory under
 ``--runs`` (``scripts/atari20k.sh`` makes them), replaces the file's records of the same (game, seed) and prints the
 table (README "Results", docs/results.md). ``--runs ""`` only prints the table of ``--out``. Record fields, the
-training window and HNS: :mod:`trainers.atari_table`, :mod:`worldmodels.atari_scores`.
+training window and HNS: :mod:`trainers.runs.atari_table`, :mod:`worldmodels.atari_scores`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainers.atari_table import run_record, table
+from trainers.runs.atari_table import run_record, table
 from worldmodels.config import arg, file_problem, save_json_atomic
 
 

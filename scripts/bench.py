@@ -30,12 +30,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from trainers.bench_collect import collection_vs_raw
-from trainers.bench_config import DEFAULT_PRESET, KINDS, PRESETS, BenchConfig, bench_collection, steps_and_warmup  # noqa: F401 - PRESETS re-exported for the CLI
-from trainers.bench_models import (bench_dream_controller, bench_dreamer_step, bench_imagine, bench_loader,
+from trainers.bench.collect import collection_vs_raw
+from trainers.bench.config import DEFAULT_PRESET, KINDS, PRESETS, BenchConfig, bench_collection, steps_and_warmup  # noqa: F401 - PRESETS re-exported for the CLI
+from trainers.bench.models import (bench_dream_controller, bench_dreamer_step, bench_imagine, bench_loader,
                                    bench_plan, bench_worldmodels)
-from trainers.bench_profile import bench_profile
-from trainers.bench_replay import bench_replay
+from trainers.bench.profile import bench_profile
+from trainers.bench.replay import bench_replay
 from worldmodels.config import save_json_atomic
 
 CONFIG = BenchConfig
@@ -48,7 +48,7 @@ def _run_collect(config: BenchConfig) -> dict:
         config.env, config.num_envs, steps=steps, warmup=warmup,
         repeats=config.repeats, image_size=config.image_size, seed=config.seed,
     )
-    # The whole `wm collect` loop against the env's raw ceiling (trainers/bench_collect.py), alternating pairs.
+    # The whole `wm collect` loop against the env's raw ceiling (trainers/bench/collect.py), alternating pairs.
     modes = ("exact", "fast") if config.collect_mode == "both" else (config.collect_mode,)
     record["collection_vs_raw"] = collection_vs_raw(config.env, config.num_envs, steps=steps, episodes_per_env=2,
                                                     repeats=config.repeats, seed=config.seed,

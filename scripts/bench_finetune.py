@@ -1,12 +1,12 @@
 """Benchmark (JSON): steps for a fine-tuned vs a from-scratch world model to reach the same validation loss.
 
 ``wm bench-finetune --from checkpoints/NAME --env ALE/Breakout-v5``; the measurement is
-:func:`trainers.finetune_bench.bench_finetune` (its docstring says what is compared and how).
+:func:`trainers.bench.finetune.bench_finetune` (its docstring says what is compared and how).
 """
 
 from __future__ import annotations
 
-from trainers.finetune_bench import BenchFinetuneConfig, bench_finetune
+from trainers.bench.finetune import BenchFinetuneConfig, bench_finetune
 
 CONFIG = BenchFinetuneConfig
 CLI_ALIASES = {"--from": "source"}  # as in `wm finetune`: `from` is a Python keyword, so the field is `source`

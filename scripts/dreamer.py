@@ -5,9 +5,9 @@ under ``RUN_DIR/tb``, keeps ``RUN_DIR/checkpoints/last.ckpt`` (agent + replay po
 episodes to ``RUN_DIR/episodes`` (an EpisodeStore), ``RUN_DIR/eval.json`` (the one evaluation schema) and
 ``RUN_DIR/results.json``, and resumes from ``last.ckpt`` when rerun (a finished run, rerun with
 the same config, is left as it is). The config, presets (sizes and
-parameter counts), Trainer and fit are :mod:`trainers.dreamer_run`.
+parameter counts), Trainer and fit are :mod:`trainers.runs.dreamer`.
 
-``--store DIR`` first pretrains on a recorded episode store with no env (:mod:`trainers.offline`,
+``--store DIR`` first pretrains on a recorded episode store with no env (:mod:`trainers.runs.offline`,
 ``--pretrain-steps`` gradient steps into ``RUN_DIR/offline/``), then goes on online from those weights;
 ``--online false --evaluate false`` trains offline only and makes no env at all.
 """
@@ -22,12 +22,12 @@ from typing import Sequence
 
 import lightning as L
 
-from trainers.distributed import is_rank_zero, rank_store_dir
-from trainers.dreamer_run import PRESETS, DreamerRunConfig, build, env_options, evaluate, fit_online, gradient_steps, make_trainer
-from trainers.dreamer_module import DreamerModule
-from trainers.offline import pretrain
-from trainers.online import OnlineReplay, StreamReplay
-from trainers.performance import keep_cpu_heap
+from trainers.data.distributed import is_rank_zero, rank_store_dir
+from trainers.runs.dreamer import PRESETS, DreamerRunConfig, build, env_options, evaluate, fit_online, gradient_steps, make_trainer
+from trainers.modules.dreamer import DreamerModule
+from trainers.runs.offline import pretrain
+from trainers.data.online import OnlineReplay, StreamReplay
+from trainers.runs.performance import keep_cpu_heap
 from worldmodels import profiling
 from worldmodels.config import check_same_settings, save_json_atomic, to_dict
 from worldmodels.data.frame_ring import ring_bytes
@@ -89,7 +89,7 @@ def train(config: DreamerRunConfig, *, callbacks: Sequence[L.Callback] = ()) -> 
         is_atari(config.env)  # an unknown env id is a one-line error before the Trainer or any env starts
     check_image_size(config.image_size, config.stages)
     profiling.resolve_device({"gpu": "cuda"}.get(config.device, config.device))  # no GPU: one line, not Lightning's traceback
-    keep_cpu_heap(mmap=False)  # activations reuse heap blocks instead of fresh pages each step (trainers/performance.py)
+    keep_cpu_heap(mmap=False)  # activations reuse heap blocks instead of fresh pages each step (trainers/runs/performance.py)
     profiling.set_threads(config.threads, rows=config.batch_size * config.seq_len, width=config.hidden)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ def online_loop_figures(replay: OnlineReplay) -> dict[str, float]:
 
 
 def pretrained_for(config: DreamerRunConfig, replay: OnlineReplay, callbacks: Sequence[L.Callback]) -> DreamerModule:
-    """The module pretrained on ``--store`` (:func:`trainers.offline.pretrain`), refused when its data cannot be the env's."""
+    """The module pretrained on ``--store`` (:func:`trainers.runs.offline.pretrain`), refused when its data cannot be the env's."""
     stored = EpisodeStore.open(config.store).spec
     if tuple(stored.obs_shape) != tuple(replay.obs_shape) or stored.action_spec != replay.action_spec:
         have, want = stored.action_spec, replay.action_spec

@@ -1,7 +1,7 @@
 """Decision fidelity of a saved world model: do the policies its dream ranks higher do better in the real env?
 
 ``wm fidelity --checkpoint takecover-worldmodels-cpu --episodes 10 --seed 30000`` builds the policy set of
-:mod:`trainers.fidelity_checkpoints` (random, the trained policy, two intermediate checkpoints trained again in the
+:mod:`trainers.runs.fidelity_checkpoints` (random, the trained policy, two intermediate checkpoints trained again in the
 model's own dream, two weight-noise perturbations and an epsilon-random one), plays each one ``--episodes`` real
 episodes and dreams one from the first frame of each (:mod:`worldmodels.fidelity`), then prints the table
 (dream return, real return, gap), Spearman's rank correlation and the regret of choosing by the dream.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainers.fidelity_checkpoints import policy_set
+from trainers.runs.fidelity_checkpoints import policy_set
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, file_problem, save_json_atomic, threads_arg
 from worldmodels.envs.toy import register_toy_envs

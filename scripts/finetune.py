@@ -4,7 +4,7 @@
 
 Only the action-dependent layers are re-initialised when the action space changes (one line lists exactly
 which); ``--reward-only`` re-fits the reward head and re-trains the controller / actor; ``--freeze`` keeps
-the encoder or the dynamics fixed. The training is :mod:`trainers.finetune`; a killed fine-tune resumes
+the encoder or the dynamics fixed. The training is :mod:`trainers.runs.finetune`; a killed fine-tune resumes
 when rerun, and the result is exported to ``RUN_DIR/pretrained``. The target env is checked first: its
 observations must be the model's (the action space may differ), and ``--run-dir`` must not hold the source.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainers.finetune import FinetuneConfig, finetune, resolve_source
+from trainers.runs.finetune import FinetuneConfig, finetune, resolve_source
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.evaluation import result_table
 from worldmodels.locking import exclusive_lock

@@ -3,17 +3,17 @@
 ``wm mbpo --env InvertedPendulum-v5 --steps 5000 --eval-episodes 10 --run-dir runs/mbpo --seed 0`` refits the
 ensemble every ``--model-every`` steps, branches ``--rollouts`` short model rollouts from replayed real states
 (length scheduled by ``--k-schedule``), trains SAC on ``--real-ratio`` real + the rest synthetic transitions, and
-ends with the run skeleton's files (:mod:`trainers.run`): the agent and its ensemble as ``RUN_DIR/model``
+ends with the run skeleton's files (:mod:`trainers.runs.skeleton`): the agent and its ensemble as ``RUN_DIR/model``
 (safetensors + config.json, :mod:`worldmodels.mbpo.family`: ``worldmodels.load(RUN_DIR)``, ``wm evaluate``,
 ``wm plan``, ``wm serve`` read it), ``RUN_DIR/eval.json`` (SAC's mean action, as saved, vs uniform random on the
 same seeds), ``RUN_DIR/results.json`` and TensorBoard logs under ``RUN_DIR/tb``. The wiring is
-:mod:`trainers.mbpo_run`.
+:mod:`trainers.runs.mbpo`.
 """
 
 from __future__ import annotations
 
-from trainers.mbpo_run import MBPORunConfig, train_mbpo
-from trainers.run import run_training
+from trainers.runs.mbpo import MBPORunConfig, train_mbpo
+from trainers.runs.skeleton import run_training
 
 CONFIG = MBPORunConfig
 

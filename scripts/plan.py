@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from trainers.callbacks import log_return_vs_env_steps
+from trainers.modules.callbacks import log_return_vs_env_steps
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, file_problem, threads_arg
 from worldmodels.envs.toy import register_toy_envs

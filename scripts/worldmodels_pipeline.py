@@ -1,6 +1,6 @@
 """World Models end to end (Ha & Schmidhuber 2018): collect -> V -> M -> C in the dream -> evaluate.
 
-Each stage (``trainers.worldmodels_stages``) writes under ``--run-dir`` and is skipped when done, so a
+Each stage (``trainers.runs.worldmodels_stages``) writes under ``--run-dir`` and is skipped when done, so a
 killed run resumes where it stopped; ``RUN_DIR/eval.json`` holds the real-env return vs random.
 ``--store DIR`` trains on a recorded store instead of collecting; with ``--evaluate false`` no env is made.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 import lightning as L
 
 from scripts import evaluate
-from trainers.distributed import barrier, is_rank_zero, rank_and_world_size, stage_seed
-from trainers.worldmodels_config import PRESETS, WorldModelsConfig, pretrained_settings, validate
-from trainers.worldmodels_stages import (copy_pretrained, log_real_return, stage_collect, stage_controller, stage_mdnrnn,
+from trainers.data.distributed import barrier, is_rank_zero, rank_and_world_size, stage_seed
+from trainers.runs.worldmodels_config import PRESETS, WorldModelsConfig, pretrained_settings, validate
+from trainers.runs.worldmodels_stages import (copy_pretrained, log_real_return, stage_collect, stage_controller, stage_mdnrnn,
                                          stage_vae)
 from worldmodels.config import RERUN_MAY_DIFFER, ConfigError, check_same_settings, save_json_atomic, to_dict
 from worldmodels.families.vm import DONE

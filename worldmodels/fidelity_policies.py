@@ -9,7 +9,7 @@ Shipped models keep only their final weights, so the weaker policies of the set 
   generations than the shipped C (the paper's procedure, cut short: ``worldmodels.controllers.cmaes``), the dream
   starting from the first frames of real episodes on seeds no evaluation uses.
 
-(Dreamer's intermediate actors need the actor-critic learner of ``trainers/``: ``trainers.fidelity_checkpoints``.)
+(Dreamer's intermediate actors need the actor-critic learner of ``trainers/``: ``trainers.runs.fidelity_checkpoints``.)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``wm plan`` scores them on its evaluation episodes and ``wm pets`` on the latest real episode, then writes the
 same TensorBoard tags (:func:`log_planner_kpis`; ``kpi/return_vs_env_steps`` comes from the callers'
-``trainers.callbacks.log_return_vs_env_steps``)::
+``trainers.modules.callbacks.log_return_vs_env_steps``)::
 
     kpi/open_loop_mse_h{k}             open-loop prediction error k steps ahead, k in (1, 5, H): the decoded
                                        frames' MSE on the [0, 1] scale (pixel models), the state MSE (PETS)

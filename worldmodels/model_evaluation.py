@@ -3,7 +3,7 @@
 The model-level layer over :mod:`worldmodels.evaluation` (which plays episodes of any policy in any vector env):
 the env is the model's own (:func:`worldmodels.pretrained.make_env_for`: its family's env factory, its saved env
 settings, its spaces checked), the policy its family's rule (``Pretrained.policy``). ``wm evaluate``, ``wm plan``,
-``wm finetune`` and the run skeleton (``trainers/run.py``) evaluate through it.
+``wm finetune`` and the run skeleton (``trainers/runs/skeleton.py``) evaluate through it.
 """
 
 from __future__ import annotations

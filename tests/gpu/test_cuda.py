@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainers.bench_fixtures import synthetic_batch
-from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
+from trainers.bench.fixtures import synthetic_batch
+from trainers.modules.dreamer import DreamerAgentConfig, DreamerModule
 from worldmodels.core import flatten_start
 from worldmodels.envs.spaces import ActionSpec
 

@@ -1,7 +1,7 @@
 """Lightning DDP on CPU (gloo), 2 processes: both families' data sharding / seeding and parameter sync.
 
 Each case runs ``tests/support/ddp_run.py`` in a subprocess (Lightning's launcher re-executes it for rank 1) and
-reads the ``RUN_DIR/ranks/rank<r>.json`` files a :class:`~trainers.distributed.RankReport` wrote:
+reads the ``RUN_DIR/ranks/rank<r>.json`` files a :class:`~trainers.data.distributed.RankReport` wrote:
 
 - both ranks stepped: same ``global_step``, the expected count;
 - each rank saw different data: no batch digest shared between the ranks (and, for the store, disjoint
@@ -99,8 +99,8 @@ def test_worldmodels_pipeline_ddp_end_to_end(tmp_path):
 
 def test_replay_state_of_another_rank_keeps_this_ranks_stream():
     """A DDP checkpoint holds rank zero's replay state; rank 1 resuming from it must not copy its sampler."""
-    from trainers.distributed import rank_seed
-    from trainers.online import OnlineReplay
+    from trainers.data.distributed import rank_seed
+    from trainers.data.online import OnlineReplay
 
     replays = [OnlineReplay("worldmodels/Catch-v0", None, batch_size=2, seq_len=4, prefill=0,
                             seed=rank_seed(0, rank), env_options={"image_size": 16}) for rank in (0, 1)]

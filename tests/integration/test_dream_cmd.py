@@ -42,7 +42,7 @@ def tiny_worldmodels(controller: bool = True) -> tuple[VMWorldModel, ControllerH
 
 
 def tiny_dreamer_module():
-    from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
+    from trainers.modules.dreamer import DreamerAgentConfig, DreamerModule
     from worldmodels.config import to_dict
 
     torch.manual_seed(0)

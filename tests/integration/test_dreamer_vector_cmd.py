@@ -10,7 +10,7 @@ import torch
 import worldmodels
 from scripts.cli import main
 from scripts.dreamer import CONFIG, PRESETS
-from trainers.dreamer_run import build
+from trainers.runs.dreamer import build
 from worldmodels.config import build_config
 from worldmodels.data.store import EpisodeStore
 from worldmodels.models.mlp_codec import MLPEncoder

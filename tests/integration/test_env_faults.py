@@ -9,7 +9,7 @@ import pytest
 from faulty_envs import NanRewardFrames
 from gymnasium.vector import AutoresetMode
 
-import trainers.online
+import trainers.data.online
 from scripts.cli import main
 from worldmodels.envs import EnvError
 
@@ -86,7 +86,7 @@ def test_dreamer_blames_a_nan_batch_not_the_learning_rate(tmp_path, capsys, monk
     def raw_env(env_id, num_envs, **kwargs):
         return gym.vector.SyncVectorEnv([Endless] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
 
-    monkeypatch.setattr(trainers.online, "make_vector", raw_env)
+    monkeypatch.setattr(trainers.data.online, "make_vector", raw_env)
     assert main([*DREAMER, "--env", "faulty_envs:NanRewardFrames-v0", "--run-dir", str(tmp_path / "run")]) == 2
     line = _error_line(capsys)
     assert line.startswith("wm dreamer: error: dreamer step ") and "model update: loss part 'reward' is nan" in line, line

@@ -9,7 +9,7 @@ import pytest
 from model_fixtures import tiny_worldmodels
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import trainers.fidelity_checkpoints as fidelity_checkpoints
+import trainers.runs.fidelity_checkpoints as fidelity_checkpoints
 from scripts.cli import main
 
 

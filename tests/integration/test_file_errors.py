@@ -264,7 +264,7 @@ def test_enospc_from_numpy_is_one_line_naming_the_file(tmp_path, capsys, monkeyp
 
 
 def test_enospc_from_torch_save_names_the_checkpoint(tmp_path, monkeypatch):
-    from trainers.checkpoint_io import AtomicCheckpointIO
+    from trainers.runs.checkpoint_io import AtomicCheckpointIO
 
     monkeypatch.setattr(torch, "save", _no_space)
     path = tmp_path / "checkpoints" / "last.ckpt"

@@ -86,7 +86,7 @@ def test_dreamer_resumes_after_sigkill(tmp_path):
     assert final["global_step"] == 200 * 3
     results = json.loads((run_dir / "results.json").read_text())
     assert results["gradient_steps"] == 200
-    # No batch is acted for ahead of its step (trainers.online.BatchRequest): exactly one env step per batch here.
+    # No batch is acted for ahead of its step (trainers.data.online.BatchRequest): exactly one env step per batch here.
     assert results["env_steps"] == 400 and final["replay"]["env_steps"] == results["env_steps"]
     store = EpisodeStore.open(run_dir / "episodes")
     # Every Catch episode is 10 rows: no episode lost or stored twice across the kill.

@@ -89,7 +89,7 @@ def _nothing_nan_written(run_dir) -> None:
 
 
 def test_mbpo_with_a_diverging_sac_stops(tmp_path, capsys, monkeypatch):
-    import trainers.mbpo_run as mbpo_run  # the learner's step calls sac_losses from there
+    import trainers.runs.mbpo as mbpo_run  # the learner's step calls sac_losses from there
 
     _nan_after(monkeypatch, mbpo_run, "sac_losses", "critic", after=3)
     assert main([*MBPO, "--run-dir", str(tmp_path / "run")]) == 2  # exited 0 with "agent nan ± nan"
@@ -112,7 +112,7 @@ def test_pets_with_a_diverging_ensemble_stops_at_the_fit(tmp_path, capsys, monke
 
 
 def test_tdmpc_with_a_diverging_model_stops(tmp_path, capsys, monkeypatch):
-    import trainers.tdmpc_run as tdmpc
+    import trainers.runs.tdmpc as tdmpc
 
     _nan_after(monkeypatch, tdmpc, "prior_loss", "prior")
     assert main([*TDMPC, "--run-dir", str(tmp_path / "run")]) == 2
@@ -146,7 +146,7 @@ def test_tdmpc_blames_a_nan_batch_not_the_learning_rate():
     """NaN rewards past the env checks (a batch given straight to the learner): the message names the batch."""
     import torch
 
-    from trainers.tdmpc_run import TDMPCLearner, TDMPCRunConfig, build_model
+    from trainers.runs.tdmpc import TDMPCLearner, TDMPCRunConfig, build_model
     from worldmodels.envs.spaces import ActionSpec
     from worldmodels.finite import NonFiniteError
 

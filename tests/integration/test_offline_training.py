@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import scripts.cli
-from trainers.dreamer_module import OPTIMISERS_PER_STEP
+from trainers.modules.dreamer import OPTIMISERS_PER_STEP
 import worldmodels.envs
 import worldmodels.envs.factory
-from trainers.worldmodels_config import WorldModelsConfig
-from trainers.worldmodels_stages import dream_horizon
+from trainers.runs.worldmodels_config import WorldModelsConfig
+from trainers.runs.worldmodels_stages import dream_horizon
 from worldmodels.data.store import EpisodeStore
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.registry import load
@@ -46,8 +46,8 @@ def no_env(monkeypatch):
         raise AssertionError(f"an env was made: {args}")
 
     # Imported before patching, so that each keeps (and gets back) the real factory it bound at import.
-    users = [importlib.import_module(name) for name in ("trainers.worldmodels_stages", "trainers.worldmodels_config",
-                                                         "trainers.online", "trainers.dreamer_run", "trainers.offline",
+    users = [importlib.import_module(name) for name in ("trainers.runs.worldmodels_stages", "trainers.runs.worldmodels_config",
+                                                         "trainers.data.online", "trainers.runs.dreamer", "trainers.runs.offline",
                                                          "scripts.dreamer", "scripts.worldmodels_pipeline")]
     for module in (worldmodels.envs, worldmodels.envs.factory, gym, *users):
         for attr in ("make", "make_vector"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainers.dream_callbacks import dream_interval
+from trainers.modules.dream_callbacks import dream_interval
 from worldmodels.envs.toy import CATCH_ID
 
 REPO = Path(__file__).resolve().parents[2]

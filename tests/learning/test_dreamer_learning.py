@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from scripts.dreamer import CONFIG, PRESETS, run
-from trainers.dreamer_module import OPTIMISERS_PER_STEP
-from trainers.dreamer_run import build
+from trainers.modules.dreamer import OPTIMISERS_PER_STEP
+from trainers.runs.dreamer import build
 from worldmodels.config import build_config
 from worldmodels.data.store import EpisodeStore
 

@@ -5,7 +5,7 @@ from point_mass import POINT_ID, register_point_mass
 
 def test_mbpo_beats_random_on_point_mass(tmp_path):
     from scripts.mbpo import run
-    from trainers.mbpo_run import MBPORunConfig
+    from trainers.runs.mbpo import MBPORunConfig
 
     register_point_mass()
     # 100 random steps, then 200 SAC steps with 3 updates each on 5 % real + 95 % one-step model transitions

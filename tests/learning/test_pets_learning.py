@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from scripts.pets import run
-from trainers.pets_run import PETSRunConfig, make_state_env
+from trainers.runs.pets import PETSRunConfig, make_state_env
 from worldmodels.envs.cartpole_continuous import CONTINUOUS_CARTPOLE_ID, MAX_EPISODE_STEPS
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.evaluation import run_episodes

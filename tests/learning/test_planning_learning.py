@@ -11,9 +11,9 @@ import dataclasses
 import lightning as L
 
 from scripts import plan
-from trainers.distributed import stage_seed
-from trainers.worldmodels_config import PRESETS, WorldModelsConfig
-from trainers.worldmodels_stages import stage_collect, stage_mdnrnn, stage_vae
+from trainers.data.distributed import stage_seed
+from trainers.runs.worldmodels_config import PRESETS, WorldModelsConfig
+from trainers.runs.worldmodels_stages import stage_collect, stage_mdnrnn, stage_vae
 from worldmodels.config import apply_overrides
 from worldmodels.data.latents import encode_store
 from worldmodels.data.store import EpisodeStore

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.latents import LatentChunkDataset, encode_store, load_latents
-from trainers.mdnrnn_module import MDNRNNModule
-from trainers.worldmodels_config import PRESETS, WorldModelsConfig
-from trainers.worldmodels_stages import mdnrnn_module
+from trainers.data.latents import LatentChunkDataset, encode_store, load_latents
+from trainers.modules.mdnrnn import MDNRNNModule
+from trainers.runs.worldmodels_config import PRESETS, WorldModelsConfig
+from trainers.runs.worldmodels_stages import mdnrnn_module
 from worldmodels.controllers.linear import LinearController
 from worldmodels.data.store import EpisodeStore
 from worldmodels.envs.spaces import ActionSpec

@@ -5,7 +5,7 @@ from point_mass import POINT_ID, register_point_mass
 
 def test_tdmpc_beats_random_on_point_mass(tmp_path):
     from scripts.tdmpc import run
-    from trainers.tdmpc_run import TDMPCRunConfig
+    from trainers.runs.tdmpc import TDMPCRunConfig
 
     register_point_mass()
     config = TDMPCRunConfig(env=POINT_ID, steps=300, seed_steps=150, pretrain_updates=100, lr=1e-3, batch_size=64,

@@ -5,7 +5,7 @@ from worldmodels.envs.toy import LEFTRIGHT_ID
 
 def test_tdmpc_from_pixels_beats_random_on_leftright(tmp_path):
     from scripts.tdmpc import run
-    from trainers.tdmpc_run import TDMPCRunConfig
+    from trainers.runs.tdmpc import TDMPCRunConfig
 
     # 16x16 frames keep the 4-stage conv encoder cheap; the cue still fills half of every frame. Discrete
     # actions: the categorical prior acts (MPPI searches Box actions). 250 updates, ~40 s on 2 shared cores.

@@ -8,7 +8,7 @@ import json
 
 from scripts.cli import main as wm_main
 from scripts.worldmodels_pipeline import PRESETS, WorldModelsConfig, run
-from trainers.worldmodels_stages import dream_horizon
+from trainers.runs.worldmodels_stages import dream_horizon
 from worldmodels.checkpoint import load_lightning_checkpoint
 from worldmodels.config import apply_overrides
 from worldmodels.data.store import EpisodeStore

@@ -16,7 +16,7 @@ from pathlib import Path
 
 def run_dreamer(run_dir: Path, devices: int) -> None:
     from scripts import dreamer
-    from trainers.distributed import RankReport
+    from trainers.data.distributed import RankReport
     from worldmodels.config import build_config
 
     # debug preset: prefill 200 random steps, then B*T / replay_ratio = 1 env step per gradient step,
@@ -30,9 +30,9 @@ def run_dreamer(run_dir: Path, devices: int) -> None:
 def run_vae(run_dir: Path, store_dir: str, devices: int) -> None:
     import lightning as L
 
-    from trainers.datamodule import ChunkDataModule
-    from trainers.distributed import RankReport, lightning_strategy
-    from trainers.vae_module import VAEModule
+    from trainers.data.datamodule import ChunkDataModule
+    from trainers.data.distributed import RankReport, lightning_strategy
+    from trainers.modules.vae import VAEModule
 
     L.seed_everything(0, verbose=False)
     module = VAEModule(image_size=16, z_dim=4, depth=4, stages=2)

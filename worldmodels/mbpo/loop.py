@@ -18,7 +18,7 @@ imagined state was not terminal (PETS makes terminal states absorbing)::
     stored:   (s_t, a_t, r_{t+1}, s_{t+1}, done = 1 - c_{t+1})  for t with c_1 ... c_t = 1
 
 The ensemble fit is passed in (``fit_model(real transitions) -> stats``) so the library stays free of the
-trainers that own optimisers for it; :mod:`scripts.mbpo` wires :class:`trainers.pets_run.EnsembleTrainer`.
+trainers that own optimisers for it; :mod:`scripts.mbpo` wires :class:`trainers.runs.pets.EnsembleTrainer`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ On a batch of transitions ``obs (N, D), action (N, A), reward (N,), next_obs (N,
 
 The actor is the tanh-squashed Gaussian of :class:`worldmodels.models.policy_prior.Prior` (eq. 21's change of
 variables), scaled into the Box. :func:`sac_losses` returns the named, unweighted parts; the learner in
-``trainers/mbpo_run.py`` steps one optimiser per part with the project's one learner step (the actor's loss reads
+``trainers/runs/mbpo.py`` steps one optimiser per part with the project's one learner step (the actor's loss reads
 the critic, the critic's target reads the actor: each part's gradient reaches only its own parameters).
 """
 

@@ -7,7 +7,7 @@
 - :mod:`worldmodels.pets.envs`         the vector-observation envs PETS acts in (``make_state_env``)
 - :mod:`worldmodels.pets.family`       the exchange format and the ``"pets"`` entry of ``worldmodels.registry``
 
-Training (the optimiser) and the online loop live in :mod:`trainers.pets_run`.
+Training (the optimiser) and the online loop live in :mod:`trainers.runs.pets`.
 """
 
 from worldmodels.pets.ensemble import EnsembleLinear, ProbabilisticEnsemble, bootstrap_indices

@@ -17,7 +17,7 @@ from scripts.cli import COMMANDS, main
 
 # Numeric fields without a range, and why (everything else numeric must declare one).
 UNBOUNDED = {
-    "bench": "benchmark knobs (trainers/bench_config.py) are checked by the benchmarks themselves",
+    "bench": "benchmark knobs (trainers/bench/config.py) are checked by the benchmarks themselves",
     "bench-finetune": "benchmark knobs are checked by the benchmark itself",
     "checkpoints": "lists the shipped models; no numeric options",
 }

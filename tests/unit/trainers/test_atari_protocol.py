@@ -7,8 +7,8 @@ import json
 import pytest
 
 from scripts.dreamer import CONFIG, PRESETS
-from trainers.dreamer_module import DEFAULT_LOSS_SCALES, parse_loss_scales
-from trainers.dreamer_run import env_options
+from trainers.modules.dreamer import DEFAULT_LOSS_SCALES, parse_loss_scales
+from trainers.runs.dreamer import env_options
 from worldmodels.config import ConfigError, build_config, to_dict
 from worldmodels.envs import ATARI_PROTOCOLS, EnvError, make, protocol_options
 from worldmodels.envs.options import protocol_of
@@ -98,7 +98,7 @@ def test_the_vector_env_plays_by_the_protocol_too(monkeypatch):
 
 
 def test_finetune_plays_by_the_checkpoints_protocol_not_the_presets():
-    from trainers.finetune import FinetuneConfig, dreamer_config
+    from trainers.runs.finetune import FinetuneConfig, dreamer_config
 
     pretrained = {"config": to_dict(_config()), "obs_shape": [16, 16, 3],
                   "env_options": {"image_size": 16, **ATARI_PROTOCOLS["atari100k"], "frameskip": 2}}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scripts import cli
-from trainers.atari_table import run_record, table, window_mean
+from trainers.runs.atari_table import run_record, table, window_mean
 from worldmodels.atari_scores import ATARI_100K, game_of, hns
 from worldmodels.data.store import EpisodeStore
 from worldmodels.envs.spaces import ActionSpec

@@ -8,7 +8,7 @@ import pytest
 
 from scripts import cli
 from scripts.bench import BENCHMARKS, CONFIG, KINDS, PRESETS, run
-from trainers.dreamer_module import PHASES
+from trainers.modules.dreamer import PHASES
 from worldmodels.config import build_config
 
 COMMON = ("benchmark", "steps_per_repeat", "warmup_steps", "repeats", "compile", "preset", "peak_rss_mb",
@@ -95,7 +95,7 @@ SHEEPRL_WIDTHS = {"S-v1": (512, 512, 32, 32, 32, 2), "XS-v1": (256, 256, 24, 32,
 @pytest.mark.parametrize("preset", sorted(SHEEPRL_WIDTHS))
 def test_sheeprl_sized_presets_parse_for_bench_and_dreamer(preset, capsys):
     """sheeprl's dreamer_v3_S / _XS widths: `wm bench --dreamer-preset P` and `wm dreamer --preset P` accept them."""
-    from trainers.bench_models import _dreamer_config
+    from trainers.bench.models import _dreamer_config
 
     bench = build_config(CONFIG, {"what": "dreamer", "dreamer_preset": preset})
     sizes = _dreamer_config(bench)

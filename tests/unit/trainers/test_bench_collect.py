@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainers.bench_collect import collection_vs_raw, pipeline_rates, raw_steps_per_second
+from trainers.bench.collect import collection_vs_raw, pipeline_rates, raw_steps_per_second
 
 
 def test_collection_vs_raw_record_on_a_fast_env():

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainers.callbacks import (DreamCallback, KPISummary, LatentTraversalCallback, OpenLoopCallback,
+from trainers.modules.callbacks import (DreamCallback, KPISummary, LatentTraversalCallback, OpenLoopCallback,
                                 ReconstructionCallback, WorldModelKPICallback, format_kpi_table,
                                 log_return_vs_env_steps, open_loop_kpis, print_kpi_table)
 from worldmodels import viz
@@ -258,9 +258,9 @@ def test_without_val_set_uses_first_training_batch_and_catches_skipped_multiples
 
 
 def test_dream_models_of_family_modules():
-    from trainers.callbacks import dream_models
-    from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
-    from trainers.vae_module import VAEModule
+    from trainers.modules.callbacks import dream_models
+    from trainers.modules.dreamer import DreamerAgentConfig, DreamerModule
+    from trainers.modules.vae import VAEModule
     from worldmodels import dreams
     from worldmodels.config import to_dict
     from worldmodels.envs.spaces import ActionSpec

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from trainers.checkpoint_io import previous_checkpoint, resume_checkpoint
-from trainers.trainer_factory import fit_resuming, stage_trainer
+from trainers.runs.checkpoint_io import previous_checkpoint, resume_checkpoint
+from trainers.runs.trainer_factory import fit_resuming, stage_trainer
 from worldmodels.checkpoint import CheckpointError, load_lightning_checkpoint
 
 

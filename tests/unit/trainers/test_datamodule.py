@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.datamodule import ChunkDataModule
+from trainers.data.datamodule import ChunkDataModule
 from worldmodels.data.chunks import ChunkDataset
 from worldmodels.data.store import EpisodeStore
 from worldmodels.envs.spaces import ActionSpec

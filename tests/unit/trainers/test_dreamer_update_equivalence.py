@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 
-from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
+from trainers.modules.dreamer import DreamerAgentConfig, DreamerModule
 from worldmodels.core import flatten_start
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.actor_critic import actor_loss, critic_loss, lambda_return, trajectory_weight

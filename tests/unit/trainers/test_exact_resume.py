@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainers.online import StreamReplay, load_store
-from trainers.resume import StepBatchSampler
+from trainers.data.online import StreamReplay, load_store
+from trainers.data.resume import StepBatchSampler
 from worldmodels.controllers.cmaes import train_cmaes
 from worldmodels.data.collect import collect_episodes
 from worldmodels.data.store import EpisodeStore

@@ -10,8 +10,8 @@ from dream_fakes import ClockWorldModel, clock_episode
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainers.callbacks import WorldModelKPICallback
-from trainers.dream_callbacks import FairKPICallback, dream_callbacks, heldout_episodes
+from trainers.modules.callbacks import WorldModelKPICallback
+from trainers.modules.dream_callbacks import FairKPICallback, dream_callbacks, heldout_episodes
 from worldmodels.data.store import EpisodeStore
 from worldmodels.envs.spaces import ActionSpec
 

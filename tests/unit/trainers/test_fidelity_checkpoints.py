@@ -8,8 +8,8 @@ import torch
 
 from model_fixtures import tiny_dreamer, tiny_worldmodels
 
-import trainers.fidelity_checkpoints as fidelity_checkpoints
-from trainers.fidelity_checkpoints import policy_set
+import trainers.runs.fidelity_checkpoints as fidelity_checkpoints
+from trainers.runs.fidelity_checkpoints import policy_set
 from worldmodels.envs import make_vector
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.registry import Pretrained, load

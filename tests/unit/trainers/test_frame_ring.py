@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from scripts import cli
-from trainers.online import StreamReplay
+from trainers.data.online import StreamReplay
 from worldmodels.data.frame_ring import AUTO_DISK_BYTES, FrameRing, uses_disk
 from worldmodels.envs.spaces import ActionSpec
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from trainers.trainer_factory import fit_resuming, stage_trainer
+from trainers.runs.trainer_factory import fit_resuming, stage_trainer
 from worldmodels.checkpoint import load_lightning_checkpoint
 from worldmodels.controllers.cmaes import train_cmaes
 from worldmodels.finite import NonFiniteError

@@ -1,4 +1,4 @@
-"""The one learner step (trainers/learner.py): the weighted sum of named parts, clip, finite check before the step."""
+"""The one learner step (trainers/modules/learner.py): the weighted sum of named parts, clip, finite check before the step."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.learner import learner_step, weighted_total
+from trainers.modules.learner import learner_step, weighted_total
 from worldmodels.finite import NonFiniteError
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainers.online import OnlineReplay
+from trainers.data.online import OnlineReplay
 from worldmodels.envs.toy import CATCH_ID
 from worldmodels.policies import RandomPolicy
 

@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from trainers.callbacks import ProgressLog
+from trainers.modules.callbacks import ProgressLog
 from worldmodels.progress import Progress, format_duration, format_line
 
 

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from trainers.tdmpc_run import TDMPCLearner, TDMPCRunConfig, build_model, make_env
+from trainers.runs.tdmpc import TDMPCLearner, TDMPCRunConfig, build_model, make_env
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.tdmpc import MODEL_LOSS_PARTS
 

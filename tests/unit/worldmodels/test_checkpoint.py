@@ -106,7 +106,7 @@ def test_bad_config_refused(tmp_path):
 
 
 def test_lightning_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    from trainers.checkpoint_io import AtomicCheckpointIO
+    from trainers.runs.checkpoint_io import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "ckpt" / "last.ckpt"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainers.dreamer_module import DEFAULT_LOSS_SCALES, DreamerAgentConfig, DreamerModule
-from trainers.losses import weighted_sum
+from trainers.modules.dreamer import DEFAULT_LOSS_SCALES, DreamerAgentConfig, DreamerModule
+from trainers.modules.losses import weighted_sum
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.actor_critic import ReturnNormalizer, lambda_return, trajectory_weight
 from worldmodels.models.world_model import WORLD_MODEL_LOSSES

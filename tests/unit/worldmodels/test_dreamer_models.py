@@ -210,7 +210,7 @@ def test_is_first_resets_state_and_prev_action():
 
 def test_online_rows_follow_store_convention(tmp_path):
     """Catch rows from the online dataset: action[t] moves the paddle between obs[t] and obs[t+1]."""
-    from trainers.online import OnlineReplay
+    from trainers.data.online import OnlineReplay
     from worldmodels.data.store import EpisodeStore
 
     replay = OnlineReplay("worldmodels/Catch-v0", None, num_envs=2, batch_size=2, seq_len=8, replay_ratio=1.0,
@@ -249,7 +249,7 @@ PARAM_RANGES = {"XS-v1": (7.2e6, 8.8e6), "S": (11e6, 13.5e6), "S-v1": (16.2e6, 1
 @pytest.mark.parametrize("preset", ["debug", "tiny", "XS-v1", "S", "S-v1", "M", "L"])
 def test_preset_param_counts(preset, capsys):
     from scripts.dreamer import CONFIG, PRESETS
-    from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
+    from trainers.modules.dreamer import DreamerAgentConfig, DreamerModule
     from worldmodels.config import build_config, from_dict, to_dict
     from worldmodels.envs.spaces import ActionSpec
 

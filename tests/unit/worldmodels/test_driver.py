@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.online import OnlineReplay
+from trainers.data.online import OnlineReplay
 from worldmodels.data.store import EpisodeStore
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.envs.toy import CATCH_ID

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import worldmodels
-from trainers.dreamer_run import PRESETS as DREAMER_PRESETS
-from trainers.worldmodels_config import PRESETS as WM_PRESETS
+from trainers.runs.dreamer import PRESETS as DREAMER_PRESETS
+from trainers.runs.worldmodels_config import PRESETS as WM_PRESETS
 from worldmodels.core import LatentPolicy, Policy, Trajectory, WorldModel
 from worldmodels.driver import Driver
 from worldmodels.envs import make_vector

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from trainers.mbpo_run import SACLearner
+from trainers.runs.mbpo import SACLearner
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.mbpo import (SAC, SAC_LOSS_PARTS, SACPolicy, TransitionReplay, branched_rollouts, mixed_batch,
                               rollout_length, sac_losses)

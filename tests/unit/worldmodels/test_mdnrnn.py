@@ -8,9 +8,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from trainers.latents import LatentChunkDataset
-from trainers.mdnrnn_module import MDNRNNModule
-from trainers.losses import weighted_sum
+from trainers.data.latents import LatentChunkDataset
+from trainers.modules.mdnrnn import MDNRNNModule
+from trainers.modules.losses import weighted_sum
 from worldmodels.models.mdnrnn import MDNRNN, mdn_log_prob, mdn_sample
 
 

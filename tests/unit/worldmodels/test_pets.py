@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainers.pets_run import EnsembleTrainer
+from trainers.runs.pets import EnsembleTrainer
 from worldmodels.core import WorldModel
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.kpis import open_loop_errors

@@ -6,8 +6,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from trainers.losses import weighted_sum
-from trainers.vae_module import VAEModule
+from trainers.modules.losses import weighted_sum
+from trainers.modules.vae import VAEModule
 from worldmodels.models.vae import ConvVAE, gaussian_kl
 
 DEBUG = dict(in_channels=3, image_size=32, z_dim=8, depth=8, stages=4)

@@ -1,6 +1,6 @@
 """``MDNRNNModule``: fits World Models' M (:class:`~worldmodels.models.mdnrnn.MDNRNN`) on cached latents.
 
-Batches come from :class:`~trainers.latents.LatentDataModule` (``mu, logvar (B, T, Z)``,
+Batches come from :class:`~trainers.data.latents.LatentDataModule` (``mu, logvar (B, T, Z)``,
 ``action (B, T, A)``, ``reward / terminated / is_first (B, T)``). A fresh
 ``z = mu + sigma * eps`` is drawn per batch, as the paper does (Ha & Schmidhuber 2018, A.2).
 Logs ``{train,val}/loss/{nll,reward,done}``; ``val/loss/nll`` is the held-out NLL per latent dimension.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from trainers.losses import weighted_sum
+from trainers.modules.losses import weighted_sum
 from worldmodels.models.mdnrnn import MDNRNN
 
 DEFAULT_LOSS_SCALES = {"nll": 1.0, "reward": 1.0, "done": 1.0}

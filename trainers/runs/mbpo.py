@@ -1,7 +1,7 @@
 """`wm mbpo`: SAC on real + branched PETS-model transitions (:func:`worldmodels.mbpo.run_mbpo`), then evaluation.
 
-Wires the library loop to this layer's ensemble fit (:class:`trainers.pets_run.EnsembleTrainer`, bootstrapped
-members, elites by held-out MSE) and to the state-vector envs of :func:`trainers.pets_run.make_state_env`.
+Wires the library loop to this layer's ensemble fit (:class:`trainers.runs.pets.EnsembleTrainer`, bootstrapped
+members, elites by held-out MSE) and to the state-vector envs of :func:`trainers.runs.pets.make_state_env`.
 The env's known reward and termination (:data:`worldmodels.pets.tasks.KNOWN_TASKS`) are used where they exist.
 """
 
@@ -14,9 +14,9 @@ from typing import Any, Optional
 
 import torch
 
-from trainers.learner import learner_step
-from trainers.run import Trained
-from trainers.pets_run import EnsembleTrainer, PETSRunConfig, build_world_model, make_state_env
+from trainers.modules.learner import learner_step
+from trainers.runs.skeleton import Trained
+from trainers.runs.pets import EnsembleTrainer, PETSRunConfig, build_world_model, make_state_env
 from worldmodels import profiling
 from worldmodels.config import arg, threads_arg
 from worldmodels.envs.spaces import ActionSpec
@@ -107,7 +107,7 @@ EVAL_ENVS = 5  # envs of the evaluation
 
 
 def train_mbpo(config: MBPORunConfig, writer: Any = None) -> Trained:
-    """Run MBPO -> :class:`trainers.run.Trained` (the run skeleton saves the SAC agent and its ensemble, then
+    """Run MBPO -> :class:`trainers.runs.skeleton.Trained` (the run skeleton saves the SAC agent and its ensemble, then
     evaluates SAC's mean action as loaded vs random)."""
     profiling.set_threads(config.threads, rows=config.batch_size, width=config.hidden)
     device = profiling.resolve_device(config.device)

@@ -26,17 +26,17 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from trainers.callbacks import log_return_vs_env_steps, print_kpi_table
-from trainers.datamodule import ChunkDataModule
-from trainers.distributed import barrier, is_rank_zero, stage_seed, wait_for_file
-from trainers.dream_callbacks import dream_callbacks, heldout_episodes, with_vae
-from trainers.latents import LatentDataModule
-from trainers.mdnrnn_module import MDNRNNModule
-from trainers.performance import default_precision, use_channels_last
-from trainers.resume import StepSeeds
-from trainers.trainer_factory import fit_resuming, last_metric, stage_trainer
-from trainers.vae_module import VAEModule
-from trainers.worldmodels_config import DEFAULT_DREAM_HORIZON, WorldModelsConfig, env_options
+from trainers.modules.callbacks import log_return_vs_env_steps, print_kpi_table
+from trainers.data.datamodule import ChunkDataModule
+from trainers.data.distributed import barrier, is_rank_zero, stage_seed, wait_for_file
+from trainers.modules.dream_callbacks import dream_callbacks, heldout_episodes, with_vae
+from trainers.data.latents import LatentDataModule
+from trainers.modules.mdnrnn import MDNRNNModule
+from trainers.runs.performance import default_precision, use_channels_last
+from trainers.data.resume import StepSeeds
+from trainers.runs.trainer_factory import fit_resuming, last_metric, stage_trainer
+from trainers.modules.vae import VAEModule
+from trainers.runs.worldmodels_config import DEFAULT_DREAM_HORIZON, WorldModelsConfig, env_options
 from worldmodels.checkpoint import allowing_unverified
 from worldmodels.config import given, save_json_atomic
 from worldmodels.controllers.cmaes import train_cmaes
@@ -86,9 +86,9 @@ def mdnrnn_datamodule(config: WorldModelsConfig, latent_dir: Path) -> LatentData
 
 def trainer_for(config: WorldModelsConfig, stage: str, max_steps: int, *, precision: str = "32-true",
                 callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """The stage Trainer (:func:`trainers.trainer_factory.stage_trainer`) with the run's device and DDP settings.
+    """The stage Trainer (:func:`trainers.runs.trainer_factory.stage_trainer`) with the run's device and DDP settings.
 
-    Every step is reseeded from ``(seed, stage, step)`` (:class:`~trainers.resume.StepSeeds`), so a fit resumed from
+    Every step is reseeded from ``(seed, stage, step)`` (:class:`~trainers.data.resume.StepSeeds`), so a fit resumed from
     ``ckpt/last.ckpt`` draws the noise of an uninterrupted one.
     """
     return stage_trainer(run_dir=config.run_dir, stage_dir=Path(config.run_dir) / stage, name=stage, max_steps=max_steps,

@@ -11,16 +11,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from trainers.bench_config import BenchConfig, machine_info, steps_and_warmup
-from trainers.bench_fixtures import FixedBatches, synthetic_batch
-from trainers.datamodule import ChunkDataModule
-from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
-from trainers.dreamer_run import PRESETS as DREAMER_PRESETS
-from trainers.dreamer_run import DreamerRunConfig
-from trainers.performance import compile_dreamer, default_precision, keep_cpu_heap, loader_options, use_channels_last
-from trainers.worldmodels_config import PRESETS as WM_PRESETS
-from trainers.worldmodels_config import WorldModelsConfig
-from trainers.worldmodels_stages import mdnrnn_module, vae_module
+from trainers.bench.config import BenchConfig, machine_info, steps_and_warmup
+from trainers.bench.fixtures import FixedBatches, synthetic_batch
+from trainers.data.datamodule import ChunkDataModule
+from trainers.modules.dreamer import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
+from trainers.runs.dreamer import PRESETS as DREAMER_PRESETS
+from trainers.runs.dreamer import DreamerRunConfig
+from trainers.runs.performance import compile_dreamer, default_precision, keep_cpu_heap, loader_options, use_channels_last
+from trainers.runs.worldmodels_config import PRESETS as WM_PRESETS
+from trainers.runs.worldmodels_config import WorldModelsConfig
+from trainers.runs.worldmodels_stages import mdnrnn_module, vae_module
 from worldmodels import profiling
 from worldmodels.config import build_config, from_dict, to_dict
 from worldmodels.core import index_state

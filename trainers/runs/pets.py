@@ -6,7 +6,7 @@
     repeat until `steps` real transitions:
         fit the ensemble on ALL transitions (bootstrapped per member, elites by held-out MSE)
         play one episode with CEM over the ensemble (PlannerPolicy: first action of each plan)
-    then the run skeleton (trainers.run): save RUN_DIR/model (safetensors + config.json, worldmodels.pets.family),
+    then the run skeleton (trainers.runs.skeleton): save RUN_DIR/model (safetensors + config.json, worldmodels.pets.family),
     evaluate it as loaded (CEM-MPC with the saved planner settings vs uniform random on seeds seed + 10000 + j)
     -> RUN_DIR/eval.json, results.json
 
@@ -28,9 +28,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from trainers.callbacks import log_return_vs_env_steps
-from trainers.learner import learner_step
-from trainers.run import Trained
+from trainers.modules.callbacks import log_return_vs_env_steps
+from trainers.modules.learner import learner_step
+from trainers.runs.skeleton import Trained
 from worldmodels import profiling
 from worldmodels.config import arg, threads_arg
 from worldmodels.driver import Driver
@@ -213,7 +213,7 @@ def make_planner(config: PETSRunConfig, action_spec: ActionSpec) -> CEM:
 
 
 def train_pets(config: PETSRunConfig, writer: Any = None) -> Trained:
-    """The loop of the module docstring -> :class:`trainers.run.Trained` (the run skeleton saves the model, then
+    """The loop of the module docstring -> :class:`trainers.runs.skeleton.Trained` (the run skeleton saves the model, then
     evaluates it as loaded: CEM-MPC with the saved planner settings vs random on the same seeds)."""
     if config.elites is not None and config.elites > config.ensemble:
         raise ValueError(f"--elites {config.elites} must be <= --ensemble {config.ensemble}")

@@ -10,8 +10,8 @@
 - ``freeze`` ``encoder`` | ``dynamics``: ``requires_grad=False`` on V's encoder / the RSSM's encoder, or on
   the MDN-RNN's LSTM / the RSSM.
 
-Training runs through the families' own stages (:mod:`trainers.worldmodels_stages`) and online run
-(:mod:`trainers.dreamer_run`), so a killed fine-tune resumes when rerun. The result is also exported to
+Training runs through the families' own stages (:mod:`trainers.runs.worldmodels_stages`) and online run
+(:mod:`trainers.runs.dreamer`), so a killed fine-tune resumes when rerun. The result is also exported to
 ``RUN_DIR/pretrained`` (the exchange format).
 """
 
@@ -25,12 +25,12 @@ import lightning as L
 import torch
 from torch import nn
 
-from trainers.dreamer_run import PRESETS as DREAMER_PRESETS
-from trainers.dreamer_run import DreamerRunConfig, build, env_options, evaluate, fit_online, gradient_steps, make_trainer
-from trainers.dreamer_module import DreamerAgentConfig
-from trainers.worldmodels_config import PRESETS as WORLDMODELS_PRESETS
-from trainers.worldmodels_config import WorldModelsConfig
-from trainers.worldmodels_stages import (fit_stage, load_stage, mdnrnn_datamodule, mdnrnn_module, stage_collect,
+from trainers.runs.dreamer import PRESETS as DREAMER_PRESETS
+from trainers.runs.dreamer import DreamerRunConfig, build, env_options, evaluate, fit_online, gradient_steps, make_trainer
+from trainers.modules.dreamer import DreamerAgentConfig
+from trainers.runs.worldmodels_config import PRESETS as WORLDMODELS_PRESETS
+from trainers.runs.worldmodels_config import WorldModelsConfig
+from trainers.runs.worldmodels_stages import (fit_stage, load_stage, mdnrnn_datamodule, mdnrnn_module, stage_collect,
                                          stage_controller, vae_datamodule, vae_module)
 from worldmodels.checkpoint import allow_unverified_arg, allowing_unverified, read_config
 from worldmodels.config import apply_overrides, arg, directory_problem, from_dict, save_json_atomic, threads_arg, to_dict

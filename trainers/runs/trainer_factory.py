@@ -1,8 +1,8 @@
 """The one Lightning ``Trainer`` set-up of the World Models stages (V and M) and their resumable fit.
 
 Every stage trainer writes ``STAGE_DIR/ckpt/last.ckpt`` atomically (a kill never leaves it half-written),
-logs to ``RUN_DIR/tb/<name>`` (no ``hp_metric``), shows its progress (:class:`~trainers.callbacks.ProgressLog`) and counts ``max_steps`` in optimiser steps. Dreamer's online trainer is
-:func:`trainers.dreamer_run.make_trainer`.
+logs to ``RUN_DIR/tb/<name>`` (no ``hp_metric``), shows its progress (:class:`~trainers.modules.callbacks.ProgressLog`) and counts ``max_steps`` in optimiser steps. Dreamer's online trainer is
+:func:`trainers.runs.dreamer.make_trainer`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from trainers.callbacks import ProgressLog
-from trainers.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
-from trainers.distributed import lightning_strategy
-from trainers.guards import FiniteGuard
+from trainers.modules.callbacks import ProgressLog
+from trainers.runs.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
+from trainers.data.distributed import lightning_strategy
+from trainers.modules.guards import FiniteGuard
 
 
 def stage_trainer(*, run_dir: str | Path, stage_dir: Path, name: str, max_steps: int, device: torch.device,

@@ -1,6 +1,6 @@
 """``wm bench --what replay``: the online replay at ``--capacity`` rows with its frames on disk, against RAM.
 
-Fills a one-stream :class:`~trainers.online.StreamReplay` with ``--capacity`` synthetic 64 x 64 rows (frames on
+Fills a one-stream :class:`~trainers.data.online.StreamReplay` with ``--capacity`` synthetic 64 x 64 rows (frames on
 disk: one preallocated file, :mod:`worldmodels.data.frame_ring`), then times sampling ``B x T`` batches
 (``--replay-batch`` x ``--replay-seq``, DreamerV3's 16 x 64). The same is timed with the frames in RAM at
 ``min(--capacity, --replay-ram-capacity)`` rows, the in-memory replay every run used before (a million RAM rows
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.bench_config import BenchConfig, steps_and_warmup
-from trainers.online import StreamReplay
+from trainers.bench.config import BenchConfig, steps_and_warmup
+from trainers.data.online import StreamReplay
 from worldmodels import profiling
 from worldmodels.envs.spaces import ActionSpec
 
@@ -46,7 +46,7 @@ def _sampling_rates(replay: StreamReplay, config: BenchConfig, steps: int, warmu
 
 def bench_replay(config: BenchConfig) -> dict:
     """Batches/s sampled from a ``--capacity``-row replay with frames on disk vs in RAM, and the disk run's peak RSS."""
-    from trainers.bench_models import _record  # the common record fields of every kind
+    from trainers.bench.models import _record  # the common record fields of every kind
 
     steps, warmup = steps_and_warmup(config, "replay")
     side, capacity = config.image_size, config.capacity

@@ -33,14 +33,14 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from trainers.callbacks import ProgressLog
-from trainers.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
-from trainers.distributed import lightning_strategy, rank_seed
-from trainers.dream_callbacks import dream_callbacks
-from trainers.dreamer_module import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
-from trainers.online import BatchRequests, OnlineReplay
-from trainers.performance import use_channels_last
-from trainers.resume import CheckpointWhenReady
+from trainers.modules.callbacks import ProgressLog
+from trainers.runs.checkpoint_io import AtomicCheckpointIO, resume_checkpoint
+from trainers.data.distributed import lightning_strategy, rank_seed
+from trainers.modules.dream_callbacks import dream_callbacks
+from trainers.modules.dreamer import OPTIMISERS_PER_STEP, DreamerAgentConfig, DreamerModule
+from trainers.data.online import BatchRequests, OnlineReplay
+from trainers.runs.performance import use_channels_last
+from trainers.data.resume import CheckpointWhenReady
 from worldmodels.config import arg, directory_problem, from_dict, given, threads_arg, to_dict
 from worldmodels.data.frame_ring import FRAME_MODES
 from worldmodels.envs import ATARI_PROTOCOLS, make_vector, protocol_options

@@ -35,8 +35,8 @@ class BenchConfig:
     compile: bool = arg(False, "torch.compile Dreamer's hot modules (RSSM steps, conv encoder/decoder, heads, actor, "
                                "critic) before timing the dreamer and imagine kinds")
     threads: str = threads_arg("0")
-    wm_preset: str = arg("paper", "World Models size preset (trainers/worldmodels_config.py PRESETS)")
-    dreamer_preset: str = arg("S", "Dreamer size preset (trainers/dreamer_run.py PRESETS)")
+    wm_preset: str = arg("paper", "World Models size preset (trainers/runs/worldmodels_config.py PRESETS)")
+    dreamer_preset: str = arg("S", "Dreamer size preset (trainers/runs/dreamer.py PRESETS)")
     env: str = arg("ALE/Pong-v5", "gymnasium env id for the collection benchmark (--env-id: the old spelling)")
     collect_mode: str = arg("exact", "collection benchmark: the wm collect --collect-mode timed against the raw env; "
                                      "both = exact and fast alternating with raw in every repeat",

@@ -14,7 +14,7 @@ One training step on a replayed ``(B, T)`` chunk:
 
 Three optimisers mean manual optimisation (``automatic_optimization = False``): each one runs
 zero_grad -> manual_backward -> clip_gradients -> finite check -> step: the project's one learner step
-(:func:`trainers.learner.learner_step`), called by :meth:`_update`.
+(:func:`trainers.modules.learner.learner_step`), called by :meth:`_update`.
 Lightning counts every optimiser step in ``global_step``: one training step adds 3.
 """
 
@@ -28,11 +28,11 @@ import lightning as L
 import torch
 from torch.profiler import record_function
 
-from trainers.callbacks import log_return_vs_env_steps
-from trainers.guards import scales_loss
-from trainers.learner import learner_step
-from trainers.losses import weighted_sum
-from trainers.online import BatchRequest
+from trainers.modules.callbacks import log_return_vs_env_steps
+from trainers.modules.guards import scales_loss
+from trainers.modules.learner import learner_step
+from trainers.modules.losses import weighted_sum
+from trainers.data.online import BatchRequest
 from worldmodels.config import arg, from_dict, to_dict
 from worldmodels.core import State, flatten_start
 from worldmodels.envs.spaces import ActionSpec

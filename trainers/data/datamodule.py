@@ -6,7 +6,7 @@ Batches are dicts of tensors (DESIGN.md, "Batches from the data module")::
     terminated / truncated / is_first (B, T) bool
 
 Determinism: the split is a seeded permutation of the store's episodes (``split_episodes``, shared
-with the latent cache); training windows are drawn by a :class:`~trainers.resume.StepBatchSampler` in the
+with the latent cache); training windows are drawn by a :class:`~trainers.data.resume.StepBatchSampler` in the
 main process, whose batch ``k`` is a function of ``(seed, k)`` alone, and each window is a pure function of
 its start. So the batches depend only on the seed, never on ``num_workers``, and a fit resumed at step ``k``
 draws the batches an uninterrupted one draws from there.
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from trainers.distributed import shard
-from trainers.resume import StepBatchSampler, StepLoader
+from trainers.data.distributed import shard
+from trainers.data.resume import StepBatchSampler, StepLoader
 from worldmodels.data.chunks import ChunkDataset
 from worldmodels.data.store import EpisodeStore
 from worldmodels.data.windows import split_episodes

@@ -7,7 +7,7 @@ Atari runs use), all on one fixed synthetic batch under a real Lightning Trainer
    ``--warmup``; then ``--repeats`` unprofiled ones give the rate), by op kind: convolutions, matmuls, LayerNorm and activations, other tensor ops, the
    optimisers, and what no op accounts for (Python, Lightning, autograd bookkeeping, dispatch between ops).
    The update's phases (world-model loss, its backward and step, imagination, actor-critic) come from the
-   ``record_function`` ranges in :class:`~trainers.dreamer_module.DreamerModule`.
+   ``record_function`` ranges in :class:`~trainers.modules.dreamer.DreamerModule`.
 2. **FLOPs of one update** (``torch.utils.flop_counter``: convolutions and matmuls, forward and backward).
 3. **The CPU's measured peak**: the best of several large fp32 GEMMs (``--profile-gemm`` square) at the
    same thread count; utilisation = FLOPs x updates/s (unprofiled) / peak.
@@ -27,9 +27,9 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from trainers.bench_config import BenchConfig, steps_and_warmup
-from trainers.bench_fixtures import FixedBatches, synthetic_batch
-from trainers.dreamer_module import OPTIMISERS_PER_STEP, PHASES
+from trainers.bench.config import BenchConfig, steps_and_warmup
+from trainers.bench.fixtures import FixedBatches, synthetic_batch
+from trainers.modules.dreamer import OPTIMISERS_PER_STEP, PHASES
 from worldmodels import profiling
 
 # Op kinds by the profiler's op name (self time, so a parent op never counts its children twice).
@@ -107,7 +107,7 @@ class _Window(L.Callback):
 
 def bench_profile(config: BenchConfig) -> dict:
     """Shares of the update by op kind and phase, its FLOPs, and the share of the measured GEMM peak."""
-    from trainers.bench_models import _dreamer_module, _record, _setup  # one module builder for every Dreamer bench
+    from trainers.bench.models import _dreamer_module, _record, _setup  # one module builder for every Dreamer bench
 
     device, precision = _setup(config, dreamer=True)
     if device.type != "cpu":

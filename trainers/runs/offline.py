@@ -1,6 +1,6 @@
 """Offline Dreamer: pretrain the agent on a finished episode store (``wm dreamer --store DIR``), with no env.
 
-:class:`StoreReplay` is the offline counterpart of :class:`~trainers.online.OnlineReplay`: the store's most
+:class:`StoreReplay` is the offline counterpart of :class:`~trainers.data.online.OnlineReplay`: the store's most
 recent ``--capacity`` rows laid end to end in one stream (chunks may cross episode boundaries; ``is_first``
 marks them), sampled uniformly as ``(B, T)`` chunks, forever. It offers the replay interface the module uses
 (``metrics``, ``state_dict``, ``load_state_dict``), so the same :class:`DreamerModule` step trains the
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from trainers.checkpoint_io import resume_checkpoint
-from trainers.dreamer_module import DreamerAgentConfig, DreamerModule
-from trainers.dreamer_run import DreamerRunConfig, make_trainer
-from trainers.online import StreamReplay, load_store
+from trainers.runs.checkpoint_io import resume_checkpoint
+from trainers.modules.dreamer import DreamerAgentConfig, DreamerModule
+from trainers.runs.dreamer import DreamerRunConfig, make_trainer
+from trainers.data.online import StreamReplay, load_store
 from worldmodels.config import from_dict, save_json_atomic, to_dict
 from worldmodels.data.store import EpisodeStore
 

@@ -1,6 +1,6 @@
 """``VAEModule``: fits World Models' V (:class:`~worldmodels.models.vae.ConvVAE`) on single frames.
 
-Data: :class:`~trainers.datamodule.ChunkDataModule` with ``seq_len=1`` (frames drawn at random
+Data: :class:`~trainers.data.datamodule.ChunkDataModule` with ``seq_len=1`` (frames drawn at random
 from the store; the VAE sees each frame on its own, Ha & Schmidhuber 2018 Sec. A.1).
 Logs ``{train,val}/loss/{rec,kl}``, ``{train,val}/loss`` and a reconstruction grid
 (top row: real frames, bottom row: reconstructions) to TensorBoard once per validation.
@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from einops import rearrange
 
-from trainers.losses import weighted_sum
+from trainers.modules.losses import weighted_sum
 from worldmodels.models.conv import to_float_image
 from worldmodels.models.vae import ConvVAE
 

@@ -2,7 +2,7 @@
 
 Batches: ``mu, logvar (B, T, Z)`` float32, ``action (B, T, A)``, ``reward (B, T)``, ``terminated (B, T)``,
 ``is_first (B, T)``. The split is :func:`worldmodels.data.windows.split_episodes`, the same one
-:class:`~trainers.datamodule.ChunkDataModule` uses.
+:class:`~trainers.data.datamodule.ChunkDataModule` uses.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from trainers.distributed import shard
-from trainers.resume import StepBatchSampler, StepLoader
+from trainers.data.distributed import shard
+from trainers.data.resume import StepBatchSampler, StepLoader
 from worldmodels.data.latents import (LATENT_KEYS, LatentChunkDataset, LatentEpisodes, encode_store, load_latents,
                                       start_latents)
 from worldmodels.data.windows import split_episodes

@@ -10,7 +10,7 @@ The KPI scalars follow the fair open-loop protocol by default (:class:`FairKPICa
 :mod:`worldmodels.open_loop`: windows anywhere in the episodes, K samples, moving pixels, reward events, termination),
 keyed ``kpi/<name>_h<k>_val`` on the store's held-out episodes (M stage; ``episodes``) and ``kpi/<name>_h<k>_replay``
 on the Dreamer's replay batch (a run has no second policy to play here; ``wm dream`` scores random and agent
-episodes). ``protocol="first-rows"`` logs the old :class:`~trainers.callbacks.WorldModelKPICallback` instead.
+episodes). ``protocol="first-rows"`` logs the old :class:`~trainers.modules.callbacks.WorldModelKPICallback` instead.
 
 All are optional behaviour (``every_n_steps=0`` turns them off) and write on rank zero only.
 """
@@ -22,9 +22,9 @@ from typing import Any, Mapping, Sequence
 
 from lightning.pytorch import Callback
 
-from trainers.callbacks import (DreamCallback, KPISummary, LatentTraversalCallback, ModelsFn, OpenLoopCallback,
+from trainers.modules.callbacks import (DreamCallback, KPISummary, LatentTraversalCallback, ModelsFn, OpenLoopCallback,
                                 ReconstructionCallback, WorldModelKPICallback)
-from trainers.datamodule import ChunkDataModule
+from trainers.data.datamodule import ChunkDataModule
 from worldmodels import open_loop
 from worldmodels.data.store import EpisodeStore
 from worldmodels.envs.spaces import ActionSpec
@@ -44,7 +44,7 @@ class FairKPICallback(WorldModelKPICallback):
     Scores ``episodes`` (whole store-encoded episodes, e.g. :func:`heldout_episodes`) when given, else the held-out
     batch cut at its episode starts (:func:`~worldmodels.open_loop.batch_fragments`). The windows and samples are
     seeded by ``seed`` at every call, so the figures of successive steps score the same windows. Keys
-    ``kpi/<name>_h<k>_<source>``; ``last_metrics`` as :class:`~trainers.callbacks.WorldModelKPICallback`.
+    ``kpi/<name>_h<k>_<source>``; ``last_metrics`` as :class:`~trainers.modules.callbacks.WorldModelKPICallback`.
     """
 
     def __init__(self, *, context: int = 5, horizon: int = 15, source: str = "val",
@@ -99,7 +99,7 @@ def dream_callbacks(stage: str, *, every_n_steps: int, total_steps: int | None =
     They run every :func:`dream_interval` (``every_n_steps``, shortened for a run of ``total_steps``) steps.
     ``models_fn`` (default: the module's ``dream_models()``) gives what the callbacks render; the M stage
     needs :func:`with_vae`. ``protocol`` ``"fair"`` (default) scores :class:`FairKPICallback` on ``episodes``
-    (else the held-out batch), ``"first-rows"`` the old :class:`~trainers.callbacks.WorldModelKPICallback`.
+    (else the held-out batch), ``"first-rows"`` the old :class:`~trainers.modules.callbacks.WorldModelKPICallback`.
     """
     if protocol not in ("fair", "first-rows"):
         raise ValueError(f"unknown protocol {protocol!r}; choose fair or first-rows")

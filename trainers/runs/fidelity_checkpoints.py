@@ -28,10 +28,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from trainers.distributed import stage_seed
-from trainers.dreamer_module import DreamerModule
-from trainers.learner import learner_step
-from trainers.losses import weighted_sum
+from trainers.data.distributed import stage_seed
+from trainers.modules.dreamer import DreamerModule
+from trainers.modules.learner import learner_step
+from trainers.modules.losses import weighted_sum
 from worldmodels.core import Policy, flatten_start
 from worldmodels.driver import Driver
 from worldmodels.families.dreamer import DREAMER

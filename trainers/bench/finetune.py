@@ -23,12 +23,12 @@ from typing import Callable, Optional
 import lightning as L
 import torch
 
-from trainers.datamodule import ChunkDataModule
-from trainers.dreamer_module import DreamerModule
-from trainers.finetune import FinetuneConfig, resolve_source, target_action_spec, worldmodels_config
-from trainers.latents import LatentDataModule
-from trainers.losses import weighted_sum
-from trainers.worldmodels_stages import mdnrnn_module, stage_collect, vae_module
+from trainers.data.datamodule import ChunkDataModule
+from trainers.modules.dreamer import DreamerModule
+from trainers.runs.finetune import FinetuneConfig, resolve_source, target_action_spec, worldmodels_config
+from trainers.data.latents import LatentDataModule
+from trainers.modules.losses import weighted_sum
+from trainers.runs.worldmodels_stages import mdnrnn_module, stage_collect, vae_module
 from worldmodels.checkpoint import allow_unverified_arg, allowing_unverified, read_config
 from worldmodels.config import arg, file_problem, save_json_atomic, threads_arg
 from worldmodels.data.latents import encode_store

@@ -1,6 +1,6 @@
 """The World Models run config (Ha & Schmidhuber 2018): every stage's settings, presets and up-front checks.
 
-Fields match the stages' constructor arguments (``trainers.worldmodels_stages``); presets are flat
+Fields match the stages' constructor arguments (``trainers.runs.worldmodels_stages``); presets are flat
 overrides applied in order defaults -> preset -> flags, and no preset inherits from another.
 """
 

@@ -7,10 +7,10 @@ TD-MPC2 (Hansen et al. 2024, Alg. 1) on the one env driver::
     every later env step        act: MPPI over the model (value bootstrap + prior candidates), or the prior alone
                                 learn: `updates_per_step` x (model objective -> one Adam step; prior objective ->
                                 one Adam step; Polyak-update the target Q heads)
-    end                         -> trainers.run: RUN_DIR/model saved, then evaluated as loaded (the planner, no
+    end                         -> trainers.runs.skeleton: RUN_DIR/model saved, then evaluated as loaded (the planner, no
                                 sampling noise, vs uniform random on the same seeds) -> eval.json
 
-The replay is :class:`trainers.online.StreamReplay` (the driver's hook); windows of ``horizon + 1`` rows may
+The replay is :class:`trainers.data.online.StreamReplay` (the driver's hook); windows of ``horizon + 1`` rows may
 cross an episode boundary, and :func:`worldmodels.tdmpc.valid_transitions` masks the steps past it.
 A plain PyTorch loop: the two optimisers step once per update, so no Trainer machinery is needed.
 """
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from trainers.learner import learner_step
-from trainers.run import Trained
-from trainers.online import StreamReplay
+from trainers.modules.learner import learner_step
+from trainers.runs.skeleton import Trained
+from trainers.data.online import StreamReplay
 from worldmodels import profiling
 from worldmodels.config import arg, threads_arg
 from worldmodels.core import Policy
@@ -171,7 +171,7 @@ EVAL_ENVS = 4  # envs of the evaluation (MPPI plans for all of them in one batch
 
 
 def train_tdmpc(config: TDMPCRunConfig, writer: Any = None) -> Trained:
-    """Run the online loop -> :class:`trainers.run.Trained` (the run skeleton saves, evaluates and records)."""
+    """Run the online loop -> :class:`trainers.runs.skeleton.Trained` (the run skeleton saves, evaluates and records)."""
     if config.seed_steps >= config.steps and config.pretrain_updates == 0:
         raise ValueError(f"--seed-steps {config.seed_steps} >= --steps {config.steps} with no pretrain updates: "
                          "nothing would be learned")

@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, Sampler
 
-from trainers.distributed import stage_seed
+from trainers.data.distributed import stage_seed
 
 
 class StepBatchSampler(Sampler[list[int]]):
