@@ -36,11 +36,11 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch.utils.tensorboard import SummaryWriter
 
-from trainers.modules.callbacks import latent_traversal_grid, open_loop_kpis
 from worldmodels import open_loop as fair, viz
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, directory_problem, threads_arg
-from worldmodels.dreams import dream, dream_models, dream_temperature, open_loop, reconstruct
+from worldmodels.dreams import dream, dream_models, dream_temperature, latent_traversal_grid, open_loop, reconstruct
+from worldmodels.kpis import open_loop_kpis
 from worldmodels.driver import record_episode
 from worldmodels.envs import ActionSpec
 from worldmodels.policies import RandomPolicy
@@ -132,7 +132,7 @@ def _pad(x: torch.Tensor, length: int, fill: float | bool) -> torch.Tensor:
 
 
 def pooled_kpis(batches: list[dict[str, torch.Tensor]], outs: list[dict[str, torch.Tensor]], context: int) -> dict[str, float]:
-    """:func:`~trainers.modules.callbacks.open_loop_kpis` of every episode at once: ``(1, T_i, ...)`` batches and their
+    """:func:`~worldmodels.kpis.open_loop_kpis` of every episode at once: ``(1, T_i, ...)`` batches and their
     open-loop outputs ``(1, T_i - context, ...)`` padded to one ``(N, max T_i, ...)`` batch.
 
     Padded rows are flagged ``is_first`` (a new episode), which ``open_loop_kpis`` masks, so a shorter episode

@@ -21,12 +21,11 @@ from typing import Optional
 
 import torch
 
-from trainers.modules.callbacks import log_return_vs_env_steps
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, file_problem, threads_arg
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import summary_line, write_eval
-from worldmodels.kpis import EpisodeRecorder, log_planner_kpis, open_loop_errors
+from worldmodels.kpis import EpisodeRecorder, log_planner_kpis, log_return_vs_env_steps, open_loop_errors
 from worldmodels.planning import PLANNERS
 from worldmodels.planning.base import SamplingPlanner
 from worldmodels.policies import PlannerPolicy

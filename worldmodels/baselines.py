@@ -7,7 +7,7 @@ ball and both paddles still scores ~35 dB. Two predictors that know nothing of t
     mean_frame   the per-pixel mean of the evaluated real frames ("only the background")
 
 The old (``first-rows``) open-loop protocol (``wm dream --protocol first-rows``, the dream callbacks with
-``protocol="first-rows"``, both through ``trainers.modules.callbacks.open_loop_kpis``) and the planner KPIs of
+``protocol="first-rows"``, both through ``worldmodels.kpis.open_loop_kpis``) and the planner KPIs of
 :mod:`worldmodels.kpis` are computed by :func:`open_loop_vs_baselines` and named by :func:`by_horizon`; the fair
 protocol, the default of ``wm dream`` / ``wm export`` / ``wm remeasure`` and the dream callbacks, scores the same two
 baselines on the same frames AND on the moving pixels (:mod:`worldmodels.open_loop`)::

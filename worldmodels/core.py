@@ -130,6 +130,11 @@ class WorldModel(Protocol):
     def predict_cont(self, states: State) -> torch.Tensor:
         """Predicted probability that each state is not terminal, ``(...)``."""
 
+    # Optional (not every family has one; callers look it up with ``getattr(model, "disagreement", None)``):
+    #   disagreement(start (B, ...), actions (B, H, A)) -> (B, H)
+    # the model's own uncertainty about step k -> k + 1 along ``actions`` (PETS: the ensemble's spread), which
+    # worldmodels.kpis logs next to the open-loop error as ``kpi/open_loop_disagreement_h<k>``.
+
 
 @runtime_checkable
 class Policy(Protocol):

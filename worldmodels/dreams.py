@@ -32,8 +32,9 @@ exists) supports :func:`reconstruct` and :func:`latent_traversal` only.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Iterator, Union
+from typing import TYPE_CHECKING, Iterator, Union
+
+import numpy as np
 
 import torch
 
@@ -41,8 +42,11 @@ from worldmodels.core import LatentPolicy, State, Trajectory, WorldModel, index_
 from worldmodels.models.conv import to_float_image, to_uint8_image
 from worldmodels.models.vae import ConvVAE
 from worldmodels.models.vm_world_model import VMWorldModel
+from worldmodels import viz
 from worldmodels.policies import ModelPolicy, RandomPolicy
-from worldmodels.registry import Pretrained, load
+
+if TYPE_CHECKING:  # the type only: this module never loads a model itself
+    from worldmodels.registry import Pretrained
 
 DreamModel = Union[WorldModel, ConvVAE]
 """What the dream functions accept: a world model, or V alone (reconstruction and latent traversal only)."""
@@ -81,19 +85,14 @@ def _encode_mean(vae: ConvVAE, obs: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return vae.encode(to_float_image(obs.to(device)))  # mu, logvar (..., Z)
 
 
-def load_dream_models(name_or_path: str | Path, device: str | torch.device = "cpu", *,
-                      allow_unverified: bool = False) -> tuple[DreamModel, LatentPolicy | None]:
-    """``(model, head)`` of a saved checkpoint (anything :func:`worldmodels.load` reads): what ``wm dream`` shows.
+def dream_models(pretrained: Pretrained) -> tuple[DreamModel, LatentPolicy | None]:
+    """``(model, head)`` of a loaded model (``worldmodels.load(...)``; the commands do the loading): what ``wm dream``
+    shows.
 
     ``model`` is the family's world model (V alone for a World Models run without M yet); ``head`` acts in
     the dreams: C, or the Dreamer actor SAMPLING (its dreams show the stochastic policy it trains), ``None``
     when nothing was trained to act (random actions).
     """
-    return dream_models(load(name_or_path, device, allow_unverified=allow_unverified))
-
-
-def dream_models(pretrained: Pretrained) -> tuple[DreamModel, LatentPolicy | None]:
-    """:func:`load_dream_models` of an already loaded model."""
     model = pretrained.world_model if pretrained.world_model is not None else pretrained.components["vae"]
     policy = pretrained.policy(sample=True)
     return model, policy.head if isinstance(policy, ModelPolicy) else None
@@ -198,3 +197,17 @@ def latent_traversal(model: DreamModel, obs: torch.Tensor, dims: int, steps: int
     rows = torch.arange(len(chosen), device=mu.device)
     z[rows, :, chosen] = mu[0, chosen, None] + offsets[None, :] * spread[chosen, None]
     return to_uint8_image(vae.decode(z))
+
+
+def latent_traversal_grid(model: DreamModel, frame: torch.Tensor, reference: torch.Tensor, *, dims: int,
+                          steps: int, sigma: float = 3.0) -> np.ndarray | None:
+    """One image of :func:`worldmodels.latent_traversal` (rows: dims, columns: -sigma..+sigma).
+
+    ``frame (1, H, W, C)``; ``reference (N, H, W, C)`` real frames that rank the latents by their spread.
+    ``None`` for families without World Models' V latent (Dreamer).
+    """
+    if vae_of(model) is None:
+        return None
+    sweep = latent_traversal(model, frame, dims=dims, steps=steps, sigma=sigma, reference=reference)
+    sweep = viz.as_uint8(sweep)
+    return viz.image_grid(sweep)  # (dims, steps, H, W, C) -> (H', W', C)

@@ -1,4 +1,4 @@
-"""Both families through worldmodels.dreams (the protocol), load_dream_models, and `wm dream` end to end on Catch."""
+"""Both families through worldmodels.dreams (the protocol), dream_models(worldmodels.load(...)), and `wm dream` end to end on Catch."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from scripts.cli import main
 from scripts.dream import DreamConfig, collect_episode, run
 from worldmodels import dreams, viz
 from worldmodels.core import WorldModel
-from worldmodels.dreams import load_dream_models
+from worldmodels.dreams import dream_models
+from worldmodels.registry import load
 from worldmodels.envs import make_vector
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.models.vm_world_model import VMWorldModel
@@ -115,7 +116,7 @@ def test_load_dream_models_worldmodels_run_and_component_dir(tmp_path):
     world_model, head = tiny_worldmodels()
     save_worldmodels_run(tmp_path, (world_model, head))
     for path in (tmp_path, tmp_path / "vae"):
-        loaded, loaded_head = load_dream_models(path)
+        loaded, loaded_head = dream_models(load(path))
         assert isinstance(loaded, VMWorldModel) and isinstance(loaded_head, ControllerHead)
         torch.testing.assert_close(loaded_head.params, head.params)
         for a, b in zip(loaded.mdnrnn.state_dict().values(), world_model.mdnrnn.state_dict().values()):
@@ -130,7 +131,7 @@ def test_load_dream_models_dreamer_pretrained_and_ckpt(tmp_path):
                  agent_config=module.hparams["config"], env_id=CATCH)
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "last.ckpt")
     for path in (tmp_path / "pre", tmp_path / "last.ckpt"):
-        loaded, head = load_dream_models(path)
+        loaded, head = dream_models(load(path))
         assert isinstance(loaded, DreamerWorldModel) and isinstance(head, ActorHead) and head.sample
         for a, b in zip(loaded.state_dict().values(), module.world_model.state_dict().values()):
             torch.testing.assert_close(a, b)
@@ -138,7 +139,7 @@ def test_load_dream_models_dreamer_pretrained_and_ckpt(tmp_path):
 
 def test_load_dream_models_refuses_unknown_dirs(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved world model"):
-        load_dream_models(tmp_path)
+        dream_models(load(tmp_path))
 
 
 def test_wm_dream_writes_gifs_and_tensorboard(tmp_path):

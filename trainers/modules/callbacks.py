@@ -32,7 +32,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from worldmodels import baselines, dreams, viz
+from worldmodels import dreams, viz
+from worldmodels.dreams import latent_traversal_grid
+from worldmodels.kpis import as_numpy, format_kpi_table, open_loop_kpis
 from worldmodels.core import LatentPolicy
 from worldmodels.progress import Progress
 
@@ -50,28 +52,6 @@ def dream_models(pl_module: LightningModule) -> tuple[dreams.DreamModel, LatentP
 def tensorboard_writers(trainer: Trainer) -> list[Any]:
     """The torch ``SummaryWriter`` of every TensorBoardLogger of ``trainer`` (empty on other loggers)."""
     return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-
-
-def log_return_vs_env_steps(logger: Any, env_steps: int, mean_return: float) -> None:
-    """Write ``kpi/return_vs_env_steps`` at step = environment steps (the x axis sample-efficiency plots use).
-
-    ``logger`` is a Lightning logger (``log_metrics``) or a torch ``SummaryWriter`` (``add_scalar``).
-    """
-    if hasattr(logger, "log_metrics"):
-        logger.log_metrics({"kpi/return_vs_env_steps": float(mean_return)}, step=int(env_steps))
-    else:
-        logger.add_scalar("kpi/return_vs_env_steps", float(mean_return), int(env_steps))
-
-
-def format_kpi_table(metrics: Mapping[str, float], logdir: str | None) -> str:
-    """A two-column table of ``metrics`` (sorted by name) plus the ``tensorboard --logdir`` line."""
-    rows = [(name, f"{float(value):.4g}") for name, value in sorted(metrics.items())]
-    width = max([len("metric")] + [len(name) for name, _ in rows])
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 10}"]
-    lines += [f"{name:<{width}}  {value}" for name, value in rows] or ["(no metrics logged)"]
-    if logdir is not None:
-        lines.append(f"tensorboard --logdir {logdir}")
-    return "\n".join(lines)
 
 
 @rank_zero_only
@@ -214,20 +194,6 @@ class LatentTraversalCallback(_EveryNSteps):
             viz.add_image_summary(writer, "dreams/latent_traversal", grid, step)
 
 
-def latent_traversal_grid(model: dreams.DreamModel, frame: torch.Tensor, reference: torch.Tensor, *, dims: int,
-                          steps: int, sigma: float = 3.0) -> np.ndarray | None:
-    """One image of :func:`worldmodels.dreams.latent_traversal` (rows: dims, columns: -sigma..+sigma).
-
-    ``frame (1, H, W, C)``; ``reference (N, H, W, C)`` real frames that rank the latents by their spread.
-    ``None`` for families without World Models' V latent (Dreamer).
-    """
-    if dreams.vae_of(model) is None:
-        return None
-    sweep = dreams.latent_traversal(model, frame, dims=dims, steps=steps, sigma=sigma, reference=reference)
-    sweep = viz.as_uint8(sweep)
-    return viz.image_grid(sweep)  # (dims, steps, H, W, C) -> (H', W', C)
-
-
 class DreamCallback(_EveryNSteps):
     """``context`` real frames, then ``horizon`` frames the model imagines under its own policy.
 
@@ -245,58 +211,12 @@ class DreamCallback(_EveryNSteps):
         model, head = self.models(pl_module)
         out = dreams.dream(model, head, obs[:, :K], action[:, :K], is_first[:, :K], horizon=self.horizon)
         frames = np.concatenate([viz.as_uint8(obs[:, :K]), viz.as_uint8(out["frames"])], axis=1)  # (B, K + H, ...)
-        reward = np.concatenate([np.zeros((frames.shape[0], K)), _numpy(out["reward"])], axis=1)  # (B, K + H)
-        end = np.concatenate([np.zeros((frames.shape[0], K)), _numpy(out["end"])], axis=1)  # (B, K + H)
+        reward = np.concatenate([np.zeros((frames.shape[0], K)), as_numpy(out["reward"])], axis=1)  # (B, K + H)
+        end = np.concatenate([np.zeros((frames.shape[0], K)), as_numpy(out["end"])], axis=1)  # (B, K + H)
         for writer in tensorboard_writers(trainer):
             for i in range(frames.shape[0]):
                 shown = viz.dream_frames(frames[i], reward[i], end[i], context=K, scale=self.scale, reward_scale=self.reward_scale)
                 viz.add_gif_summary(writer, f"dreams/imagined/sample_{i}", shown, step, self.fps)
-
-
-def _numpy(x: Any) -> np.ndarray:
-    return x.detach().float().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, np.float64)
-
-
-def open_loop_kpis(batch: Mapping[str, torch.Tensor], out: Mapping[str, Any], context: int,
-                   horizons: tuple[int, ...] = (1, 5, 15)) -> dict[str, float]:
-    """KPIs of one open-loop prediction against the real rows ``context, context + 1, ...``.
-
-    ``out`` is :func:`worldmodels.dreams.open_loop`'s dict. Predicted step ``j`` (0-based) is row ``context + j``;
-    steps at or after the first ``is_first`` past the context belong to another episode and are masked::
-
-        row        0 .. context-1 | context   context+1  ...
-        given      real frames     | --
-        predicted                  | frames[0] frames[1] ...   reward[j] ~ reward[context+j], end[j] ~ terminated[context+j]
-
-    MSE / PSNR at horizon ``h`` use predicted frame ``h - 1`` (frames on the [0, 1] scale); a horizon
-    longer than the prediction is left out. The MSE comes with the copy-last-context-frame and mean-frame
-    baselines on the same frames and the ratios to them (:mod:`worldmodels.baselines`): PSNR alone flatters.
-    """
-    true = viz.as_uint8(batch["obs"][:, context:])  # (B, P, H, W, C)
-    pred = viz.as_uint8(out["frames"])  # (B, P, H, W, C)
-    P = pred.shape[1]
-    true = true[:, :P]
-    assert true.shape == pred.shape, f"real {true.shape} vs predicted {pred.shape}"
-    new_episode = _numpy(batch["is_first"][:, context : context + P]).astype(bool)  # (B, P)
-    valid = ~np.logical_or.accumulate(new_episode, axis=1)  # (B, P)
-    last = viz.as_uint8(batch["obs"][:, context - 1])  # (B, H, W, C): what the copy-last baseline repeats
-    metrics = baselines.by_horizon(baselines.open_loop_vs_baselines(true, pred, last, valid=valid), horizons)
-    db = viz.psnr(true, pred)  # (B, P)
-    for h in horizons:
-        if h <= P and valid[:, h - 1].any():
-            metrics[f"kpi/open_loop_psnr_h{h}"] = float(db[:, h - 1][valid[:, h - 1]].mean())
-    if valid.any():
-        reward = _numpy(batch["reward"][:, context : context + P])
-        terminated = _numpy(batch["terminated"][:, context : context + P]).astype(bool)
-        metrics["kpi/reward_mae"] = float(np.abs(_numpy(out["reward"]) - reward)[valid].mean())
-        events = valid & (reward != 0)  # sparse rewards: an MAE near 0 can mean "always predicts 0"
-        if events.any():  # the share of the real rewards the model predicts there: 1 = all of it, 0 = none
-            # (a least-squares slope, sum(pred * real) / sum(real^2), not a mean of ratios: a small shaped reward
-            # predicted a little high must not dominate)
-            real, pred = reward[events], _numpy(out["reward"])[events]
-            metrics["kpi/reward_at_events"] = float((pred * real).sum() / (real * real).sum())
-        metrics["kpi/termination_accuracy"] = float(((_numpy(out["end"]) > 0.5) == terminated)[valid].mean())
-    return metrics
 
 
 class WorldModelKPICallback(_EveryNSteps):

@@ -28,7 +28,6 @@ import lightning as L
 import torch
 from torch.profiler import record_function
 
-from trainers.modules.callbacks import log_return_vs_env_steps
 from trainers.modules.guards import scales_loss
 from trainers.modules.learner import learner_step
 from trainers.modules.losses import weighted_sum

@@ -28,7 +28,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from trainers.modules.callbacks import log_return_vs_env_steps
 from trainers.modules.learner import learner_step
 from trainers.runs.skeleton import Trained
 from worldmodels import profiling

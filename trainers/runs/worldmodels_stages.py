@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from trainers.modules.callbacks import log_return_vs_env_steps, print_kpi_table
+from trainers.modules.callbacks import print_kpi_table
 from trainers.data.datamodule import ChunkDataModule
 from trainers.data.distributed import barrier, is_rank_zero, stage_seed, wait_for_file
 from trainers.modules.dream_callbacks import dream_callbacks, heldout_episodes, with_vae

@@ -19,8 +19,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from trainers.modules.callbacks import (DreamCallback, KPISummary, LatentTraversalCallback, OpenLoopCallback,
-                                ReconstructionCallback, WorldModelKPICallback, format_kpi_table,
-                                log_return_vs_env_steps, open_loop_kpis, print_kpi_table)
+                                ReconstructionCallback, WorldModelKPICallback, print_kpi_table)
+from worldmodels.kpis import format_kpi_table, log_return_vs_env_steps, open_loop_kpis
 from worldmodels import viz
 
 S, T, CONTEXT, HORIZON = 16, 12, 3, 6

@@ -11,7 +11,7 @@ import torch
 
 from scripts.dream import pooled_kpis
 from scripts.export import open_loop_table
-from trainers.modules.callbacks import open_loop_kpis
+from worldmodels.kpis import open_loop_kpis
 from worldmodels import viz
 from worldmodels.baselines import BASELINES, MODEL, by_horizon, open_loop_vs_baselines
 from worldmodels.kpis import log_planner_kpis

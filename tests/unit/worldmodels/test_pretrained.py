@@ -65,10 +65,11 @@ def test_dreamer_round_trip_gives_identical_outputs(tmp_path):
 
 
 def test_dreamer_directory_loads_in_the_dream_viewer(tmp_path):
-    from worldmodels.dreams import load_dream_models
+    from worldmodels.dreams import dream_models
+    from worldmodels.registry import load
 
     tiny_dreamer(tmp_path)
-    assert isinstance(load_dream_models(tmp_path)[0], DreamerWorldModel)
+    assert isinstance(dream_models(load(tmp_path))[0], DreamerWorldModel)
 
 
 def test_mismatched_shape_is_refused_with_one_line(tmp_path):
@@ -147,11 +148,12 @@ class _Holder(torch.nn.Module):
 
 
 def test_worldmodels_directory_loads_in_the_dream_viewer(tmp_path):
-    from worldmodels.dreams import load_dream_models
+    from worldmodels.dreams import dream_models
+    from worldmodels.registry import load
     from worldmodels.policies import ControllerHead
 
     tiny_worldmodels(tmp_path)
-    model, head = load_dream_models(tmp_path)
+    model, head = dream_models(load(tmp_path))
     assert isinstance(model, VMWorldModel) and model.mdnrnn is not None and isinstance(head, ControllerHead)
 
 
