@@ -33,23 +33,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gymnasium.vector import VectorEnv
 from torch.utils.tensorboard import SummaryWriter
 
 from worldmodels import open_loop as fair, viz
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, directory_problem, threads_arg
 from worldmodels.dreams import dream, dream_models, dream_temperature, latent_traversal_grid, open_loop, reconstruct
-from worldmodels.kpis import open_loop_kpis
-from worldmodels.driver import record_episode
 from worldmodels.envs import ActionSpec
-from worldmodels.policies import RandomPolicy
+from worldmodels.heldout import EPISODE_ROWS, HeldoutProtocol, episode_batch, heldout_scores, random_episodes
 from worldmodels.pretrained import make_env_for
-from worldmodels.profiling import resolve_device, set_threads
+from worldmodels.profiling import DEVICES, resolve_device, set_threads
 from worldmodels.registry import load
 
-DEVICES = ("auto", "cpu", "cuda")
-AGENT_ENVS = 8  # sub-envs the model's own policy plays its held-out episodes in (batched acting)
 
 
 @dataclass
@@ -76,7 +71,7 @@ class DreamConfig:
     start: int = arg(0, "row of each episode where the clips' context begins", minimum=0, maximum=1_000_000)
     windows: int = arg(fair.WINDOWS, "fair KPIs: windows per policy, at seeded uniform starts", minimum=1,
                        maximum=100_000)
-    episode_rows: int = arg(5000, "fair KPIs: rows kept of each whole episode (a longer one is cut there)", minimum=2,
+    episode_rows: int = arg(EPISODE_ROWS, "fair KPIs: rows kept of each whole episode (a longer one is cut there)", minimum=2,
                             maximum=1_000_000)
     moving_threshold: int = arg(fair.MOVING_THRESHOLD, "fair KPIs: a pixel moves when a channel changes by more "
                                 "than this (uint8 levels)", minimum=0, maximum=254)
@@ -101,49 +96,9 @@ def validate(config: DreamConfig) -> None:
         raise ValueError(f"--fps must be positive, got {config.fps}")
 
 
-def collect_episode(env: VectorEnv, *, length: int, seed: int) -> dict[str, torch.Tensor]:
-    """Sub-env 0's episode of at most ``length`` rows after ``reset(seed)`` under a seeded random policy, as a
-    ``(1, L, ...)`` batch (:func:`episode_batch`)."""
-    spec = ActionSpec.from_space(env.single_action_space)
-    return episode_batch(record_episode(env, RandomPolicy(spec, seed=seed), max_rows=length, seed=seed), spec)
-
-
-def episode_batch(episode: dict[str, np.ndarray], spec: ActionSpec, start: int = 0,
-                  length: int | None = None) -> dict[str, torch.Tensor]:
-    """Rows ``start .. start + length - 1`` (to the end when ``length`` is ``None``) of a store-encoded episode as a
-    ``(1, T, ...)`` batch, ``is_first`` on its first row (the model starts a fresh belief there).
-
-    Rows follow DESIGN.md: row t holds obs[t], the action taken at it, the reward received on arriving at it.
-    """
-    rows = slice(start, None if length is None else start + length)
-    T = len(episode["obs"][rows])
-    is_first = torch.zeros(1, T, dtype=torch.bool)
-    is_first[0, 0] = True
-    return {"obs": torch.as_tensor(episode["obs"][rows])[None],  # (1, T, H, W, C) uint8
-            "action": spec.to_model(episode["action"][rows])[None],  # (1, T, A)
-            "reward": torch.as_tensor(episode["reward"][rows])[None],
-            "terminated": torch.as_tensor(episode["terminated"][rows])[None], "is_first": is_first}
-
-
-def _pad(x: torch.Tensor, length: int, fill: float | bool) -> torch.Tensor:
-    """``(1, L, ...)`` -> ``(1, length, ...)``: rows past the episode's end filled with ``fill``."""
-    x = x.cpu()
-    return torch.cat([x, x.new_full((1, length - x.shape[1], *x.shape[2:]), fill)], 1)
-
-
-def pooled_kpis(batches: list[dict[str, torch.Tensor]], outs: list[dict[str, torch.Tensor]], context: int) -> dict[str, float]:
-    """:func:`~worldmodels.kpis.open_loop_kpis` of every episode at once: ``(1, T_i, ...)`` batches and their
-    open-loop outputs ``(1, T_i - context, ...)`` padded to one ``(N, max T_i, ...)`` batch.
-
-    Padded rows are flagged ``is_first`` (a new episode), which ``open_loop_kpis`` masks, so a shorter episode
-    counts at the horizons it reaches only, as when each episode was scored alone.
-    """
-    T = max(b["obs"].shape[1] for b in batches)
-    batch = {"obs": torch.cat([_pad(b["obs"], T, 0) for b in batches]),  # (N, T, H, W, C)
-             "is_first": torch.cat([_pad(b["is_first"], T, True) for b in batches]),  # (N, T)
-             **{key: torch.cat([_pad(b[key], T, 0) for b in batches]) for key in ("reward", "terminated")}}
-    out = {key: torch.cat([_pad(o[key], T - context, 0) for o in outs]) for key in ("frames", "reward", "end")}
-    return open_loop_kpis(batch, out, context)
+def heldout_protocol(config: DreamConfig) -> HeldoutProtocol:
+    """The KPI settings of ``config`` (the flags :class:`~worldmodels.heldout.HeldoutProtocol` shares with it)."""
+    return HeldoutProtocol(**{name: getattr(config, name) for name in HeldoutProtocol.__dataclass_fields__})
 
 
 def _clip(frames: np.ndarray, path: Path, fps: float, mp4: bool, written: dict[str, list[str]]) -> None:
@@ -174,41 +129,6 @@ def _open_loop_clips(model, batch: dict[str, torch.Tensor], config: DreamConfig)
     return strip, grid
 
 
-def random_episodes(env: VectorEnv, *, count: int, rows: int, seed: int) -> list[dict]:
-    """``count`` episodes of at most ``rows`` rows of a uniform random policy, episode ``i`` reset and its policy
-    seeded with ``seed + i`` (as :func:`collect_episode`: the first rows are the old protocol's episodes)."""
-    spec = ActionSpec.from_space(env.single_action_space)
-    return [record_episode(env, RandomPolicy(spec, seed=seed + i), max_rows=rows, seed=seed + i) for i in range(count)]
-
-
-def heldout_scores(model, pretrained, env_id: str, randoms: list[dict], config: DreamConfig,
-                   device: torch.device) -> dict[str, float]:
-    """The KPIs of ``--protocol``: the old ones on the first rows of ``randoms``, the fair ones on them and
-    on as many episodes of the model's own policy (none for a model without one)."""
-    K, H = config.context, config.horizon
-    spec = pretrained.action_spec  # the env's, checked by make_env_for
-    kpis: dict[str, float] = {}
-    if config.protocol in ("first-rows", "both"):
-        batches = [episode_batch(episode, spec, 0, K + H) for episode in randoms]
-        with torch.no_grad():
-            outs = [open_loop(model, b["obs"], b["action"], b["is_first"], context=K) for b in batches]
-        kpis.update(pooled_kpis(batches, outs, K))
-    if config.protocol in ("fair", "both"):
-        sources = {"random": randoms}
-        agent = pretrained.policy(seed=config.seed)
-        if not isinstance(agent, RandomPolicy):  # the model's own policy, on the same seeds, a batch of envs at once
-            envs = make_env_for(pretrained, env_id, min(config.episodes, AGENT_ENVS), seed=config.seed)
-            try:
-                sources["agent"] = fair.policy_episodes(envs, agent, count=config.episodes, rows=config.episode_rows,
-                                                        seed=config.seed, device=device)
-            finally:
-                envs.close()
-        kpis.update(fair.fair_kpis(model, sources, context=K, horizon=H, windows=config.windows,
-                                   samples=config.samples, seed=config.seed, encode=spec.to_model,
-                                   moving_threshold=config.moving_threshold, reward_threshold=config.reward_threshold))
-    return kpis
-
-
 def run(config: DreamConfig) -> dict:
     """Load the model, collect the real episodes, write the clips and summaries; returns the paths and KPIs."""
     validate(config)
@@ -225,8 +145,8 @@ def run(config: DreamConfig) -> dict:
     env = make_env_for(pretrained, env_id, 1, seed=config.seed)
     written: dict[str, list[str]] = {"gifs": [], "mp4s": []}
     K, H, start = config.context, config.horizon, config.start
-    # Clips need rows start .. start + K + H - 1; the fair KPIs whole episodes (up to --episode-rows).
-    rows = start + K + H if config.protocol == "first-rows" else max(config.episode_rows, start + K + H)
+    protocol = heldout_protocol(config)
+    rows = protocol.rows(start)  # the clips need rows start .. start + K + H - 1; the fair KPIs whole episodes
     writer = None
     try:
         logdir = Path(config.logdir)
@@ -261,7 +181,7 @@ def run(config: DreamConfig) -> dict:
                     grid = latent_traversal_grid(model, batch["obs"][0, :1], batch["obs"][0], dims=6, steps=7)
                     if grid is not None:
                         viz.add_image_summary(writer, "dreams/latent_traversal", grid, 0)
-        kpis = heldout_scores(model, pretrained, env_id, randoms, config, device)
+        kpis = heldout_scores(model, pretrained, env_id, randoms, protocol, device)
         for name, value in sorted(kpis.items()):
             writer.add_scalar(name, value, 0)
     finally:

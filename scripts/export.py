@@ -20,22 +20,22 @@ import dataclasses
 import json
 import os
 import platform
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from scripts import dream, fidelity
+from trainers.runs.fidelity import fidelity_kpis
 from worldmodels.checkpoint import allow_unverified_arg, read_config
 from worldmodels.config import arg, directory_problem, read_json, save_json_atomic, threads_arg
-from worldmodels.open_loop import PROTOCOLS, SAMPLES, card_section
+from worldmodels.fidelity import add_to_model_config, card_part
+from worldmodels.model_card import CONTEXT, HORIZON, heldout_card_kpis, metrics_section
 from worldmodels.onnx_export import SPEC_FILE, export_onnx
+from worldmodels.open_loop import PROTOCOLS, SAMPLES
 from worldmodels.pretrained import export_from_run
+from worldmodels.profiling import DEVICES, resolve_device, set_threads
 from worldmodels.registry import load
 
-HELDOUT_SEED = 987_654  # never a collection, training or evaluation seed of any preset
 EXPORT_FILES = ("model.safetensors", "config.json", "README.md")  # what an export writes
 EXPORTED_FROM = "exported_from"  # config.json key: the resolved run directory an export came from
 FORMATS = ("safetensors", "onnx")
@@ -56,15 +56,15 @@ class ExportConfig:
     wall_time: str = arg("", "wall time of that command as measured (e.g. '5 min 24 s'), quoted in the card")
     heldout_episodes: int = arg(8, "fresh episodes (per policy: random, and the model's own) for the held-out "
                                    "prediction error", minimum=1, maximum=10_000)
-    context: int = arg(5, "real context frames before the open-loop prediction", minimum=1, maximum=10_000)
-    horizon: int = arg(15, "predicted frames after the context (KPIs at 1, 5 and 15)", minimum=1, maximum=10_000)
+    context: int = arg(CONTEXT, "real context frames before the open-loop prediction", minimum=1, maximum=10_000)
+    horizon: int = arg(HORIZON, "predicted frames after the context (KPIs at 1, 5 and 15)", minimum=1, maximum=10_000)
     protocol: str = arg("fair", "held-out open-loop KPIs: fair, first-rows (the old protocol) or both (wm dream)",
                         choices=PROTOCOLS)
     samples: int = arg(SAMPLES, "fair protocol: sampled futures per window", minimum=1, maximum=256)
     fidelity_episodes: int = arg(0, "decision fidelity (wm fidelity): real episodes per policy, into config.json "
                                     "metrics and the card; 0 = off (it takes minutes)", minimum=0, maximum=10_000)
     device: str = arg("cpu", "torch device of the held-out measurement: auto, cpu or cuda (cpu: the card's figures "
-                             "match across machines)", choices=dream.DEVICES)
+                             "match across machines)", choices=DEVICES)
     threads: str = threads_arg("0")
     allow_unverified: bool = allow_unverified_arg()
 
@@ -92,66 +92,9 @@ def _run_facts(run_dir: Path) -> dict:
     return facts
 
 
-# Columns of the card's open-loop table: header -> metric key at horizon k. The ratios lead: a bare MSE or PSNR
-# flatters a model whose frames are mostly static background.
-OPEN_LOOP_COLUMNS = {"model / copy-last": "kpi/open_loop_vs_copy_h{k}", "model / mean frame": "kpi/open_loop_vs_mean_h{k}",
-                     "model MSE": "kpi/open_loop_mse_h{k}", "copy-last MSE": "kpi/copy_last_mse_h{k}",
-                     "mean-frame MSE": "kpi/mean_frame_mse_h{k}", "model PSNR (dB)": "kpi/open_loop_psnr_h{k}"}
-
-
-def open_loop_table(metrics: dict) -> str:
-    """Markdown table, one row per horizon ``k`` with a ``kpi/open_loop_mse_h{k}`` in ``metrics``; '-' where absent."""
-    horizons = sorted(int(m.group(1)) for key in metrics if (m := re.fullmatch(r"kpi/open_loop_mse_h(\d+)", key)))
-    lines = ["| steps ahead | " + " | ".join(OPEN_LOOP_COLUMNS) + " |", "|---" * (len(OPEN_LOOP_COLUMNS) + 1) + "|"]
-    for k in horizons:
-        cells = [metrics.get(key.format(k=k)) for key in OPEN_LOOP_COLUMNS.values()]
-        lines.append(f"| {k} | " + " | ".join("-" if v is None else f"{v:.3g}" for v in cells) + " |")
-    return "\n".join(lines)
-
-
-def metrics_section(metrics: dict, *, episodes: int, context: int, horizon: int) -> str:
-    """The card's ``## Measured metrics``: the fair protocol's tables and the old protocol's table against the
-    baselines (each where ``metrics`` hold it), then every value."""
-    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
-                     for k, v in sorted(metrics.items()))
-    parts = ["## Measured metrics"]
-    if card_section(metrics):
-        parts.append(f"""### Fair protocol (the default; docs/open-loop.md)
-
-{episodes} fresh episodes of a uniform random policy and, where the model has one, {episodes} of its own policy
-(reset seeds {HELDOUT_SEED} + i). Windows of {context} real context rows, then {horizon} rows predicted under the
-real actions, start anywhere in the episodes (seeded, uniform). Each window gets K sampled futures: "mean" is the
-error of their mean frame, "best of K" the closest sample's, "one sample" the average sample's. "moving" scores
-only the pixels that changed from the real frame before, where copying the last frame cannot be right; copy-last
-and the mean frame are scored on the same pixels. A moving mean / copy-last ratio below 1 beats "nothing moves".
-
-{card_section(metrics)}""")
-    if "kpi/open_loop_mse_h1" in metrics:
-        parts.append(f"""### Old protocol: the first rows of each episode
-
-Held-out open-loop prediction: {episodes} fresh random-policy episodes (seed {HELDOUT_SEED}), {context} real context
-frames from row 0, then {horizon} frames predicted under the real actions (one forecast). The model's error stands
-next to two baselines on the same frames: copying the last context frame forward, and the mean frame (the per-pixel
-mean of the evaluated real frames). A ratio below 1 beats that baseline. A copy-last ratio near 1 or above means the
-model predicts no better than "nothing moves", however high its PSNR (a forecast that loses Pong's ball and paddles
-still scores ~35 dB: the background is nearly every pixel).
-
-{open_loop_table(metrics)}
-
-`-`: undefined, that baseline is exact on these frames (its error is 0).""")
-    parts.append(f"""Every value, as in config.json `metrics`. Real-env returns are from the run's own evaluation (same seeds for the
-agent and a random policy); `kpi/*` are the held-out open-loop figures above.
-
-| metric | value |
-|---|---|
-{rows}
-""")
-    return "\n\n".join(parts)
-
-
 def _card(config: ExportConfig, pretrained: dict, facts: dict) -> str:
     section = metrics_section(pretrained.get("metrics", {}), episodes=config.heldout_episodes, context=config.context,
-                              horizon=config.horizon) + fidelity.card_part(pretrained)
+                              horizon=config.horizon) + card_part(pretrained)
     return f"""# {Path(config.out).name}
 
 A {pretrained.get('family')} world model for `{pretrained.get('env_id')}`, trained by this project on this CPU.
@@ -194,15 +137,15 @@ def check_out(out: Path, run_dir: Path) -> None:
                          "give a new or empty directory (or leave --out empty for RUN_DIR/export)")
 
 
-def heldout_kpis(model_dir: str | Path, config: ExportConfig) -> dict[str, float]:
-    """``wm dream``'s open-loop KPIs of ``model_dir`` on ``config.heldout_episodes`` fresh random-policy episodes."""
-    with tempfile.TemporaryDirectory() as logdir:
-        heldout = dream.run(dream.DreamConfig(checkpoint=str(model_dir), logdir=logdir, context=config.context,
-                                              horizon=config.horizon, episodes=config.heldout_episodes,
-                                              seed=HELDOUT_SEED, mp4=False, device=config.device,
-                                              protocol=config.protocol, samples=config.samples,
-                                              threads=config.threads, allow_unverified=config.allow_unverified))
-    return {k: float(f"{v:.5g}") for k, v in heldout["kpis"].items()}  # significant digits: MSEs are ~1e-4
+def card_kpis(model_dir: str | Path, config: ExportConfig) -> dict[str, float]:
+    """The held-out KPIs of the model in ``model_dir`` by ``config``'s measurement flags (``--heldout-episodes``,
+    ``--context``, ``--horizon``, ``--protocol``, ``--samples``, ``--device``), on CPU by default so a card's figures
+    match across machines."""
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    pretrained = load(model_dir, device, allow_unverified=config.allow_unverified)
+    return heldout_card_kpis(pretrained, episodes=config.heldout_episodes, context=config.context,
+                             horizon=config.horizon, protocol=config.protocol, samples=config.samples, device=device)
 
 
 def run_onnx(config: ExportConfig) -> dict:
@@ -238,11 +181,11 @@ def run(config: ExportConfig) -> dict:
     # Marks the directory as this run's export, so that a rerun may overwrite it and nothing else.
     save_json_atomic(out / "config.json", {**read_config(out), EXPORTED_FROM: str(run_dir.resolve())})
     vectors = len(read_config(out)["obs_shape"]) == 1  # the held-out KPIs score predicted frames
-    kpis = {} if vectors else heldout_kpis(out, config)
+    kpis = {} if vectors else card_kpis(out, config)
     pretrained = read_config(out)
     pretrained["metrics"] = {**pretrained.get("metrics", {}), **kpis}
     if config.fidelity_episodes:  # opt-in: every policy of the set plays that many real episodes
-        pretrained = fidelity.add_to_model_config(pretrained, fidelity.fidelity_kpis(
+        pretrained = add_to_model_config(pretrained, fidelity_kpis(
             out, episodes=config.fidelity_episodes, device=config.device, threads=config.threads,
             allow_unverified=config.allow_unverified))
     save_json_atomic(out / "config.json", pretrained)

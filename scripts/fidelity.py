@@ -9,28 +9,23 @@ episodes and dreams one from the first frame of each (:mod:`worldmodels.fidelity
 Writes ``fidelity.json`` beside the model (a shipped model: the working directory; ``--out`` elsewhere) and, with
 ``--tensorboard``, ``kpi/decision_fidelity_spearman`` / ``_regret`` under ``tb/fidelity`` there, at x = the env
 steps the model was trained on. ``wm export`` / ``wm remeasure --fidelity-episodes N`` put the same table into the
-model's ``config.json`` and card (:func:`fidelity_kpis`).
+model's ``config.json`` and card (:func:`trainers.runs.fidelity.fidelity_kpis`).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from trainers.runs.fidelity_checkpoints import policy_set
+from trainers.runs.fidelity import FIDELITY_SEED, measure
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, file_problem, save_json_atomic, threads_arg
 from worldmodels.envs.toy import register_toy_envs
-from worldmodels.fidelity import (TERMINATIONS, card_section, decision_fidelity, default_horizon, fidelity_table,
-                                  log_fidelity_kpis, metrics)
-from worldmodels.pretrained import eval_path, make_env_for
+from worldmodels.fidelity import TERMINATIONS, fidelity_table, log_fidelity_kpis
+from worldmodels.pretrained import eval_path
 from worldmodels.profiling import resolve_device, set_threads
-from worldmodels.registry import Pretrained, load
+from worldmodels.registry import load
 
-FIDELITY_SEED = 30_000  # episodes seed .. seed + N - 1: no training preset collects or evaluates on them
-MODEL_KEY = "decision_fidelity"  # config.json key of the last measurement (wm export / wm remeasure)
 
 
 @dataclass
@@ -56,41 +51,6 @@ class FidelityConfig:
 
 
 CONFIG = FidelityConfig
-
-
-def measure(model: Pretrained, *, episodes: int, seed: int, env_id: str = "", horizon: int = 0,
-            termination: str = "threshold", num_envs: int = 35, device: Any = "cpu", progress: bool = True) -> dict:
-    """Build the policy set and measure it: the :func:`worldmodels.fidelity.decision_fidelity` report, plus
-    ``env``, ``policy_set`` (how each policy was made) and ``seconds``."""
-    env_id = env_id or model.env_id
-    horizon = horizon or default_horizon(env_id, model.env_options)
-    make_env = lambda n: make_env_for(model, env_id, n, seed=seed)  # noqa: E731 - the model's env, spaces checked
-    began = time.perf_counter()
-    policies, how = policy_set(model, make_env, seed=seed, horizon=horizon, termination=termination)
-    built = time.perf_counter() - began
-    report = decision_fidelity(model.world_model, policies, make_env, episodes=episodes, seed=seed, horizon=horizon,
-                               termination=termination, num_envs=num_envs, device=device, progress=progress)
-    return {"env": env_id, **report, "policy_set": how,
-            "seconds": {"policy_set": round(built, 1), "measure": round(time.perf_counter() - began - built, 1)}}
-
-
-def fidelity_kpis(model_dir: str | Path, *, episodes: int, device: str = "cpu", threads: str = "0",
-                  allow_unverified: bool = False) -> dict:
-    """:func:`measure` with the defaults on ``model_dir``'s own env (``wm export`` / ``wm remeasure``)."""
-    set_threads(threads)
-    device = resolve_device(device)
-    model = load(model_dir, device, allow_unverified=allow_unverified)
-    return measure(model, episodes=episodes, seed=FIDELITY_SEED, device=device)
-
-
-def add_to_model_config(model_config: dict, report: dict) -> dict:
-    """``model_config`` (a config.json dict) with the report under :data:`MODEL_KEY` and its scalars in ``metrics``."""
-    return {**model_config, "metrics": {**model_config.get("metrics", {}), **metrics(report)}, MODEL_KEY: report}
-
-
-def card_part(model_config: dict) -> str:
-    """The card's decision-fidelity section for a config.json dict, or ``""`` when it was never measured."""
-    return "\n" + card_section(model_config[MODEL_KEY]) if MODEL_KEY in model_config else ""
 
 
 def run(config: FidelityConfig) -> dict:

@@ -1,6 +1,6 @@
 """Re-measure a shipped or exported model's held-out open-loop KPIs (with their baselines) in place.
 
-The same measurement as ``wm export`` (:func:`scripts.export.heldout_kpis`: ``wm dream`` on fresh episodes with a
+The same measurement as ``wm export`` (:func:`worldmodels.model_card.heldout_card_kpis`: ``wm dream``'s KPIs on fresh episodes with a
 seed no run uses, by ``--protocol``: fair by default, first-rows the old one, both), for models that have no run
 directory any more. Metrics the measurement does not produce are kept, so a card measured by the old protocol
 shows its old table next to the fair one. Only ``config.json``'s
@@ -11,14 +11,16 @@ covers it) is never written.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from scripts import fidelity
-from scripts.export import ExportConfig, heldout_kpis, metrics_section
+from trainers.runs.fidelity import fidelity_kpis
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, read_json, save_json_atomic, threads_arg
+from worldmodels.fidelity import MODEL_KEY, add_to_model_config, card_part, metrics
+from worldmodels.model_card import CONTEXT, HORIZON, heldout_card_kpis, metrics_section
 from worldmodels.open_loop import PROTOCOLS, SAMPLES
-from worldmodels.registry import resolve
+from worldmodels.profiling import resolve_device, set_threads
+from worldmodels.registry import load, resolve
 
 CARD_SECTION, CARD_SECTION_END = "## Measured metrics", "These are small CPU-trained models"
 
@@ -49,24 +51,25 @@ def run(config: RemeasureConfig) -> dict:
         raise ValueError(f"--checkpoint {config.checkpoint} observes {tuple(obs_shape)} vectors; wm remeasure measures "
                          "the held-out open-loop frame prediction of models of image observations only (evaluate a "
                          "vector model with wm evaluate)")
-    settings = replace(ExportConfig(), heldout_episodes=config.heldout_episodes, device=config.device,
-                       threads=config.threads, allow_unverified=config.allow_unverified, protocol=config.protocol,
-                       samples=config.samples)
-    kpis = heldout_kpis(out, settings)
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    pretrained = load(out, device, allow_unverified=config.allow_unverified)
+    kpis = heldout_card_kpis(pretrained, episodes=config.heldout_episodes, context=CONTEXT,
+                             horizon=HORIZON, protocol=config.protocol, samples=config.samples, device=device)
     model_config = read_json(out / "config.json", what="the model's settings")
     model_config["metrics"] = {**model_config.get("metrics", {}), **kpis}
     if config.fidelity_episodes:  # opt-in: every policy of the set plays that many real episodes
-        model_config = fidelity.add_to_model_config(model_config, fidelity.fidelity_kpis(
+        model_config = add_to_model_config(model_config, fidelity_kpis(
             out, episodes=config.fidelity_episodes, device=config.device, threads=config.threads,
             allow_unverified=config.allow_unverified))
-        kpis = {**kpis, **fidelity.metrics(model_config[fidelity.MODEL_KEY])}
+        kpis = {**kpis, **metrics(model_config[MODEL_KEY])}
     save_json_atomic(out / "config.json", model_config)
     card_path = out / "README.md"
     card = card_path.read_text() if card_path.is_file() else ""
     if CARD_SECTION in card and CARD_SECTION_END in card:  # a model without an export's card keeps only config.json
         begin, end = card.index(CARD_SECTION), card.index(CARD_SECTION_END)
-        section = metrics_section(model_config["metrics"], episodes=settings.heldout_episodes,
-                                  context=settings.context, horizon=settings.horizon) + fidelity.card_part(model_config)
+        section = metrics_section(model_config["metrics"], episodes=config.heldout_episodes,
+                                  context=CONTEXT, horizon=HORIZON) + card_part(model_config)
         tmp = card_path.with_name(".README.md.tmp")
         tmp.write_text(card[:begin] + section + "\n" + card[end:])
         tmp.replace(card_path)  # atomic, as export writes its card

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scripts.serve_load import TOKEN_ENV, token_from
+from worldmodels.serving.tokens import TOKEN_ENV, token_from
 from worldmodels.checkpoint import allow_unverified_arg
 from worldmodels.config import arg, threads_arg
 from worldmodels.pretrained import make_env_for

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import lightning as L
 
-from scripts import evaluate
 from trainers.data.distributed import barrier, is_rank_zero, rank_and_world_size, stage_seed
 from trainers.runs.worldmodels_config import PRESETS, WorldModelsConfig, pretrained_settings, validate
 from trainers.runs.worldmodels_stages import (copy_pretrained, log_real_return, stage_collect, stage_controller, stage_mdnrnn,
@@ -26,6 +25,7 @@ from worldmodels.data.store import EpisodeStore, env_of_store
 from worldmodels.envs.toy import register_toy_envs
 from worldmodels.evaluation import result_table, write_eval
 from worldmodels.locking import exclusive_lock
+from worldmodels.model_evaluation import evaluate_model
 from worldmodels.profiling import resolve_device, set_threads
 from worldmodels.registry import Pretrained, load
 
@@ -122,10 +122,11 @@ def _stages(config: WorldModelsConfig, pretrained: Pretrained | None = None) -> 
               f"wm evaluate --run-dir {run_dir} --env ENV; stage seconds {({k: round(v) for k, v in timings.items()})}")
         return {"selection": selection, "seconds": timings}
     seed("evaluate")
-    result = evaluate.run(evaluate.EvaluateConfig(
-        run_dir=str(run_dir), env=config.env, episodes=config.eval_episodes, seed=config.seed + 10_000,
-        num_envs=config.num_envs, max_episode_steps=config.max_episode_steps, frameskip=config.frameskip,
-        device=config.device))
+    # The run as saved, loaded back (what `wm evaluate --run-dir` plays), against random on the same seeds.
+    result = evaluate_model(load(run_dir, resolve_device(config.device)), episodes=config.eval_episodes,
+                            seed=config.seed + 10_000, env_id=config.env, num_envs=config.num_envs,
+                            max_episode_steps=config.max_episode_steps, frameskip=config.frameskip,
+                            device=resolve_device(config.device), progress=True)
     lap("evaluate")
     result = {**result, "selection": selection, "seconds": timings}
     write_eval(run_dir / "eval.json", result)

@@ -332,3 +332,16 @@ def default_horizon(env_id: str, env_options: Mapping[str, Any]) -> int:
         return ATARI_MAX_EPISODE_FRAMES // frameskip
     limit = registry_spec(registered_id(env_id)).max_episode_steps
     return int(limit) // frameskip if limit else DEFAULT_HORIZON
+
+
+MODEL_KEY = "decision_fidelity"  # config.json key of the last measurement (wm export / wm remeasure)
+
+
+def add_to_model_config(model_config: dict, report: dict) -> dict:
+    """``model_config`` (a config.json dict) with the report under :data:`MODEL_KEY` and its scalars in ``metrics``."""
+    return {**model_config, "metrics": {**model_config.get("metrics", {}), **metrics(report)}, MODEL_KEY: report}
+
+
+def card_part(model_config: dict) -> str:
+    """The card's decision-fidelity section for a config.json dict, or ``""`` when it was never measured."""
+    return "\n" + card_section(model_config[MODEL_KEY]) if MODEL_KEY in model_config else ""

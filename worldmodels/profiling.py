@@ -27,6 +27,9 @@ from collections.abc import Callable
 import torch
 
 
+DEVICES = ("auto", "cpu", "cuda")  # what a --device flag of a command that loads a model accepts
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is a ValueError."""
     if name == "auto":

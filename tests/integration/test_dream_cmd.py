@@ -10,7 +10,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.cli import main
-from scripts.dream import DreamConfig, collect_episode, run
+from scripts.dream import DreamConfig, run
+from worldmodels.heldout import collect_episode
 from worldmodels import dreams, viz
 from worldmodels.core import WorldModel
 from worldmodels.dreams import dream_models

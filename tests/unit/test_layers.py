@@ -65,3 +65,25 @@ def test_import_worldmodels_stays_light():
     result = subprocess.run([sys.executable, "-c", "import sys, worldmodels; print('torch' in sys.modules)"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stdout + result.stderr
+
+
+def command_imports() -> list[str]:
+    """``"scripts/a.py -> scripts.b"`` for every import of one command module by another (``scripts/cli.py``, the
+    entry point that dispatches to every command, excepted)."""
+    found = []
+    for path in sorted((ROOT / "scripts").glob("*.py")):
+        if path.name in ("cli.py", "__init__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [f"{node.module}.{alias.name}" for alias in node.names] if isinstance(node, ast.ImportFrom)
+                     and node.module else [])
+            found += [f"scripts/{path.name} -> {name}" for name in names if name.split(".")[0] == "scripts"]
+    return found
+
+
+def test_commands_never_import_commands():
+    # What two commands share lives a layer below (worldmodels.heldout, worldmodels.model_card, trainers.runs.fidelity,
+    # worldmodels.serving.tokens): a command that imports another runs that command's flags and side effects.
+    found = command_imports()
+    assert not found, f"commands importing commands: {found}"

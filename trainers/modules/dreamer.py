@@ -41,6 +41,7 @@ from worldmodels.models.actor_critic import (ActorRecorder, ReturnNormalizer, ac
                                              lambda_return, trajectory_weight)
 from worldmodels.models.world_model import DreamerWorldModel
 from worldmodels.policies import ActorHead
+from worldmodels.kpis import log_return_vs_env_steps
 
 OPTIMISERS_PER_STEP = 3
 # The update's phases as torch.profiler ranges (wm bench --what profile reads them; ~1 us each otherwise).

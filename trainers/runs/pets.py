@@ -43,6 +43,7 @@ from worldmodels.pets.family import save_whole
 from worldmodels.pets.tasks import KNOWN_TASKS
 from worldmodels.planning.cem import CEM
 from worldmodels.policies import PlannerPolicy, RandomPolicy
+from worldmodels.kpis import log_return_vs_env_steps
 
 
 @dataclass

@@ -55,6 +55,7 @@ from worldmodels.models.vae import ConvVAE
 from worldmodels.models.vm_world_model import VMWorldModel
 from worldmodels.profiling import resolve_device
 from worldmodels.registry import assemble
+from worldmodels.kpis import log_return_vs_env_steps
 
 
 def vae_module(config: WorldModelsConfig) -> VAEModule:

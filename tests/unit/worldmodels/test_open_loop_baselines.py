@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.dream import pooled_kpis
-from scripts.export import open_loop_table
+from worldmodels.heldout import pooled_kpis
+from worldmodels.model_card import open_loop_table
 from worldmodels.kpis import open_loop_kpis
 from worldmodels import viz
 from worldmodels.baselines import BASELINES, MODEL, by_horizon, open_loop_vs_baselines
