@@ -7,10 +7,20 @@
 # Results in $OUT/ (quiet.log: one line per figure; *.json: the bench records).
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-runs/speed-sitting}; mkdir -p "$OUT"
+OUT=$(realpath -m "${OUT:-runs/speed-sitting}"); mkdir -p "$OUT"; export OUT
+# The sitting runs from a frozen copy of HEAD (a git worktree), so that editing the working tree meanwhile cannot
+# change or break what is timed (it did once: docs/speed.md). PYTHONPATH puts the copy before the editable install.
+if [ "${SITTING_FROZEN:-0}" != 1 ]; then
+  FROZEN=$(mktemp -d /tmp/wm-sitting-XXXXXX)
+  git worktree add --detach -q "$FROZEN/tree" HEAD && ln -s "$PWD/.venv" "$FROZEN/tree/.venv"
+  SITTING_FROZEN=1 PYTHONPATH="$FROZEN/tree" SHEEPRL_HARNESS=$(realpath "${SHEEPRL_HARNESS:-../shared/peers/sheeprl_dreamerv3.sh}") \
+    bash "$FROZEN/tree/scripts/speed_sitting.sh"; status=$?
+  git worktree remove --force "$FROZEN/tree"; rm -rf "$FROZEN"
+  exit $status
+fi
 SIZES=${SIZES:-XS-v1 S-v1}; PAIRS=${PAIRS:-3}
 HARNESS=${SHEEPRL_HARNESS:-../shared/peers/sheeprl_dreamerv3.sh}
-echo "start $(date +%T) $(uptime) cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$OUT/quiet.log"
+echo "start $(date +%T) $(uptime) commit $(git rev-parse --short HEAD) cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" > "$OUT/quiet.log"
 for size in $SIZES; do
   model=dreamer_v3_${size%-v1}
   for i in $(seq 1 "$PAIRS"); do
