@@ -1,4 +1,4 @@
-"""`wm mbpo`: SAC on real + branched PETS-model transitions (:func:`worldmodels.mbpo.run_mbpo`), then evaluation.
+"""`wm mbpo`: SAC on real + branched PETS-model transitions (:class:`worldmodels.mbpo.MBPOLoop`), then evaluation.
 
 Wires the library loop to this layer's ensemble fit (:class:`trainers.runs.pets.EnsembleTrainer`, bootstrapped
 members, elites by held-out MSE) and to the state-vector envs of :func:`trainers.runs.pets.make_state_env`.
@@ -15,13 +15,15 @@ from typing import Any, Optional
 import torch
 
 from trainers.modules.learner import learner_step
+from trainers.runs.loop_resume import (begin_episodes, is_due, load_checkpoint, load_module, load_optimizer, load_rng,
+                                       module_tensors, next_episode, optimizer_state, rng_state, save_checkpoint)
 from trainers.runs.skeleton import Trained
 from trainers.runs.pets import EnsembleTrainer, PETSRunConfig, build_world_model, make_state_env
 from worldmodels import profiling
 from worldmodels.config import arg, threads_arg
 from worldmodels.envs.spaces import ActionSpec
 from worldmodels.mbpo.family import save_whole
-from worldmodels.mbpo import SAC, MBPOSettings, run_mbpo
+from worldmodels.mbpo import SAC, MBPOLoop, MBPOSettings
 from worldmodels.mbpo.sac import sac_losses
 
 
@@ -57,6 +59,8 @@ class MBPORunConfig:
                                 maximum=100, check=lambda c: _at_most(c.elites, c.ensemble, "--ensemble"))
     model_hidden: int = arg(200, "ensemble member width", minimum=8, maximum=65536)
     model_epochs: int = arg(5, "passes over each member's bootstrap per fit", minimum=1, maximum=10_000)
+    checkpoint_every: int = arg(500, "env steps between checkpoints (RUN_DIR/resume, at the next episode end): a "
+                                     "killed run resumes there", minimum=1, maximum=10**9)
     threads: str = threads_arg("1")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
 
@@ -106,9 +110,59 @@ class SACLearner:
 EVAL_ENVS = 5  # envs of the evaluation
 
 
+def save_mbpo(run_dir: str, loop: MBPOLoop, *, learner: "SACLearner", fitter: EnsembleTrainer,
+              finished: bool) -> None:
+    """Everything the loop holds between two episodes -> ``RUN_DIR/resume`` (:mod:`trainers.runs.loop_resume`)."""
+    wm = loop.world_model
+    tensors = {**module_tensors("sac", loop.sac), **module_tensors("ensemble", wm.ensemble)}
+    records = {}
+    for name, optimizer in (("fit", fitter.optimizer), *((f"sac{i}", o) for i, o in enumerate(learner.optimizers))):
+        moments, records[name] = optimizer_state(f"optimizer.{name}", optimizer)
+        tensors.update(moments)
+    for name, replay in (("real", loop.real), ("synthetic", loop.synthetic)):
+        tensors.update({f"{name}.{k}": v[:len(replay)].cpu().clone() for k, v in replay.data.items()})
+    streams, rng = rng_state(generators(loop, fitter))
+    tensors.update(streams)
+    driver = loop.driver
+    save_checkpoint(run_dir, tensors, {
+        "episodes": driver.episodes, "env_steps": driver.steps, "finished": finished, "rng": rng,
+        "optimizers": records, "counts": {"real": loop.real.count, "synthetic": loop.synthetic.count},
+        "returns": loop.hook.returns, "updates": loop.updates, "learner_updates": learner.updates,
+        "fits": fitter.fits, "model_stats": loop.model_stats, "losses": loop.losses})
+
+
+def restore_mbpo(saved: tuple[dict[str, torch.Tensor], dict[str, Any]], loop: MBPOLoop, *, learner: "SACLearner",
+                 fitter: EnsembleTrainer) -> dict[str, Any]:
+    """The inverse of :func:`save_mbpo`, into a freshly built loop; returns the saved state."""
+    tensors, state = saved
+    load_module("sac", loop.sac, tensors)
+    load_module("ensemble", loop.world_model.ensemble, tensors)
+    for name, optimizer in (("fit", fitter.optimizer), *((f"sac{i}", o) for i, o in enumerate(learner.optimizers))):
+        load_optimizer(f"optimizer.{name}", optimizer, tensors, state["optimizers"][name])
+    for name, replay in (("real", loop.real), ("synthetic", loop.synthetic)):
+        filled = min(state["counts"][name], replay.capacity)
+        for key, value in replay.data.items():
+            value[:filled] = tensors[f"{name}.{key}"].to(value.device)
+        replay.count = state["counts"][name]
+    load_rng(tensors, state["rng"], generators(loop, fitter))
+    loop.hook.returns = list(state["returns"])
+    loop.updates, learner.updates, fitter.fits = state["updates"], state["learner_updates"], state["fits"]
+    loop.model_stats, loop.losses = state["model_stats"], state["losses"]
+    return state
+
+
+def generators(loop: MBPOLoop, fitter: EnsembleTrainer) -> dict[str, torch.Generator | None]:
+    """The torch streams of MBPO besides the global one (SAC's sampling)."""
+    return {"batches": loop.generator, "fit": fitter.generator, "particles": loop.world_model.generator,
+            "random_policy": loop.random_policy.generator}
+
+
 def train_mbpo(config: MBPORunConfig, writer: Any = None) -> Trained:
     """Run MBPO -> :class:`trainers.runs.skeleton.Trained` (the run skeleton saves the SAC agent and its ensemble, then
-    evaluates SAC's mean action as loaded vs random)."""
+    evaluates SAC's mean action as loaded vs random).
+
+    Episode ``n`` starts from a reset seeded ``(seed, n)``; between episodes, once ``--checkpoint-every`` env steps
+    are due, the loop's whole state goes to ``RUN_DIR/resume`` and a killed run resumes there bit-identically."""
     profiling.set_threads(config.threads, rows=config.batch_size, width=config.hidden)
     device = profiling.resolve_device(config.device)
     began = time.perf_counter()
@@ -123,8 +177,23 @@ def train_mbpo(config: MBPORunConfig, writer: Any = None) -> Trained:
     sac = SAC(obs_dim, spec, hidden=config.hidden, gamma=config.gamma).to(device)
     learner = SACLearner(sac, lr=config.lr)
     log = None if writer is None else (lambda tag, value, step: writer.add_scalar(tag, value, step))
-    result = run_mbpo(env, world_model, fitter.fit, sac, settings(config), update=learner.update, log=log)
+    loop = MBPOLoop(env, world_model, fitter.fit, sac, settings(config), update=learner.update, log=log,
+                    episode_end=lambda driver: next_episode(driver, config.seed))
+    saved = load_checkpoint(config.run_dir)
+    state = restore_mbpo(saved, loop, learner=learner, fitter=fitter) if saved is not None else {}
+    driver = loop.driver
+    begin_episodes(driver, config.seed, episodes=state.get("episodes", 0), steps=state.get("env_steps", 0))
+    if driver.steps > config.warmup_steps:
+        driver.policy = loop.policy
+    checkpointed = driver.steps
+    while not state.get("finished") and not loop.finished:
+        if loop.step() and is_due(driver.steps, checkpointed, config.checkpoint_every):
+            save_mbpo(config.run_dir, loop, learner=learner, fitter=fitter, finished=False)
+            checkpointed = driver.steps
+    if not state.get("finished"):  # a kill during the evaluation resumes here, with nothing left to train
+        save_mbpo(config.run_dir, loop, learner=learner, fitter=fitter, finished=True)
     env.close()
+    result = loop.result(time.perf_counter() - began)
 
     def save(directory: Path) -> None:
         save_whole(directory, world_model.cpu(), sac.cpu(), env_id=config.env, known_task=not world_model.learned_reward,
@@ -133,4 +202,5 @@ def train_mbpo(config: MBPORunConfig, writer: Any = None) -> Trained:
     facts = {"sac_updates": result["sac_updates"], "train_s": result["train_s"]}
     return Trained(save=save, env_steps=result["env_steps"], eval_envs=EVAL_ENVS,
                    eval_extra=lambda model, policy, seed: facts,
-                   results={key: result[key] for key in ("train_returns", "final_losses", "synthetic_transitions")})
+                   results={**{key: result[key] for key in ("train_returns", "final_losses", "synthetic_transitions")},
+                            "real_transitions": len(loop.real)})

@@ -29,6 +29,9 @@ import numpy as np
 import torch
 
 from trainers.modules.learner import learner_step
+from trainers.runs.loop_resume import (begin_episodes, is_due, load_checkpoint, load_module, load_optimizer, load_rng,
+                                       module_tensors, next_episode, optimizer_state, rng_state, save_checkpoint,
+                                       saved_generator)
 from trainers.runs.skeleton import Trained
 from worldmodels import profiling
 from worldmodels.config import arg, threads_arg
@@ -82,6 +85,8 @@ class PETSRunConfig:
                          maximum=1024)
     tensorboard: bool = arg(True, "log KPIs to RUN_DIR/tb: return vs env steps, plan ms per action, open-loop error "
                                    "and ensemble disagreement by horizon")
+    checkpoint_every: int = arg(200, "env steps between checkpoints (RUN_DIR/resume, at the next episode end): a "
+                                     "killed run resumes there", minimum=1, maximum=10**9)
     threads: str = threads_arg("1")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
 
@@ -212,9 +217,58 @@ def make_planner(config: PETSRunConfig, action_spec: ActionSpec) -> CEM:
     return CEM(action_spec, **planner_settings(config))
 
 
+BUFFER_COLUMNS = ("obs", "action", "next_obs", "reward")
+
+
+def save_pets(run_dir: str, loop: dict[str, Any], *, driver: Driver, world_model: PETSWorldModel,
+              trainer: EnsembleTrainer, buffer: TransitionBuffer, random_policy: RandomPolicy, planner: CEM) -> None:
+    """Everything :func:`train_pets` holds between two episodes -> ``RUN_DIR/resume`` (:mod:`trainers.runs.loop_resume`)."""
+    tensors = module_tensors("ensemble", world_model.ensemble)
+    moments, optimizer = optimizer_state("optimizer", trainer.optimizer)
+    streams, rng = rng_state({"fit": trainer.generator, "particles": world_model.generator,
+                              "random_policy": random_policy.generator, "planner": planner.generator})
+    tensors.update({**moments, **streams})
+    for key in BUFFER_COLUMNS:
+        if buffer.columns[key]:
+            tensors[f"buffer.{key}"] = torch.as_tensor(np.stack(buffer.columns[key]))
+    for key, value in (buffer.last_episode or {}).items():
+        tensors[f"last_episode.{key}"] = torch.as_tensor(np.ascontiguousarray(value))
+    save_checkpoint(run_dir, tensors, {**loop, "episodes": driver.episodes, "env_steps": driver.steps, "rng": rng,
+                                       "optimizer": optimizer, "returns": buffer.returns,
+                                       "return_steps": buffer.return_steps,
+                                       "planner": {"seconds": planner.seconds, "actions": planner.actions,
+                                                   "calls": planner.calls}})
+
+
+def restore_pets(saved: tuple[dict[str, torch.Tensor], dict[str, Any]], *, world_model: PETSWorldModel,
+                 trainer: EnsembleTrainer, buffer: TransitionBuffer, random_policy: RandomPolicy,
+                 planner: CEM) -> dict[str, Any]:
+    """The inverse of :func:`save_pets`, into freshly built objects; returns the loop's counters."""
+    tensors, state = saved
+    load_module("ensemble", world_model.ensemble, tensors)
+    load_optimizer("optimizer", trainer.optimizer, tensors, state["optimizer"])
+    planner.generator = saved_generator(tensors, "planner")
+    load_rng(tensors, state["rng"], {"fit": trainer.generator, "particles": world_model.generator,
+                                     "random_policy": random_policy.generator})
+    for key in BUFFER_COLUMNS:
+        if f"buffer.{key}" in tensors:
+            buffer.columns[key] = list(tensors[f"buffer.{key}"].numpy())
+    episode = {k.split(".", 1)[1]: v.numpy() for k, v in tensors.items() if k.startswith("last_episode.")}
+    buffer.last_episode = episode or None
+    buffer.returns, buffer.return_steps = list(state["returns"]), list(state["return_steps"])
+    planner.seconds, planner.actions, planner.calls = (state["planner"][k] for k in ("seconds", "actions", "calls"))
+    trainer.fits = state["fits"]
+    return {k: state[k] for k in ("fits", "last_fit", "kpis", "logged", "fit_due", "checkpointed", "finished",
+                                  "episodes", "env_steps")}
+
+
 def train_pets(config: PETSRunConfig, writer: Any = None) -> Trained:
     """The loop of the module docstring -> :class:`trainers.runs.skeleton.Trained` (the run skeleton saves the model, then
-    evaluates it as loaded: CEM-MPC with the saved planner settings vs random on the same seeds)."""
+    evaluates it as loaded: CEM-MPC with the saved planner settings vs random on the same seeds).
+
+    Episode ``n`` starts from a reset seeded ``(seed, n)``; between episodes, once ``--checkpoint-every`` env steps
+    are due, everything the loop holds goes to ``RUN_DIR/resume`` (:mod:`trainers.runs.loop_resume`), and a
+    killed run resumes there, ending bit-identical to one that was not killed."""
     if config.elites is not None and config.elites > config.ensemble:
         raise ValueError(f"--elites {config.elites} must be <= --ensemble {config.ensemble}")
     if config.cem_elites > config.candidates:
@@ -229,20 +283,44 @@ def train_pets(config: PETSRunConfig, writer: Any = None) -> Trained:
                               batch_size=config.batch_size, epochs=config.epochs, holdout=config.holdout,
                               seed=config.seed)
     buffer = TransitionBuffer(spec)
-    driver = Driver(env, RandomPolicy(spec, seed=config.seed), hooks=[buffer], device=device)
-    driver.reset(seed=config.seed)
-    driver.run(episodes=config.warmup_episodes, steps=config.steps)
+    random_policy = RandomPolicy(spec, seed=config.seed)
+    driver = Driver(env, random_policy, hooks=[buffer], device=device)
     planner = make_planner(config, spec)
-    driver.policy = PlannerPolicy(world_model, planner, device=device)
-    fits, kpis, logged = [], {}, 0
-    while len(buffer) < config.steps:
-        fits.append(trainer.fit(buffer.tensors(device)))
-        if writer is not None and len(buffer.returns) > logged:  # the fresh model on the latest real episode
-            kpis, logged = log_episode(writer, buffer, world_model, planner, config.horizon), len(buffer.returns)
-        driver.run(episodes=1, steps=config.steps - len(buffer))  # never past the budget of real transitions
-    if writer is not None and len(buffer.returns) > logged:  # the last episode, under the model that planned it
-        kpis = log_episode(writer, buffer, world_model, planner, config.horizon)
+    planning = PlannerPolicy(world_model, planner, device=device)
+    loop = {"fits": 0, "last_fit": None, "kpis": {}, "logged": 0, "fit_due": False, "checkpointed": 0,
+            "finished": False}
+    saved = load_checkpoint(config.run_dir)
+    if saved is not None:
+        loop.update(restore_pets(saved, world_model=world_model, trainer=trainer, buffer=buffer,
+                                 random_policy=random_policy, planner=planner))
+    begin_episodes(driver, config.seed, episodes=loop.get("episodes", 0), steps=loop.get("env_steps", 0))
+    if driver.episodes >= config.warmup_episodes:
+        driver.policy = planning
+
+    def checkpoint(finished: bool = False) -> None:
+        loop.update(finished=finished, checkpointed=driver.steps)
+        save_pets(config.run_dir, loop, driver=driver, world_model=world_model, trainer=trainer, buffer=buffer,
+                  random_policy=random_policy, planner=planner)
+
+    # Warm-up: random episodes; then, after every episode: fit on ALL transitions, play one episode by CEM-MPC.
+    while not loop["finished"] and len(buffer) < config.steps:
+        if loop["fit_due"]:
+            loop["last_fit"], loop["fits"], loop["fit_due"] = trainer.fit(buffer.tensors(device)), trainer.fits, False
+            if writer is not None and len(buffer.returns) > loop["logged"]:  # the fresh model on the latest episode
+                loop["kpis"] = log_episode(writer, buffer, world_model, planner, config.horizon)
+                loop["logged"] = len(buffer.returns)
+        driver.step()
+        if len(buffer) < config.steps and next_episode(driver, config.seed):  # at the budget: no row past it
+            if driver.episodes >= config.warmup_episodes:
+                driver.policy, loop["fit_due"] = planning, True
+            if is_due(driver.steps, loop["checkpointed"], config.checkpoint_every):
+                checkpoint()
+    if not loop["finished"]:
+        if writer is not None and len(buffer.returns) > loop["logged"]:  # the last episode, under its planner's model
+            loop["kpis"] = log_episode(writer, buffer, world_model, planner, config.horizon)
+        checkpoint(finished=True)  # a kill during the evaluation resumes here, with nothing left to train
     env.close()
+    kpis, last_fit = loop["kpis"], loop["last_fit"]
     train_seconds = time.perf_counter() - began
 
     def save(directory: Path) -> None:
@@ -256,7 +334,7 @@ def train_pets(config: PETSRunConfig, writer: Any = None) -> Trained:
 
     results = {"env": config.env, "env_steps": len(buffer), "episode_returns": buffer.returns,
                "episode_end_steps": buffer.return_steps, "train_seconds": train_seconds,
-               "last_fit": fits[-1] if fits else None, "open_loop": kpis,
+               "last_fit": last_fit, "open_loop": kpis,
                "train_plan_ms_per_action": 1000 * planner.seconds / max(planner.actions, 1)}
     return Trained(save=save, env_steps=len(buffer), eval_envs=config.eval_envs, eval_extra=eval_extra,
                    results=results)

@@ -1,8 +1,11 @@
 """The run skeleton: what every training command does around its family's training, written once.
 
     lock RUN_DIR                  one writer per run directory (a second one is refused in one line)
+    same settings?                a rerun with other settings than config.json's is refused in one line; a run
+                                  with results.json already finished: said in one line, nothing is redone
     config.json                   the resolved settings
-    train(config, writer)         the family's part: build, train -> Trained (how to save, what it learned)
+    train(config, writer)         the family's part: build, train -> Trained (how to save, what it learned);
+                                  a killed run resumes inside it from RUN_DIR/resume (trainers.runs.loop_resume)
     RUN_DIR/model                 saved in the exchange format (safetensors + config.json; NaN refused)
     evaluate                      the SAVED model, loaded by worldmodels.load and acting by its family's rule,
                                   vs uniform random on the same seeds seed + 10000 + j (EVAL_SEED_OFFSET)
@@ -23,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from worldmodels.config import save_json_atomic, to_dict
+from trainers.runs.loop_resume import remove_checkpoint
+from worldmodels.config import check_same_settings, read_json, save_json_atomic, to_dict
 from worldmodels.core import Policy
 from worldmodels.evaluation import summary_line, write_eval
 from worldmodels.locking import exclusive_lock
@@ -58,6 +62,13 @@ def run_training(config: Any, *, command: str, train: Callable[[Any, Any], Train
     run_dir = Path(config.run_dir)
     began = time.perf_counter()
     with exclusive_lock(run_dir, what="run directory"):
+        check_same_settings(run_dir, config)  # other settings would mix two runs in one replay and one model
+        if (run_dir / "config.json").is_file() and (run_dir / "results.json").is_file():
+            results = read_json(run_dir / "results.json", what="the finished run's results")
+            remove_checkpoint(run_dir)  # a kill between results.json and this removal left it
+            print(f"wm {command}: {run_dir} already finished with this config "
+                  f"({results.get('eval', {}).get('env_steps', '?')} env steps); nothing to do")
+            return results
         save_json_atomic(run_dir / "config.json", to_dict(config))
         writer = None
         if tensorboard:
@@ -83,6 +94,7 @@ def run_training(config: Any, *, command: str, train: Callable[[Any, Any], Train
                 writer.add_scalar("kpi/random_return", record["random_mean"], trained.env_steps)
             results = {"eval": record, **trained.results}
             save_json_atomic(run_dir / "results.json", results)
+            remove_checkpoint(run_dir)
         finally:
             if writer is not None:
                 writer.close()

@@ -27,6 +27,9 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from trainers.modules.learner import learner_step
+from trainers.runs.loop_resume import (begin_episodes, is_due, load_checkpoint, load_module, load_optimizer, load_rng,
+                                       module_tensors, next_episode, optimizer_state, rng_state, save_checkpoint,
+                                       saved_generator)
 from trainers.runs.skeleton import Trained
 from trainers.data.online import StreamReplay
 from worldmodels import profiling
@@ -96,6 +99,8 @@ class TDMPCRunConfig:
     capacity: int = arg(1_000_000, "replay capacity in rows", minimum=1, maximum=10**9,
                         check=lambda c: None if c.capacity >= c.horizon + 1 else
                         f"must hold one training window: at least --horizon + 1 = {c.horizon + 1} rows")
+    checkpoint_every: int = arg(1000, "env steps between checkpoints (RUN_DIR/resume, at the next episode end): a "
+                                      "killed run resumes there", minimum=1, maximum=10**9)
     threads: str = threads_arg("1")
     device: str = arg("cpu", "torch device: auto, cpu or cuda")
 
@@ -170,6 +175,54 @@ class TDMPCLearner:
 EVAL_ENVS = 4  # envs of the evaluation (MPPI plans for all of them in one batch)
 
 
+REPLAY_FIELDS = ("obs", "action", "reward", "terminated", "truncated", "is_first")
+
+
+def _planner_generator(policy: Policy) -> dict[str, torch.Generator | None]:
+    planner = getattr(policy, "planner", None)
+    return {"planner": getattr(planner, "generator", None)}
+
+
+def save_tdmpc(run_dir: str, loop: dict[str, Any], *, learner: TDMPCLearner, replay: StreamReplay,
+               rng: np.random.Generator, random_policy: RandomPolicy, acting: Policy) -> None:
+    """Everything the loop holds between two episodes -> ``RUN_DIR/resume`` (:mod:`trainers.runs.loop_resume`)."""
+    tensors = {**module_tensors("model", learner.model), **module_tensors("scale", learner.scale)}
+    records = {}
+    for name, optimizer in (("model", learner.model_optim), ("prior", learner.prior_optim)):
+        moments, records[name] = optimizer_state(f"optimizer.{name}", optimizer)
+        tensors.update(moments)
+    filled = len(replay)
+    tensors.update({f"replay.{key}": torch.from_numpy(np.ascontiguousarray(replay.data[0][key][:filled]))
+                    for key in REPLAY_FIELDS})
+    streams, rngs = rng_state({"random_policy": random_policy.generator, **_planner_generator(acting)}, {"replay": rng})
+    tensors.update(streams)
+    save_checkpoint(run_dir, tensors, {**loop, "rng": rngs, "optimizers": records, "replay_count": replay.count[0],
+                                       "updates": learner.updates})
+
+
+def restore_tdmpc(saved: tuple[dict[str, torch.Tensor], dict[str, Any]], *, learner: TDMPCLearner,
+                  replay: StreamReplay, rng: np.random.Generator, random_policy: RandomPolicy,
+                  acting: Policy) -> dict[str, Any]:
+    """The inverse of :func:`save_tdmpc`, into freshly built objects; returns the loop's saved state."""
+    tensors, state = saved
+    load_module("model", learner.model, tensors)
+    load_module("scale", learner.scale, tensors)
+    for name, optimizer in (("model", learner.model_optim), ("prior", learner.prior_optim)):
+        load_optimizer(f"optimizer.{name}", optimizer, tensors, state["optimizers"][name])
+    if replay.frames_on_disk:
+        raise ValueError("a TD-MPC replay with frames on disk cannot be resumed")
+    filled = min(state["replay_count"], replay.capacity)
+    for key in REPLAY_FIELDS:
+        replay.data[0][key][:filled] = tensors[f"replay.{key}"].numpy()
+    replay.count[0] = state["replay_count"]
+    planner = getattr(acting, "planner", None)
+    if planner is not None:
+        planner.generator = saved_generator(tensors, "planner")
+    load_rng(tensors, state["rng"], {"random_policy": random_policy.generator}, {"replay": rng})
+    learner.updates = state["updates"]
+    return {key: state[key] for key in ("returns", "losses", "finished", "episodes", "env_steps")}
+
+
 def train_tdmpc(config: TDMPCRunConfig, writer: Any = None) -> Trained:
     """Run the online loop -> :class:`trainers.runs.skeleton.Trained` (the run skeleton saves, evaluates and records)."""
     if config.seed_steps >= config.steps and config.pretrain_updates == 0:
@@ -188,25 +241,40 @@ def train_tdmpc(config: TDMPCRunConfig, writer: Any = None) -> Trained:
     pixels = len(obs_shape) == 3
     replay = StreamReplay(streams=1, capacity=config.capacity, obs_shape=obs_shape, action_spec=action_spec,
                           obs_dtype=np.uint8 if pixels else np.float32)
-    driver = Driver(env, RandomPolicy(action_spec, seed=config.seed), hooks=[replay], device=device)
-    driver.reset(seed=config.seed)
+    random_policy = RandomPolicy(action_spec, seed=config.seed)
+    driver = Driver(env, random_policy, hooks=[replay], device=device)
+    acting = acting_policy(model, config, explore=True)
     rng = np.random.default_rng(config.seed)
-    returns, episode_return, losses = [], 0.0, {}
+    loop: dict[str, Any] = {"returns": [], "losses": {}, "finished": False, "episodes": 0, "env_steps": 0}
+    saved = load_checkpoint(config.run_dir)
+    if saved is not None:
+        loop.update(restore_tdmpc(saved, learner=learner, replay=replay, rng=rng, random_policy=random_policy,
+                                  acting=acting))
+    returns, episode_return = loop["returns"], 0.0
+    begin_episodes(driver, config.seed, episodes=loop["episodes"], steps=loop["env_steps"])
+    if driver.steps > config.seed_steps:
+        driver.policy = acting
 
     def learn(count: int) -> None:
-        nonlocal losses
         for _ in range(count):
             if replay.has_window(config.horizon + 1):
                 batch = replay.sample(rng, config.batch_size, config.horizon + 1)
-                losses = learner.update({key: value.to(device) for key, value in batch.items()})
+                loop["losses"] = learner.update({key: value.to(device) for key, value in batch.items()})
 
-    while driver.steps < config.steps:
+    def checkpoint(finished: bool) -> None:
+        loop.update(finished=finished, episodes=driver.episodes, env_steps=driver.steps)
+        save_tdmpc(config.run_dir, loop, learner=learner, replay=replay, rng=rng, random_policy=random_policy,
+                   acting=acting)
+
+    checkpointed = driver.steps
+    while not loop["finished"] and driver.steps < config.steps:
         if driver.steps == config.seed_steps:
             learn(config.pretrain_updates)
-            driver.policy = acting_policy(model, config, explore=True)
-        rows = driver.step()
-        episode_return += float(rows["reward"][0])
-        if rows["terminated"][0] or rows["truncated"][0]:
+            driver.policy = acting
+        driver.step()
+        episode_return += float(driver.current["reward"][0])  # the reward of arriving at the row just reached
+        ended = next_episode(driver, config.seed)
+        if ended:
             returns.append(episode_return)
             if writer is not None:
                 writer.add_scalar("env/return", episode_return, driver.steps)
@@ -214,10 +282,16 @@ def train_tdmpc(config: TDMPCRunConfig, writer: Any = None) -> Trained:
         if driver.steps > config.seed_steps:
             learn(config.updates_per_step)
             if writer is not None and learner.updates % 100 == 0:
-                for name, value in losses.items():
+                for name, value in loop["losses"].items():
                     writer.add_scalar(f"train/loss/{name}", value, learner.updates)  # losses: x = updates
-    if driver.steps <= config.seed_steps:
-        learn(config.pretrain_updates)
+        if ended and is_due(driver.steps, checkpointed, config.checkpoint_every):
+            checkpoint(finished=False)
+            checkpointed = driver.steps
+    if not loop["finished"]:
+        if driver.steps <= config.seed_steps:
+            learn(config.pretrain_updates)
+        checkpoint(finished=True)  # a kill during the evaluation resumes here, with nothing left to train
+    losses = loop["losses"]
     env.close()
     train_s = time.perf_counter() - began
     model.eval()
@@ -245,4 +319,4 @@ def train_tdmpc(config: TDMPCRunConfig, writer: Any = None) -> Trained:
         return extra
 
     return Trained(save=save, env_steps=driver.steps, eval_envs=EVAL_ENVS, eval_extra=eval_extra,
-                   results={"train_returns": returns, "final_losses": losses})
+                   results={"train_returns": returns, "final_losses": losses, "replay_rows": len(replay)})

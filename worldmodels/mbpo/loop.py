@@ -139,6 +139,80 @@ def mixed_batch(real: TransitionReplay, model: TransitionReplay, *, batch_size: 
     return {key: torch.cat([part[key] for part in parts]) for key in TRANSITION_KEYS}
 
 
+class MBPOLoop:
+    """The loop of the module docstring, one env step at a time (:meth:`step`), its state in attributes: the real and
+    synthetic replays, the batch ``generator``, the driver and its counters, ``updates``, ``model_stats``,
+    ``losses``. A trainer that checkpoints between episodes reads and restores them (``trainers.runs.mbpo``).
+
+    ``episode_end(driver) -> bool``, called after each env step, may start the next episode itself (a seeded reset:
+    ``trainers.runs.loop_resume.next_episode``) and says whether an episode ended; without it the vector env
+    autoresets.
+    """
+
+    def __init__(self, env: Any, world_model: WorldModel,
+                 fit_model: Callable[[dict[str, torch.Tensor]], dict[str, Any]], sac: SAC, settings: MBPOSettings, *,
+                 update: Callable[[dict[str, torch.Tensor]], dict[str, float]],
+                 log: Callable[[str, float, int], None] | None = None,
+                 episode_end: Callable[[Driver], bool] | None = None) -> None:
+        if not 0.0 <= settings.real_ratio <= 1.0:
+            raise ValueError(f"real_ratio must be in [0, 1], got {settings.real_ratio}")
+        self.world_model, self.fit_model, self.sac, self.settings = world_model, fit_model, sac, settings
+        self.update_fn, self.log, self.episode_end = update, log, episode_end
+        device = sac.log_alpha.device
+        obs_dim, action_dim = world_model.feature_dim, sac.action_spec.dim
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.real = TransitionReplay(settings.steps, obs_dim, action_dim, device)
+        per_batch = settings.rollouts * settings.schedule[3]
+        self.synthetic = TransitionReplay(max(1, settings.model_capacity_rollouts * per_batch), obs_dim, action_dim,
+                                          device)
+        self.hook = RealTransitions(self.real, sac.action_spec)
+        self.random_policy = RandomPolicy(sac.action_spec, seed=settings.seed)
+        self.driver = Driver(env, self.random_policy, hooks=[self.hook], device=device)
+        self.policy = SACPolicy(sac, sample=True)
+        self.model_stats: dict[str, Any] = {}
+        self.losses: dict[str, float] = {}
+        self.updates = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.driver.steps >= self.settings.steps
+
+    def step(self) -> bool:
+        """One real env step and what follows it (fit, rollouts, SAC updates); returns whether an episode ended."""
+        settings, driver, hook = self.settings, self.driver, self.hook
+        if driver.steps == settings.warmup_steps:
+            driver.policy = self.policy
+        finished = len(hook.returns)
+        driver.step()
+        ended = self.episode_end(driver) if self.episode_end is not None else False
+        step = driver.steps
+        if self.log is not None and len(hook.returns) > finished:
+            self.log("env/return", hook.returns[-1], step)
+        if step < settings.warmup_steps or len(self.real) < 2:
+            return ended
+        if (step - settings.warmup_steps) % settings.model_every == 0:
+            self.model_stats = self.fit_model(self.real.all())
+        if (step - settings.warmup_steps) % settings.rollout_every == 0:
+            starts = self.real.sample(settings.rollouts, self.generator)["obs"]
+            self.synthetic.add(branched_rollouts(self.world_model, self.policy, starts,
+                                                 rollout_length(settings.schedule, step)))
+        for _ in range(settings.updates_per_step):
+            self.losses = self.update_fn(mixed_batch(self.real, self.synthetic, batch_size=settings.batch_size,
+                                                     real_ratio=settings.real_ratio, generator=self.generator))
+            self.updates += 1
+        if self.log is not None and step % 250 == 0:
+            for name, value in self.losses.items():
+                self.log(f"train/loss/{name}", value, self.updates)  # losses: x = SAC updates; returns: x = env steps
+            self.log("mbpo/rollout_length", rollout_length(settings.schedule, step), step)
+            self.log("mbpo/synthetic_transitions", len(self.synthetic), step)
+        return ended
+
+    def result(self, train_s: float) -> dict[str, Any]:
+        return {"train_returns": self.hook.returns, "env_steps": self.driver.steps, "sac_updates": self.updates,
+                "synthetic_transitions": len(self.synthetic), "model": self.model_stats, "final_losses": self.losses,
+                "train_s": round(train_s, 1)}
+
+
 def run_mbpo(env: Any, world_model: WorldModel, fit_model: Callable[[dict[str, torch.Tensor]], dict[str, Any]],
              sac: SAC, settings: MBPOSettings, *, update: Callable[[dict[str, torch.Tensor]], dict[str, float]],
              log: Callable[[str, float, int], None] | None = None) -> dict[str, Any]:
@@ -147,43 +221,9 @@ def run_mbpo(env: Any, world_model: WorldModel, fit_model: Callable[[dict[str, t
     ``fit_model(real transitions)`` refits the ensemble and ``update(batch)`` takes one SAC step (both live in
     ``trainers``: the library holds no optimiser).
     """
-    if not 0.0 <= settings.real_ratio <= 1.0:
-        raise ValueError(f"real_ratio must be in [0, 1], got {settings.real_ratio}")
-    device = sac.log_alpha.device
-    obs_dim, action_dim = world_model.feature_dim, sac.action_spec.dim
-    generator = torch.Generator().manual_seed(settings.seed)
-    real = TransitionReplay(settings.steps, obs_dim, action_dim, device)
-    per_batch = settings.rollouts * settings.schedule[3]
-    synthetic = TransitionReplay(max(1, settings.model_capacity_rollouts * per_batch), obs_dim, action_dim, device)
-    hook = RealTransitions(real, sac.action_spec)
-    driver = Driver(env, RandomPolicy(sac.action_spec, seed=settings.seed), hooks=[hook], device=device)
-    driver.reset(seed=settings.seed)
-    policy = SACPolicy(sac, sample=True)
-    began, model_stats, losses, updates = time.perf_counter(), {}, {}, 0
-    while driver.steps < settings.steps:
-        if driver.steps == settings.warmup_steps:
-            driver.policy = policy
-        finished = len(hook.returns)
-        driver.step()
-        step = driver.steps
-        if log is not None and len(hook.returns) > finished:
-            log("env/return", hook.returns[-1], step)
-        if step < settings.warmup_steps or len(real) < 2:
-            continue
-        if (step - settings.warmup_steps) % settings.model_every == 0:
-            model_stats = fit_model(real.all())
-        if (step - settings.warmup_steps) % settings.rollout_every == 0:
-            starts = real.sample(settings.rollouts, generator)["obs"]
-            synthetic.add(branched_rollouts(world_model, policy, starts, rollout_length(settings.schedule, step)))
-        for _ in range(settings.updates_per_step):
-            losses = update(mixed_batch(real, synthetic, batch_size=settings.batch_size,
-                                        real_ratio=settings.real_ratio, generator=generator))
-            updates += 1
-        if log is not None and step % 250 == 0:
-            for name, value in losses.items():
-                log(f"train/loss/{name}", value, updates)  # losses: x = SAC updates; returns: x = env steps
-            log("mbpo/rollout_length", rollout_length(settings.schedule, step), step)
-            log("mbpo/synthetic_transitions", len(synthetic), step)
-    return {"train_returns": hook.returns, "env_steps": driver.steps, "sac_updates": updates,
-            "synthetic_transitions": len(synthetic), "model": model_stats, "final_losses": losses,
-            "train_s": round(time.perf_counter() - began, 1)}
+    loop = MBPOLoop(env, world_model, fit_model, sac, settings, update=update, log=log)
+    began = time.perf_counter()
+    loop.driver.reset(seed=settings.seed)
+    while not loop.finished:
+        loop.step()
+    return loop.result(time.perf_counter() - began)
