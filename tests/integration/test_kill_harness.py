@@ -6,6 +6,10 @@ exits 0. Checked after the last rerun: no episode was lost and none stored twice
 so the store's size follows from the env steps), no temp file or directory is left behind, and the run equals
 an uninterrupted run of the same command bit for bit (DESIGN.md "Exact resume"): every weight tensor, eval.json
 and results.json (timing fields aside), and every stored episode, array for array.
+
+Issue 25 item 4 adds `wm pets`, `wm mbpo` and `wm tdmpc` (checkpointed between episodes, RUN_DIR/resume): the saved
+model tensor for tensor, eval.json / results.json but for wall-clock fields, the real transitions counted exactly,
+and some rerun resumed mid-run from a checkpoint (not only from scratch).
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 TIMING = ("seconds", "online_loop")  # wall-clock fields: the only ones allowed to differ
 
 
-def kill_and_rerun(command: list[str], *, kills: int, window: tuple[float, float], seed: int) -> int:
+def kill_and_rerun(command: list[str], *, kills: int, window: tuple[float, float], seed: int,
+                   after_kill=None) -> int:
     """Start ``command`` ``kills`` times, SIGKILL it after a random delay in ``window`` (unless it ended first),
-    then run it to completion. Returns the number of kills that landed."""
+    then run it to completion. Returns the number of kills that landed; ``after_kill()`` runs after each one."""
     rng, landed = random.Random(seed), 0
     for _ in range(kills):
         process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -45,6 +50,8 @@ def kill_and_rerun(command: list[str], *, kills: int, window: tuple[float, float
             os.kill(process.pid, signal.SIGKILL)
             landed += 1
         process.wait()
+        if after_kill is not None:
+            after_kill()
     run_to_end(command)
     return landed
 
@@ -54,11 +61,12 @@ def run_to_end(command: list[str]) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def killed_and_straight(tmp_path: Path, command, *, window: tuple[float, float], seed: int) -> tuple[int, float]:
+def killed_and_straight(tmp_path: Path, command, *, window: tuple[float, float], seed: int,
+                        after_kill=None) -> tuple[int, float]:
     """``command(dir)`` killed ``KILLS`` times into ``tmp_path/killed``, and once uninterrupted into
     ``tmp_path/straight``; returns the kills that landed and the killed run's wall seconds."""
     began = time.perf_counter()
-    landed = kill_and_rerun(command(tmp_path / "killed"), kills=KILLS, window=window, seed=seed)
+    landed = kill_and_rerun(command(tmp_path / "killed"), kills=KILLS, window=window, seed=seed, after_kill=after_kill)
     seconds = time.perf_counter() - began
     run_to_end(command(tmp_path / "straight"))
     assert landed > 0, "no kill landed: the run finished before every kill; make it longer"
@@ -94,9 +102,9 @@ def assert_same_episodes(a: Path, b: Path) -> int:
     return len(first)
 
 
-def report(name: str, landed: int, seconds: float) -> None:
-    print(f"\n{name}: {landed} kills landed of {KILLS}, 0 episodes lost, 0 duplicated, bit-identical to the "
-          f"uninterrupted run; {seconds:.0f}s with the kills")
+def report(name: str, landed: int, seconds: float, *, what: str = "episodes", extra: str = "") -> None:
+    print(f"\n{name}: {landed} kills landed of {KILLS}, 0 {what} lost, 0 duplicated, bit-identical to the "
+          f"uninterrupted run; {seconds:.0f}s with the kills{extra}")
 
 
 @pytest.mark.slow
@@ -164,3 +172,99 @@ def test_worldmodels_survives_kills(tmp_path):
     assert assert_same_episodes(run_dir / "episodes", straight / "episodes") == 20
     _no_leftovers(run_dir)
     report("worldmodels", landed, seconds)
+
+
+# ------------------------------------------------------------------ issue 25 item 4: the plain-loop runs
+
+LOOP_TIMING = {"wall_s", "train_s", "train_seconds", "plan_ms_per_action", "train_plan_ms_per_action"}
+LOOP_ENV = "worldmodels/ContinuousCartPole-v0"  # ~20-step random episodes: a checkpoint every second or so
+
+
+def _untimed(value):
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k not in LOOP_TIMING}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def assert_same_loop_run(killed: Path, straight: Path) -> dict:
+    """Every saved weight tensor equal, eval.json and results.json equal but for wall-clock fields, no resume
+    state or temp file left; returns the killed run's results."""
+    assert_same_tensors(load_file(killed / "model" / "model.safetensors"),
+                        load_file(straight / "model" / "model.safetensors"), killed.name)
+    for name in ("eval.json", "results.json"):
+        first, second = (_untimed(json.loads((d / name).read_text())) for d in (killed, straight))
+        assert first == second, name
+    assert not (killed / "resume").exists()  # removed once results.json was written
+    _no_leftovers(killed)
+    return json.loads((killed / "results.json").read_text())
+
+
+class ResumePoints:
+    """After each kill: the env step the run's last checkpoint holds (where the next rerun resumes), or None."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.state, self.points = run_dir / "resume" / "state.json", []
+
+    def __call__(self) -> None:
+        self.points.append(json.loads(self.state.read_text())["env_steps"] if self.state.is_file() else None)
+
+    def check(self, steps: int) -> str:
+        """Some rerun resumed mid-run (not only from scratch), and the resume points never went back."""
+        seen = [p for p in self.points if p is not None]
+        assert seen and 0 < min(seen) < steps, self.points  # a kill landed after a checkpoint, before the end
+        assert seen == sorted(seen), self.points
+        return f"; resumed at env steps {self.points}"
+
+
+def loop_command(command: str, steps: int, flags: list[str]):
+    def build(run_dir):
+        return [sys.executable, "-m", "scripts.cli", command, "--env", LOOP_ENV, "--steps", str(steps),
+                "--checkpoint-every", "1", "--eval-episodes", "2", "--seed", "4", "--run-dir", str(run_dir), *flags]
+    return build
+
+
+@pytest.mark.slow
+def test_pets_survives_kills(tmp_path):
+    steps = 300 + 40 * max(0, KILLS - 3)  # ~60 transitions/s after a ~3.5 s start: kills land a few s into a run
+    command = loop_command("pets", steps, ["--ensemble", "2", "--hidden", "8", "--layers", "2", "--horizon", "3",
+                                           "--candidates", "8", "--iterations", "1", "--particles", "1",
+                                           "--cem-elites", "2", "--epochs", "1", "--eval-envs", "2"])
+    points = ResumePoints(tmp_path / "killed")
+    landed, seconds = killed_and_straight(tmp_path, command, window=(3.0, 7.0), seed=4, after_kill=points)
+    results = assert_same_loop_run(tmp_path / "killed", tmp_path / "straight")
+    # The budget counts real transitions exactly: none lost (the run would play on) and none stored twice.
+    assert results["env_steps"] == steps == results["eval"]["env_steps"]
+    report("pets", landed, seconds, what="transitions", extra=points.check(steps))
+
+
+@pytest.mark.slow
+def test_mbpo_survives_kills(tmp_path):
+    steps = 300 + 40 * max(0, KILLS - 3)  # ~50 env steps (each with a SAC update) a second after the start
+    command = loop_command("mbpo", steps, ["--warmup-steps", "20", "--model-every", "20", "--rollout-every", "20",
+                                           "--rollouts", "50", "--k-schedule", "0,40,1,3", "--updates-per-step", "1",
+                                           "--batch-size", "8", "--hidden", "16", "--model-hidden", "16",
+                                           "--ensemble", "2"])
+    points = ResumePoints(tmp_path / "killed")
+    landed, seconds = killed_and_straight(tmp_path, command, window=(3.0, 7.0), seed=5, after_kill=points)
+    results = assert_same_loop_run(tmp_path / "killed", tmp_path / "straight")
+    # One real transition per env step but each episode's first row: env steps - episodes begun after a step.
+    episodes = len(results["train_returns"])
+    assert results["eval"]["env_steps"] == steps and steps - episodes - 1 <= results["real_transitions"] <= steps
+    report("mbpo", landed, seconds, what="transitions", extra=points.check(steps))
+
+
+@pytest.mark.slow
+def test_tdmpc_survives_kills(tmp_path):
+    steps = 200 + 25 * max(0, KILLS - 3)  # ~25 env steps (MPPI + one update each) a second after the start
+    command = loop_command("tdmpc", steps, ["--seed-steps", "30", "--pretrain-updates", "3", "--hidden", "16",
+                                            "--latent-dim", "16", "--batch-size", "4", "--candidates", "8",
+                                            "--iterations", "1", "--num-q", "2"])
+    points = ResumePoints(tmp_path / "killed")
+    landed, seconds = killed_and_straight(tmp_path, command, window=(3.0, 8.0), seed=6, after_kill=points)
+    results = assert_same_loop_run(tmp_path / "killed", tmp_path / "straight")
+    # Every env step stores its row, and every episode end its terminal row: exactly, so none twice and none lost.
+    assert results["eval"]["env_steps"] == steps
+    assert results["replay_rows"] == steps + len(results["train_returns"])
+    report("tdmpc", landed, seconds, what="transitions", extra=points.check(steps))
