@@ -7,7 +7,8 @@ ends with the run skeleton's files (:mod:`trainers.runs.skeleton`): the agent an
 (safetensors + config.json, :mod:`worldmodels.mbpo.family`: ``worldmodels.load(RUN_DIR)``, ``wm evaluate``,
 ``wm plan``, ``wm serve`` read it), ``RUN_DIR/eval.json`` (SAC's mean action, as saved, vs uniform random on the
 same seeds), ``RUN_DIR/results.json`` and TensorBoard logs under ``RUN_DIR/tb``. The wiring is
-:mod:`trainers.runs.mbpo`.
+:mod:`trainers.runs.mbpo`. Killed at any moment, the same command resumes from ``RUN_DIR/resume`` (written between
+episodes, ``--checkpoint-every``) and ends bit-identical to an uninterrupted run (docs/kill-safety.md).
 """
 
 from __future__ import annotations

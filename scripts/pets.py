@@ -6,7 +6,8 @@
 ``RUN_DIR/eval.json`` (the saved model's CEM-MPC vs uniform random on the same seeds, plus ``env_steps``,
 ``propagation`` and ``plan_ms_per_action``), ``RUN_DIR/results.json`` (episode returns by env step, the last fit's
 losses, validation MSE and elites) and TensorBoard logs under ``RUN_DIR/tb``. The loop and its config are
-:mod:`trainers.runs.pets`.
+:mod:`trainers.runs.pets`. Killed at any moment, the same command resumes from ``RUN_DIR/resume`` (written between
+episodes, ``--checkpoint-every``) and ends bit-identical to an uninterrupted run (docs/kill-safety.md).
 """
 
 from __future__ import annotations

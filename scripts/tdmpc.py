@@ -6,7 +6,9 @@ TD-MPC2 Sec. 3.1), and ends with the run skeleton's files (:mod:`trainers.runs.s
 config.json, :mod:`worldmodels.tdmpc.family`: ``worldmodels.load(RUN_DIR)``, ``wm evaluate``, ``wm serve`` read it),
 ``RUN_DIR/eval.json`` (the saved planner vs uniform random on the same seeds, and the prior alone as
 ``prior_returns``), ``RUN_DIR/results.json`` and TensorBoard logs under ``RUN_DIR/tb``. ``--obs pixels`` plans
-from frames. The loop and its config are :mod:`trainers.runs.tdmpc`.
+from frames. The loop and its config are :mod:`trainers.runs.tdmpc`. Killed at any moment, the same command
+resumes from ``RUN_DIR/resume`` (written between episodes, ``--checkpoint-every``) and ends bit-identical to an
+uninterrupted run (docs/kill-safety.md).
 """
 
 from __future__ import annotations

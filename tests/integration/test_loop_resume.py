@@ -98,3 +98,21 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path):
     (tmp_path / "run" / "resume" / state["tensors"]).write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match=r"SHA-256 differs.*remove .*resume"):
         trained("tdmpc", tmp_path / "run")
+
+
+def test_a_rerun_with_other_settings_is_refused_and_a_finished_one_says_so(tmp_path, capsys):
+    from scripts.cli import main
+
+    run_dir = tmp_path / "run"
+    argv = ["pets", "--env", ENV, "--steps", "40", "--eval-episodes", "1", "--eval-envs", "1", "--run-dir",
+            str(run_dir), "--ensemble", "2", "--hidden", "8", "--candidates", "8", "--iterations", "1",
+            "--cem-elites", "2", "--epochs", "1", "--tensorboard", "false"]
+    assert main(argv) == 0
+    files = {name: (run_dir / name).read_bytes() for name in ("config.json", "eval.json", "results.json")}
+    capsys.readouterr()
+    assert main([*argv, "--hidden", "16"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "--hidden 8 -> 16" in errors[0], errors
+    assert main([*argv, "--checkpoint-every", "7"]) == 0  # how often to checkpoint may differ: the same run
+    assert "already finished with this config (40 env steps); nothing to do" in capsys.readouterr().out
+    assert {name: (run_dir / name).read_bytes() for name in files} == files

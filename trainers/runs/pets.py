@@ -16,6 +16,8 @@ episode, where a Trainer's start-up would cost more than the fit; the optimiser 
 (:func:`worldmodels.pets.envs.make_state_env`, re-exported here: the env factory with ``obs="vector"``).
 TensorBoard (``RUN_DIR/tb``): the KPIs of :mod:`worldmodels.kpis` and ``kpi/return_vs_env_steps`` after every
 episode, on the latest real episode; ``kpi/real_return`` and ``kpi/random_return`` at the end (the tags of every family).
+Episode ``n`` resets seeded ``(seed, n)``, and between episodes the loop's whole state is checkpointed to
+``RUN_DIR/resume``, from which a killed run resumes exactly (:mod:`trainers.runs.loop_resume`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ TD-MPC2 (Hansen et al. 2024, Alg. 1) on the one env driver::
 The replay is :class:`trainers.data.online.StreamReplay` (the driver's hook); windows of ``horizon + 1`` rows may
 cross an episode boundary, and :func:`worldmodels.tdmpc.valid_transitions` masks the steps past it.
 A plain PyTorch loop: the two optimisers step once per update, so no Trainer machinery is needed.
+Episode ``n`` resets seeded ``(seed, n)``, and between episodes the whole loop (model, optimisers, replay rows,
+RNG states) is checkpointed to ``RUN_DIR/resume``, from which a killed run resumes exactly
+(:mod:`trainers.runs.loop_resume`).
 """
 
 from __future__ import annotations
