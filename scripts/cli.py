@@ -10,9 +10,11 @@ only when its subcommand runs (or for ``--help``), so ``wm --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -51,6 +53,39 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def _version() -> str:
+    """The installed package's version, read without importing torch (``wm --version`` stays instant)."""
+    from importlib.metadata import PackageNotFoundError, version  # deferred: only --version needs it
+
+    try:
+        return version("worldmodels")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "(not installed)"
+
+
+def plain(text: str) -> str:
+    """Docstring markup as a terminal shows it: ``:mod:`x``` and ````x```` become `x`."""
+    return re.sub(r"``([^`]+)``", r"`\1`", re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text))
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """``"; did you mean --preset?"`` for the closest of ``choices`` to a misspelt ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def unknown_words(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> str:
+    """One line naming the unrecognised arguments, with the closest flag of ``command`` for each misspelt one."""
+    options: list[str] = []
+    if command is not None:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+        options = [s for action in sub._actions for s in action.option_strings if s.startswith("--")]
+    hints = [f"{word}{did_you_mean(word.split('=')[0], options)}" for word in unknown if word.startswith("-")]
+    where = f"wm {command}" if command else "wm"
+    return (f"{where}: error: unrecognized argument(s) {' '.join(unknown)}" + (f" ({'; '.join(hints)})" if any(
+        "did you mean" in h for h in hints) else "") + f"; see `{where} --help`")
+
+
 class UserError(Exception):
     """An error the user can fix; printed as one line, without a traceback."""
 
@@ -75,13 +110,14 @@ def build_parser(only: str | None = None, preset: str | None = None) -> argparse
         prog="wm",
         description="worldmodels: world models with latent imagination (World Models V+M+C and Dreamer).",
     )
+    parser.add_argument("--version", action="version", version=f"wm (worldmodels) {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
         if only is not None and name != only:
             sub.add_parser(name, help=command.help)  # listed in `wm --help` without importing torch & co.
             continue
         module = importlib.import_module(command.module)
-        p = sub.add_parser(name, help=command.help, description=(module.__doc__ or command.help).strip().splitlines()[0])
+        p = sub.add_parser(name, help=command.help, description=plain((module.__doc__ or command.help).strip().splitlines()[0]))
         presets = getattr(module, "PRESETS", None)
         default_preset = getattr(module, "DEFAULT_PRESET", None)
         if presets:
@@ -104,8 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # Import only the module of the subcommand being run (or none for `wm --help`): keeps the CLI fast.
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen is not None and chosen not in COMMANDS and not argv[0].startswith("-"):
+        print(f"wm: error: unknown command {chosen!r}{did_you_mean(chosen, list(COMMANDS))}; `wm --help` lists them",
+              file=sys.stderr)
+        return 2
     parser = build_parser(only=chosen if chosen in COMMANDS else "", preset=chosen_preset(argv))
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(unknown_words(parser, args.command, unknown), file=sys.stderr)
+        return 2
     if args.command is None:
         parser.print_help()
         return 0

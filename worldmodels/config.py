@@ -124,7 +124,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[s
             default=None,
             choices=field.metadata.get("choices"),
             metavar=(tp.__name__.upper() if isinstance(tp, type) else "VALUE"),
-            help=f"{help_text} (default: {default}{_range_help(field.metadata)})",
+            help=help_text + _default_help(default, field.metadata),
             **({"nargs": "?", "const": True} if tp is bool else {}),  # a bare `--flag` means `--flag true`
         )
 
@@ -167,6 +167,13 @@ def build_config(
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _default_help(default: Any, meta: Mapping[str, Any]) -> str:
+    """`` (default: 8; >= 1)`` for ``--help``; an empty default shows as nothing (the help text says what empty means)."""
+    bounds = _range_help(meta).removeprefix("; ")
+    parts = ([] if default in ("", None) else [f"default: {default}"]) + ([bounds] if bounds else [])
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _range_help(meta: Mapping[str, Any]) -> str:
