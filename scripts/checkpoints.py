@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worldmodels.config import arg
-from worldmodels.registry import list_checkpoints
+from worldmodels.shipped import list_checkpoints
 
 # The metrics `wm checkpoints` prints per model, in this order (all of them are in its config.json and model card).
 # The open-loop ratios to the copy-last-frame / mean-frame baselines come before PSNR, which alone flatters.
@@ -28,15 +28,37 @@ class CheckpointsConfig:
 CONFIG = CheckpointsConfig
 
 
+def table(rows: list[dict]) -> str:
+    """The rows as one aligned table: name, family, env, size, then :data:`SUMMARY_METRICS` ('-' where absent)."""
+    columns = list(dict.fromkeys(SUMMARY_METRICS.values()))
+    header = ["name", "family", "env", "MB", *columns, "card"]
+    body = []
+    for row in rows:
+        if "error" in row:
+            body.append([row["name"], "unreadable: " + row["error"]])
+            continue
+        shown = {SUMMARY_METRICS[k]: v for k, v in row["metrics"].items() if k in SUMMARY_METRICS and isinstance(v, (int, float))}
+        card = row["card"] or "-"
+        with_cwd = Path(card).resolve()
+        card = str(with_cwd.relative_to(Path.cwd())) if with_cwd.is_relative_to(Path.cwd()) else card
+        body.append([row["name"], str(row["family"]), str(row["env_id"]), f"{row['size_mb']:.1f}",
+                     *[f"{shown[c]:.3g}" if c in shown else "-" for c in columns], card])
+    full = [r for r in body if len(r) == len(header)]
+    widths = [max(len(r[i]) for r in [header, *full]) for i in range(len(header))]
+    numeric = {3, *range(4, 4 + len(columns))}  # right-aligned columns
+
+    def line(cells: list[str]) -> str:
+        if len(cells) != len(header):  # an unreadable model: its name and the error
+            return f"{cells[0]:<{widths[0]}}  {cells[1]}"
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
+
+
 def run(config: CheckpointsConfig) -> list[dict]:
     rows = list_checkpoints(config.root or None)
     if not rows:
         print(f"no pretrained world models under {config.root or 'the shipped roots (set WM_CHECKPOINTS=DIR)'}")
-    for row in rows:
-        if "error" in row:
-            print(f"{row['name']:<28} unreadable: {row['error']}")
-            continue
-        shown = {k: row["metrics"][k] for k in SUMMARY_METRICS if k in row["metrics"]}
-        metrics = ", ".join(f"{SUMMARY_METRICS[k]} {v:.3g}" for k, v in shown.items() if isinstance(v, (int, float)))
-        print(f"{row['name']:<28} {row['family']:<12} {row['env_id']:<14} {row['size_mb']:>5.1f} MB  {metrics}  card: {row['card']}")
+        return rows
+    print(table(rows))
     return rows

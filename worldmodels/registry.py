@@ -117,38 +117,6 @@ def resolve(name_or_path: str | Path) -> Path:
                             f"(shipped: {shipped_names() or 'none found there'}; set WM_CHECKPOINTS=DIR to add one)")
 
 
-def list_checkpoints(root: str | Path | None = None) -> list[dict]:
-    """One row per pretrained directory under ``root`` (None: every shipped NAME, as :func:`resolve` finds it):
-    name, family, env, size, metrics, card path."""
-    rows = []
-    if root is None:
-        directories = [find_shipped(name) for name in shipped_names()]
-    else:
-        directories = sorted(Path(root).iterdir()) if Path(root).is_dir() else []
-    for directory in directories:
-        if not (directory / "config.json").is_file():
-            continue
-        try:
-            config = read_config(directory)
-        except CheckpointError as error:
-            rows.append({"name": directory.name, "error": str(error)})
-            continue
-        size_mb = sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 2**20
-        rows.append(
-            {
-                "name": directory.name,
-                "path": str(directory),
-                "family": config.get("family"),
-                "env_id": config.get("env_id"),
-                "steps": config.get("training_steps"),
-                "size_mb": round(size_mb, 2),
-                "metrics": config.get("metrics", {}),
-                "card": str(directory / "README.md") if (directory / "README.md").is_file() else None,
-            }
-        )
-    return rows
-
-
 def family_and_root(path: Path) -> tuple[str, Path]:
     """Which family a path holds and the directory (or .ckpt) its layout is read from."""
     for name, family in FAMILIES.items():

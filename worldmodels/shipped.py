@@ -16,6 +16,7 @@ runs at import time; the directories are looked up when a name is resolved.
 
 from __future__ import annotations
 
+import json
 import os
 import sysconfig
 from pathlib import Path
@@ -65,3 +66,32 @@ def is_shipped(path: Path) -> bool:
     """Whether ``path`` lies inside a shipped root: outputs about it go to the working directory, not next to it."""
     resolved = Path(path).resolve()
     return any(root.resolve() in resolved.parents for root in shipped_roots())
+
+
+def list_checkpoints(root: str | Path | None = None) -> list[dict]:
+    """One row per pretrained directory under ``root`` (None: every shipped NAME, as ``resolve`` finds it): name,
+    family, env, size, metrics, card path; ``{"name", "error"}`` for an unreadable ``config.json``.
+
+    Reads the JSON only (no torch, no weights), so ``wm checkpoints`` lists models in well under a second.
+    """
+    if root is None:
+        directories = [d for d in (find_shipped(name) for name in shipped_names()) if d is not None]
+    else:
+        directories = sorted(Path(root).iterdir()) if Path(root).is_dir() else []
+    rows = []
+    for directory in directories:
+        if not (directory / "config.json").is_file():
+            continue
+        try:
+            config = json.loads((directory / "config.json").read_text())
+            if not isinstance(config, dict):
+                raise ValueError("config.json is not a JSON object")
+        except (OSError, ValueError) as error:
+            rows.append({"name": directory.name, "error": f"{directory / 'config.json'}: {error}"})
+            continue
+        size_mb = sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 2**20
+        rows.append({"name": directory.name, "path": str(directory), "family": config.get("family"),
+                     "env_id": config.get("env_id"), "steps": config.get("training_steps"),
+                     "size_mb": round(size_mb, 2), "metrics": config.get("metrics", {}),
+                     "card": str(directory / "README.md") if (directory / "README.md").is_file() else None})
+    return rows

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from scripts.checkpoints import CONFIG, run
-from worldmodels.registry import SHIPPED, list_checkpoints
+from worldmodels.registry import SHIPPED
+from worldmodels.shipped import list_checkpoints
 from worldmodels.checkpoint import SHA256_KEY, WEIGHTS_NAME, file_sha256
 from worldmodels.pretrained import from_pretrained
 
@@ -30,10 +31,11 @@ def test_each_loads_and_has_a_card_with_metrics(row):
     assert bundle.env_id == row["env_id"]
 
 
-def test_wm_checkpoints_prints_one_line_per_model(capsys):
+def test_wm_checkpoints_prints_a_header_and_one_row_per_model(capsys):
     run(CONFIG(root=str(SHIPPED)))
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert len(lines) == len(ROWS) and all("card:" in line for line in lines)
+    header, rule, *lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert header.startswith("name") and header.endswith("card") and set(rule) <= {"-", " "}
+    assert len(lines) == len(ROWS) and all(line.rstrip().endswith("README.md") for line in lines)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r["name"] for r in ROWS])

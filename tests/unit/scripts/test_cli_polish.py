@@ -52,3 +52,24 @@ def test_help_has_no_markup_and_no_empty_default(command, capsys):
     text = capsys.readouterr().out
     for bad in (":mod:", ":func:", ":class:", "``", "(default: )", "default: )", "(required) (default"):
         assert bad not in text, f"wm {command} --help shows {bad!r}"
+
+
+def test_wm_checkpoints_is_an_aligned_table_without_torch(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    code = ("import sys; from scripts.cli import main; code = main(['checkpoints']); "
+            "print('TORCH', 'torch' in sys.modules); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1] == "TORCH False", "wm checkpoints imported torch: it only reads config.json files"
+    header, rule, *rows = lines[:-1]
+    assert header.split()[:4] == ["name", "family", "env", "MB"] and set(rule.replace(" ", "")) == {"-"}
+    assert len(rows) >= 5  # the shipped models
+    # Aligned: every column of the rule starts where the header's column starts.
+    starts = [i for i, c in enumerate(rule) if c == "-" and (i == 0 or rule[i - 1] == " ")]
+    for row in rows:
+        assert all(i == 0 or row[i - 1] == " " for i in starts), row

@@ -11,7 +11,8 @@ import tomllib
 import pytest
 
 from worldmodels import shipped
-from worldmodels.registry import list_checkpoints, resolve
+from worldmodels.registry import resolve
+from worldmodels.shipped import list_checkpoints
 
 NAME = "pong-worldmodels-tiny"
 
