@@ -123,10 +123,10 @@ def _stages(config: WorldModelsConfig, pretrained: Pretrained | None = None) -> 
         return {"selection": selection, "seconds": timings}
     seed("evaluate")
     # The run as saved, loaded back (what `wm evaluate --run-dir` plays), against random on the same seeds.
-    result = evaluate_model(load(run_dir, resolve_device(config.device)), episodes=config.eval_episodes,
-                            seed=config.seed + 10_000, env_id=config.env, num_envs=config.num_envs,
-                            max_episode_steps=config.max_episode_steps, frameskip=config.frameskip,
-                            device=resolve_device(config.device), progress=True)
+    device = resolve_device(config.device)
+    result = evaluate_model(load(run_dir, device), episodes=config.eval_episodes, seed=config.seed + 10_000,
+                            env_id=config.env, num_envs=config.num_envs, max_episode_steps=config.max_episode_steps,
+                            frameskip=config.frameskip, device=device, progress=True)
     lap("evaluate")
     result = {**result, "selection": selection, "seconds": timings}
     write_eval(run_dir / "eval.json", result)

@@ -79,7 +79,12 @@ class Driver:
 
     @policy.setter
     def policy(self, policy: Policy) -> None:
-        self._policy, self.policy_state, self._fresh_carry = policy, None, True
+        self._policy = policy
+        self.clear_carry()
+
+    def clear_carry(self) -> None:
+        """Forget the policy's recurrent state: its next step starts from ``policy.initial`` in every env."""
+        self.policy_state, self._fresh_carry = None, True
 
     def reset(self, seed: int | Sequence[int] | None = None) -> None:
         """Reset every env (sub-env ``i`` gets ``seed + i``, or ``seed[i]``); running episodes are dropped."""
@@ -87,7 +92,7 @@ class Driver:
             seed = vector_seeds(self.env, np.ones(self.num_envs, bool), seed)
         obs, _ = self.env.reset(seed=seed)
         self.current = self._blocks.begin(np.asarray(obs), self._zero_action)
-        self.policy_state, self._fresh_carry = None, True
+        self.clear_carry()
 
     @property
     def done(self) -> np.ndarray:

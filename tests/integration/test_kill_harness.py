@@ -28,6 +28,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.support.records import without_keys
 from worldmodels.checkpoint import load_lightning_checkpoint
 from worldmodels.data.store import EpisodeStore
 
@@ -176,16 +177,7 @@ def test_worldmodels_survives_kills(tmp_path):
 
 # ------------------------------------------------------------------ issue 25 item 4: the plain-loop runs
 
-LOOP_TIMING = {"wall_s", "train_s", "train_seconds", "plan_ms_per_action", "train_plan_ms_per_action"}
 LOOP_ENV = "worldmodels/ContinuousCartPole-v0"  # ~20-step random episodes: a checkpoint every second or so
-
-
-def _untimed(value):
-    if isinstance(value, dict):
-        return {k: _untimed(v) for k, v in value.items() if k not in LOOP_TIMING}
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
 
 
 def assert_same_loop_run(killed: Path, straight: Path) -> dict:
@@ -194,7 +186,7 @@ def assert_same_loop_run(killed: Path, straight: Path) -> dict:
     assert_same_tensors(load_file(killed / "model" / "model.safetensors"),
                         load_file(straight / "model" / "model.safetensors"), killed.name)
     for name in ("eval.json", "results.json"):
-        first, second = (_untimed(json.loads((d / name).read_text())) for d in (killed, straight))
+        first, second = (without_keys(json.loads((d / name).read_text())) for d in (killed, straight))
         assert first == second, name
     assert not (killed / "resume").exists()  # removed once results.json was written
     _no_leftovers(killed)

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.support.records import without_keys
 from trainers.runs import loop_resume, mbpo, pets, tdmpc
 from worldmodels.config import build_config
 
-TIMING = {"train_seconds", "train_plan_ms_per_action", "train_s", "wall_s", "plan_ms_per_action", "seconds"}
 
 ENV = "worldmodels/ContinuousCartPole-v0"
 FAMILIES = {
@@ -34,14 +34,6 @@ FAMILIES = {
 
 class Stopped(Exception):
     """Raised in place of the run after a checkpoint: what a kill right after it leaves behind."""
-
-
-def without_timing(value):
-    if isinstance(value, dict):
-        return {k: without_timing(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list):
-        return [without_timing(v) for v in value]
-    return value
 
 
 def trained(family: str, run_dir, monkeypatch=None, *, stop_after: int | None = None):
@@ -80,7 +72,7 @@ def test_a_run_stopped_after_a_checkpoint_resumes_to_the_same_weights(family, tm
     assert weights.keys() == straight.keys()
     for key in weights:
         assert torch.equal(weights[key], straight[key]), f"{family}: {key} differs after the resume"
-    assert json.dumps(without_timing(results), sort_keys=True) == json.dumps(without_timing(straight_results),
+    assert json.dumps(without_keys(results), sort_keys=True) == json.dumps(without_keys(straight_results),
                                                                              sort_keys=True)
 
 

@@ -18,9 +18,9 @@ what the run draws: a killed run ends bit-identical to one that was not (CPU, on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -50,7 +50,7 @@ def next_episode(driver: Driver, seed: int) -> bool:
     if not bool(driver.done[0]):
         return False
     driver.reset_envs(np.ones(1, bool), [resume_seed(seed, driver.episodes + 1)])  # recording it counts the episode
-    driver.policy = driver.policy  # a fresh carry: nothing of the last episode reaches the next (nor a checkpoint)
+    driver.clear_carry()  # nothing of the last episode reaches the next (nor a checkpoint)
     return True
 
 
@@ -160,8 +160,13 @@ def load_checkpoint(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[
 
 
 def remove_checkpoint(run_dir: str | Path) -> None:
-    """Drop ``RUN_DIR/resume`` once the run's results are written (a finished run is told by results.json)."""
-    shutil.rmtree(Path(run_dir) / RESUME_DIR, ignore_errors=True)
+    """Drop what :func:`save_checkpoint` wrote in ``RUN_DIR/resume`` once the run's results are written (a finished
+    run is told by results.json); the folder goes only if nothing else is left in it."""
+    folder = Path(run_dir) / RESUME_DIR
+    for path in [folder / STATE_NAME, *folder.glob("tensors-*.safetensors"), *folder.glob(".tensors-*.safetensors.tmp")]:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # absent, or holding a file this module never wrote
+        folder.rmdir()
 
 
 __all__ = ["RESUME_DIR", "begin_episodes", "is_due", "load_checkpoint", "load_module", "load_optimizer", "load_rng",
